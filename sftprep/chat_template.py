@@ -1,0 +1,136 @@
+"""Compile and render chat templates in a sandbox, the way `transformers` renders them.
+
+Templates (the tokenizer's own or a user's file) are untrusted code: they run in Jinja's immutable
+sandbox, with no access to files, attributes starting with `_`, or Python internals. The
+environment matches `transformers.apply_chat_template` (trim_blocks, lstrip_blocks, loopcontrols,
+a `tojson` that does not escape HTML, `raise_exception`, `strftime_now`), so our text is the text
+the tokenizer itself would render. `{% generation %}` blocks render their body and mark nothing:
+masks never depend on them.
+"""
+
+import json
+from datetime import datetime
+from functools import lru_cache
+from importlib import resources
+
+import jinja2
+import jinja2.ext
+import jinja2.nodes
+import jinja2.utils
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from sftprep.errors import RowError, SftprepError
+
+REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+CONTROL_KEYS = ("train",)
+
+
+class _GenerationTag(jinja2.ext.Extension):
+    """Accept `{% generation %}...{% endgeneration %}` and render the body unchanged."""
+
+    tags = {"generation"}
+
+    def parse(self, parser):
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return jinja2.nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
+
+    def _body(self, caller):
+        return caller()
+
+
+class _Namespace(jinja2.utils.Namespace):
+    """`namespace()` that refuses underscore-prefixed attributes."""
+
+    def __init__(*args, **kwargs):
+        self, args = args[0], args[1:]
+        attrs = dict(*args, **kwargs)
+        for name in attrs:
+            _Namespace._check(name)
+        jinja2.utils.Namespace.__init__(self, attrs)
+
+    def __setitem__(self, name, value):
+        _Namespace._check(name)
+        jinja2.utils.Namespace.__setitem__(self, name, value)
+
+    @staticmethod
+    def _check(name):
+        if isinstance(name, str) and name.startswith("_"):
+            raise jinja2.exceptions.SecurityError(f"templates cannot set underscore attributes ({name!r})")
+
+
+def _raise_exception(message):
+    raise jinja2.exceptions.TemplateError(message)
+
+
+def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+def _strftime_now(fmt):
+    return datetime.now().strftime(fmt)
+
+
+def _plain_dict(*args, **kwargs):
+    return dict(*args, **kwargs)
+
+
+@lru_cache(maxsize=16)
+def compile_template(source: str) -> jinja2.Template:
+    """Compile a chat template once (cached per process)."""
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, jinja2.ext.loopcontrols]
+    )
+    env.filters["tojson"] = _tojson
+    env.globals.update(
+        raise_exception=_raise_exception, strftime_now=_strftime_now, dict=_plain_dict, namespace=_Namespace
+    )
+    try:
+        return env.from_string(source)
+    except jinja2.TemplateSyntaxError as err:
+        raise SftprepError(f"the chat template does not compile: {err.message} (line {err.lineno})") from None
+
+
+def builtin_template(name: str) -> str:
+    """Text of a template shipped with sftprep (`chatml`)."""
+    return resources.files("sftprep").joinpath("templates", f"{name}.jinja").read_text()
+
+
+def template_messages(messages: list[dict]) -> list[dict]:
+    """Messages as the template sees them: None-valued and sftprep control keys dropped, reasoning aliased.
+
+    This mirrors what `apply_chat_template` does to its input, so both render the same text.
+    """
+    out = []
+    for message in messages:
+        clean = {k: v for k, v in message.items() if v is not None and k not in CONTROL_KEYS}
+        reasoning = next((clean[k] for k in REASONING_FIELDS if clean.get(k) is not None), None)
+        if reasoning is not None:
+            clean = {"thinking": reasoning, **clean, "reasoning_content": reasoning}
+        out.append(clean)
+    return out
+
+
+def render(
+    template: jinja2.Template,
+    messages: list[dict],
+    tools: list | None,
+    special_tokens: dict,
+    add_generation_prompt: bool = False,
+) -> str:
+    """Render `messages` (already passed through `template_messages`) to text.
+
+    Raises RowError(`template_error`) when the template rejects the conversation.
+    """
+    try:
+        return template.render(
+            messages=messages, tools=tools, documents=None, add_generation_prompt=add_generation_prompt, **special_tokens
+        )
+    except jinja2.exceptions.SecurityError as err:
+        raise RowError("template_error", f"the chat template tried an unsafe operation: {err}") from None
+    except (jinja2.exceptions.TemplateError, TypeError, ValueError, AttributeError, IndexError, KeyError) as err:
+        raise RowError(
+            "template_error",
+            f"the chat template rejected this conversation: {err}; fix the roles/order of the messages "
+            "or pass --chat-template FILE",
+        ) from None

@@ -1,0 +1,28 @@
+"""The one exception sftprep raises for anything the user can fix.
+
+The CLI prints it as a single line and exits 1; any other exception is a bug and keeps its
+traceback.
+"""
+
+
+class SftprepError(Exception):
+    """A problem with the user's input or config; the message says what, where and how to fix it."""
+
+
+class RowError(SftprepError):
+    """One input row cannot be used. `reason` is the short key it is counted under with --on-error skip."""
+
+    def __init__(self, reason: str, message: str, source: str = "", row: int | None = None):
+        self.reason = reason
+        self.detail = message
+        self.source = source
+        self.row = row
+        super().__init__(self._text())
+
+    def located(self, source: str, row: int) -> "RowError":
+        """The same error, naming the file and the (0-based) row."""
+        return RowError(self.reason, self.detail, source, row)
+
+    def _text(self) -> str:
+        where = f"{self.source}, row {self.row}: " if self.source else ""
+        return f"{where}{self.detail} [{self.reason}]"

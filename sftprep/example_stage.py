@@ -1,0 +1,78 @@
+"""Rows to encoded examples: normalize -> render -> tokenize + mask, one chunk of rows at a time.
+
+Runs in worker processes (or inline). Each worker builds its tokenizer and compiled template once,
+then turns chunks of `(row_index, row)` into `(row_index, Encoded | RowError)`, in order.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sftprep.chat_template import compile_template
+from sftprep.config import BuildConfig
+from sftprep.encoding import Encoded, encode_batch
+from sftprep.errors import RowError
+from sftprep.formats import FormatSpec, make_normalizer
+from sftprep.rendering import render_example
+from sftprep.tokenizer_loader import LoadedTokenizer, load_tokenizer
+
+
+@dataclass
+class ExampleStage:
+    """Everything a worker needs to process rows of one build."""
+
+    config: BuildConfig
+    tokenizer: LoadedTokenizer
+
+    def __post_init__(self):
+        template = self.tokenizer.chat_template
+        self.template = compile_template(template) if template else None
+        self.bos_id = self.tokenizer.token_id("bos_token")
+        self.eos_id = self.tokenizer.token_id("eos_token")
+        self._normalizers: dict[tuple, Callable] = {}
+        self.special_tokens = self.config.special_tokens and (self.config.packing != "wrapped" or self.config.concat_token)
+
+    def process(self, spec: FormatSpec, chunk: list) -> list:
+        """Encode a chunk of (row_index, row | RowError); bad rows come back as RowError."""
+        key = (spec.name, tuple(sorted((k, str(v)) for k, v in spec.fields.items())))
+        normalize = self._normalizers.get(key)
+        if normalize is None:
+            normalize = self._normalizers[key] = make_normalizer(spec)
+        results: list = []
+        rendered, slots = [], []
+        for row_index, row in chunk:
+            if isinstance(row, RowError):
+                results.append((row_index, row))
+                continue
+            try:
+                example = normalize(row)
+                rendered.append(render_example(example, self.config.loss_on, self.template, self.tokenizer.special_tokens))
+            except RowError as err:
+                results.append((row_index, err))
+                continue
+            slots.append(len(results))
+            results.append((row_index, None))
+        encoded = encode_batch(rendered, self.tokenizer.backend, self.bos_id, self.eos_id, self.special_tokens) if rendered else []
+        for slot, enc in zip(slots, encoded):
+            results[slot] = (results[slot][0], enc)
+        return results
+
+
+_WORKER: ExampleStage | None = None
+
+
+def init_worker(config: BuildConfig) -> None:
+    """Pool initializer: load the tokenizer and compile the template once per process."""
+    global _WORKER
+    tokenizer = load_tokenizer(config.tokenizer, config.chat_template, config.pad_vocab_to_multiple_of)
+    _WORKER = ExampleStage(config, tokenizer)
+
+
+def process_in_worker(task: tuple) -> list:
+    """Pool task: (spec, chunk) -> results of ExampleStage.process."""
+    spec, chunk = task
+    return _WORKER.process(spec, chunk)
+
+
+def has_loss(encoded: Encoded) -> bool:
+    """True when at least one token counts toward the loss."""
+    return bool(encoded.loss_mask.any())

@@ -1,0 +1,300 @@
+"""The build, top to bottom: sources -> detect -> normalize/render/encode -> length policy ->
+split -> pack -> write. Reads like the diagram in DESIGN.md; each stage lives in its own module."""
+
+import hashlib
+import itertools
+import json
+import multiprocessing
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from schemas import FORMAT_VERSION, MANIFEST_NAME
+from sftprep.config import BuildConfig, load_config
+from sftprep.encoding import Encoded
+from sftprep.errors import RowError, SftprepError
+from sftprep.example_stage import ExampleStage, has_loss, init_worker, process_in_worker
+from sftprep.formats import detect_format
+from sftprep.length_policy import apply_length_policy
+from sftprep.packing import efficiency, length_histogram, pack_bfd, pack_wrapped
+from sftprep.sources import Source, content_sha256, iter_rows, resolve_sources
+from sftprep.tokenizer_loader import LoadedTokenizer, load_tokenizer
+from sftprep.version import __version__
+from sftprep.writer import atomic_build_dir, write_manifest, write_split
+
+CHUNK_ROWS = 1024
+FINGERPRINT_EXCLUDED = ("out", "overwrite", "num_proc", "sources", "eval_sources", "tokenizer", "chat_template")
+
+
+@dataclass
+class SourceStats:
+    """Counts for one source, as the manifest records them."""
+
+    source: Source
+    split: str
+    sha256: str
+    example_id_start: int
+    format: str = ""
+    rows_read: int = 0
+    rows_kept: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    tokens: int = 0
+    loss_tokens: int = 0
+    truncated: int = 0
+    truncated_tokens: int = 0
+    split_examples: int = 0
+
+    def entry(self) -> dict:
+        return {
+            "path": self.source.path,
+            "split": self.split,
+            "content_sha256": self.sha256,
+            "format": self.format,
+            "example_id_start": self.example_id_start,
+            "rows_read": self.rows_read,
+            "rows_kept": self.rows_kept,
+            "dropped": dict(sorted(self.dropped.items())),
+            "tokens": self.tokens,
+            "loss_tokens": self.loss_tokens,
+            "truncated": self.truncated,
+            "truncated_tokens": self.truncated_tokens,
+            "split_examples": self.split_examples,
+        }
+
+
+@dataclass
+class BuildResult:
+    """What a build returns: its manifest, and whether an identical build was already there."""
+
+    manifest: dict
+    up_to_date: bool
+
+
+def build(config, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Run a build from a BuildConfig, a dict of config keys, or a YAML path; return its manifest."""
+    return run_build(as_config(config), progress).manifest
+
+
+def as_config(config) -> BuildConfig:
+    """Accept a BuildConfig, a mapping of config keys, or the path of a YAML file."""
+    if isinstance(config, BuildConfig):
+        return config.validate()
+    if isinstance(config, (str, Path)):
+        return load_config(str(config), {})
+    if isinstance(config, dict):
+        return load_config(None, config)
+    raise SftprepError(f"build() takes a BuildConfig, a dict or a YAML path, not {type(config).__name__}")
+
+
+def run_build(config: BuildConfig, progress: Callable[[int, int], None] | None = None) -> BuildResult:
+    """The whole build; see the module docstring for the order of stages."""
+    started = time.perf_counter()
+    train_sources = resolve_sources(config.sources)
+    eval_sources = resolve_sources(config.eval_sources, "--eval") if config.eval_sources else []
+    tokenizer = load_tokenizer(config.tokenizer, config.chat_template, config.pad_vocab_to_multiple_of)
+    stats, start = [], 0
+    eval_split = "train+eval" if config.eval_fraction else "train"
+    for split, sources in ((eval_split, train_sources), ("eval", eval_sources)):
+        for source in sources:
+            stats.append(SourceStats(source, split, content_sha256(source), 0))
+    fingerprint = build_fingerprint(config, stats, tokenizer)
+    out = Path(config.out)
+    existing = _existing_manifest(out)
+    if existing is not None and existing.get("fingerprint") == fingerprint:
+        return BuildResult(existing, True)
+    if out.exists() and any(out.iterdir()) and not config.overwrite:
+        what = "a different build" if existing else "files that are not a complete build"
+        raise SftprepError(f"--out {out} already holds {what}; pass --overwrite to replace it, or choose another --out")
+
+    pieces: dict[str, list[tuple[int, Encoded]]] = {"train": [], "eval": []}
+    for st in stats:
+        st.example_id_start = start
+        _read_source(config, tokenizer, st, pieces, progress)
+        start += st.rows_read
+    if config.eval_fraction:
+        pieces["train"], pieces["eval"] = _hold_out(pieces["train"], stats, config)
+
+    with atomic_build_dir(out) as tmp:
+        splits = {}
+        for split, items in pieces.items():
+            if split == "eval" and not (eval_sources or config.eval_fraction):
+                continue
+            rows = _pack(items, config)
+            shards = write_split(tmp, split, rows, config.shard_size_mb * 1024 * 1024)
+            splits[split] = _split_stats(items, rows, shards, config)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "sftprep_version": __version__,
+            "fingerprint": fingerprint,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "elapsed_s": round(time.perf_counter() - started, 3),
+            "config": config.to_dict(),
+            "tokenizer": tokenizer.manifest_entry(),
+            "sources": [st.entry() for st in stats],
+            "splits": splits,
+            "dropped": dict(sorted(sum((st.dropped for st in stats), Counter()).items())),
+        }
+        write_manifest(tmp, manifest)
+    return BuildResult(manifest, False)
+
+
+def build_fingerprint(config: BuildConfig, stats: list[SourceStats], tokenizer: LoadedTokenizer) -> str:
+    """Hash of everything that decides the output: config, source contents, tokenizer, template, version."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in FINGERPRINT_EXCLUDED}
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "sftprep_version": __version__,
+        "config": settings,
+        "sources": [[st.split, st.source.kind, st.sha256] for st in stats],
+        "tokenizer": tokenizer.fingerprint,
+        "special_tokens": tokenizer.special_tokens,
+        "chat_template": tokenizer.chat_template,
+        "added_tokens": tokenizer.added_tokens,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _existing_manifest(out: Path) -> dict | None:
+    try:
+        return json.loads((out / MANIFEST_NAME).read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+
+
+def _chunks(rows, size: int):
+    iterator = iter(enumerate(rows))
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _read_source(config, tokenizer, st: SourceStats, pieces: dict, progress) -> None:
+    """Encode every row of one source; keep examples under the length policy; count every drop."""
+    rows = iter_rows(st.source)
+    first = list(itertools.islice(rows, 1))
+    if not first:
+        raise SftprepError(f"{st.source.path}: no rows; remove it from the sources or put data in it")
+    first_dict = next((r for r in first if isinstance(r, dict)), None)
+    rows = itertools.chain(first, rows)
+    columns = list(first_dict) if first_dict is not None else []
+    spec = detect_format(columns, config, st.source.path)
+    st.format = spec.name
+    tasks = ((spec, chunk) for chunk in _chunks(rows, CHUNK_ROWS))
+    for results in _map(config, tokenizer, tasks):
+        for row_index, result in results:
+            st.rows_read += 1
+            if isinstance(result, RowError):
+                if config.on_error == "raise":
+                    raise result.located(st.source.path, row_index)
+                st.dropped[result.reason] += 1
+                continue
+            _keep(config, st, st.example_id_start + row_index, result, pieces)
+        if progress:
+            progress(len(results), sum(len(e.input_ids) for _, e in results if isinstance(e, Encoded)))
+
+
+def _map(config: BuildConfig, tokenizer: LoadedTokenizer, tasks):
+    """Process tasks in order, in worker processes when num_proc > 1."""
+    procs = config.num_proc or os.cpu_count() or 1
+    if procs <= 1:
+        stage = ExampleStage(config, tokenizer)
+        yield from (stage.process(spec, chunk) for spec, chunk in tasks)
+        return
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(procs, initializer=init_worker, initargs=(config,)) as pool:
+        yield from pool.imap(process_in_worker, tasks)
+
+
+def _keep(config: BuildConfig, st: SourceStats, example_id: int, encoded: Encoded, pieces: dict) -> None:
+    if not has_loss(encoded):
+        st.dropped["no_loss_tokens"] += 1
+        return
+    kept, cut = (
+        ([encoded], 0)
+        if config.packing == "wrapped"
+        else apply_length_policy(encoded, config.max_length, config.overlong, config.truncation_side)
+    )
+    if not kept:
+        st.dropped["too_long"] += 1
+        return
+    if cut:
+        st.truncated += 1
+        st.truncated_tokens += cut
+    if not any(has_loss(p) for p in kept):
+        st.dropped["no_loss_tokens"] += 1
+        return
+    if len(kept) > 1:
+        st.split_examples += 1
+    st.rows_kept += 1
+    target = "eval" if st.split == "eval" else "train"
+    for piece in kept:
+        st.tokens += len(piece.input_ids)
+        st.loss_tokens += int(piece.loss_mask.sum())
+        pieces[target].append((example_id, piece))
+
+
+def _hold_out(items: list, stats: list[SourceStats], config: BuildConfig) -> tuple[list, list]:
+    """Seeded, stable eval split: the examples whose hash(seed, source content, row) is smallest."""
+    owners = sorted((st.example_id_start, st) for st in stats)
+
+    def key(example_id: int) -> bytes:
+        st = next(s for start, s in reversed(owners) if start <= example_id)
+        text = f"{config.seed}:{st.sha256}:{example_id - st.example_id_start}"
+        return hashlib.blake2b(text.encode(), digest_size=8).digest()
+
+    ids = sorted({example_id for example_id, _ in items})
+    count = min(len(ids) - 1, max(1, round(config.eval_fraction * len(ids)))) if len(ids) > 1 else 0
+    held = set(sorted(ids, key=key)[:count])
+    return [it for it in items if it[0] not in held], [it for it in items if it[0] in held]
+
+
+def _pack(items: list[tuple[int, Encoded]], config: BuildConfig) -> list[tuple]:
+    """Rows (input_ids, loss_mask, seq_lens, example_ids) of a split, in seeded shuffled order."""
+    lengths = np.fromiter((len(e.input_ids) for _, e in items), dtype=np.int64, count=len(items))
+    rows: list[tuple] = []
+    if config.packing == "wrapped":
+        for segments in pack_wrapped(lengths, config.max_length):
+            ids, masks = [], []
+            for seg in segments:
+                enc = items[seg.index][1]
+                mask = enc.loss_mask[seg.start : seg.stop].copy()
+                mask[0] = 0
+                ids.append(enc.input_ids[seg.start : seg.stop])
+                masks.append(mask)
+            rows.append((np.concatenate(ids), np.concatenate(masks), [s.stop - s.start for s in segments], [items[s.index][0] for s in segments]))
+    else:
+        groups = pack_bfd(lengths, config.max_length) if config.packing == "bfd" else [[i] for i in range(len(items))]
+        for group in groups:
+            encs = [items[i][1] for i in group]
+            rows.append(
+                (
+                    np.concatenate([e.input_ids for e in encs]),
+                    np.concatenate([e.loss_mask for e in encs]),
+                    [len(e.input_ids) for e in encs],
+                    [items[i][0] for i in group],
+                )
+            )
+    order = np.random.default_rng(config.seed).permutation(len(rows))
+    return [rows[i] for i in order]
+
+
+def _split_stats(items: list, rows: list, shards: list, config: BuildConfig) -> dict:
+    lengths = np.fromiter((len(e.input_ids) for _, e in items), dtype=np.int64, count=len(items))
+    tokens = int(lengths.sum())
+    loss_tokens = sum(int(row[1].sum()) for row in rows)  # from the rows: wrapping unmarks segment starts
+    return {
+        "rows": len(rows),
+        "examples": len({example_id for example_id, _ in items}),
+        "tokens": tokens,
+        "loss_tokens": loss_tokens,
+        "max_length": config.max_length,
+        "packing": config.packing,
+        "packing_efficiency": round(efficiency(tokens, len(rows), config.max_length), 6),
+        "length_histogram": length_histogram(lengths, config.max_length),
+        "shards": shards,
+    }

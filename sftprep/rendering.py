@@ -1,0 +1,145 @@
+"""Render an Example to text and the character spans that count toward the loss.
+
+Masks are computed, not searched. For a chat, what assistant turn i trains is what the model would
+generate after the template's generation prompt: in the full render F, from the end of
+render(messages[:i], add_generation_prompt=True) to where the next message begins, with trailing
+whitespace left out (the one rule we apply at turn edges). Worked example (ChatML)::
+
+    F = "<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\nHello!<|im_end|>\\n"
+                                                          ^^^^^^^^^^^^^^^^ trained span
+
+Some templates are not prefix-preserving (Qwen3 drops the reasoning of turns before the last user
+query, so render(messages[:i+1]) is not a prefix of F). Then the turn's own text T (rendered as the
+last turn) is aligned to F: the span ends after the longest suffix of T that F continues with at
+the turn's start, which is the turn as F renders it.
+"""
+
+from dataclasses import dataclass
+
+from sftprep.chat_template import render, template_messages
+from sftprep.errors import RowError
+from sftprep.formats import Example
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """Text to tokenize, and the character spans [start, end) whose tokens are trained."""
+
+    text: str
+    spans: tuple
+    add_special_tokens: bool
+    """True for text and plain prompt/completion (the tokenizer adds BOS); False for chats."""
+    append_eos: bool
+    """True when the example must end with EOS (text, plain prompt/completion)."""
+
+
+def render_example(example: Example, loss_on: str, template, special_tokens: dict) -> Rendered:
+    """Render one example under a loss policy (assistant | last-assistant | all)."""
+    if example.kind == "text":
+        return Rendered(example.text, ((0, len(example.text)),), True, True)
+    if example.kind == "completion":
+        text = example.prompt + example.completion
+        start = 0 if loss_on == "all" else len(example.prompt)
+        return Rendered(text, ((start, len(text)),), True, True)
+    if template is None:
+        raise RowError(
+            "no_chat_template",
+            "this is a conversation but the tokenizer has no chat template; pass --chat-template FILE, "
+            "or --chat-template chatml to set up ChatML",
+        )
+    return _render_chat(example, loss_on, template, special_tokens)
+
+
+def trained_messages(example: Example, loss_on: str) -> list[bool]:
+    """Which messages train: the policy, then each message's own `train` flag."""
+    messages = example.messages
+    assistants = [i for i, m in enumerate(messages) if m["role"] == "assistant" and i >= example.prompt_messages]
+    if loss_on == "last-assistant":
+        chosen = set(assistants[-1:])
+    else:
+        chosen = set(assistants)
+    flags = [i in chosen for i in range(len(messages))]
+    return [m.get("train", flag) if isinstance(m.get("train"), bool) else flag for m, flag in zip(messages, flags)]
+
+
+def _render_chat(example: Example, loss_on: str, template, special_tokens: dict) -> Rendered:
+    messages = template_messages(list(example.messages))
+
+    def r(msgs, gen=False):
+        return render(template, msgs, example.tools, special_tokens, add_generation_prompt=gen)
+
+    full = r(messages)
+    if loss_on == "all":
+        excluded = [i for i, m in enumerate(example.messages) if m.get("train") is False]
+        spans = _subtract([(0, len(full))], [_turn_span(r, messages, full, i) for i in excluded])
+        return Rendered(full, tuple(spans), False, False)
+    spans = [_turn_span(r, messages, full, i) for i, t in enumerate(trained_messages(example, loss_on)) if t]
+    return Rendered(full, tuple(s for s in spans if s[1] > s[0]), False, False)
+
+
+def _turn_span(r, messages: list, full: str, i: int) -> tuple[int, int]:
+    """Characters of `full` that message i contributes after its header (see the module docstring)."""
+    is_assistant = messages[i]["role"] == "assistant"
+    if i == 0 and not is_assistant:
+        head = ""
+    else:
+        try:
+            head = r(messages[:i], gen=is_assistant)
+        except RowError:
+            if i == 0:
+                raise RowError("template_error", "the conversation starts with an assistant turn, which the template cannot prompt for; start with a user (or system) message") from None
+            raise
+    if not full.startswith(head):
+        raise RowError(
+            "template_error",
+            f"the chat template renders the conversation before message {i} differently once later messages "
+            "follow, so its turn cannot be located; use --chat-template with a prefix-preserving template",
+        )
+    start = len(head)
+    own = r(messages[: i + 1])
+    if not own.startswith(head):
+        raise RowError("template_error", f"the chat template's generation prompt is not how it renders message {i}; use --chat-template with a consistent template")
+    turn = own[start:]
+    if full.startswith(turn, start):
+        end = start + len(turn)
+    else:
+        end = start + _longest_suffix_continuing(turn, full, start)
+    while end > start and full[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def _longest_suffix_continuing(turn: str, full: str, start: int) -> int:
+    """Length of the longest suffix of `turn` that `full` continues with at `start` (KMP, linear)."""
+    window = full[start : start + len(turn)]
+    if not window:
+        return 0
+    # Prefix function of window + sep + turn: the border at the end is the longest suffix of `turn`
+    # that is a prefix of `window`.
+    s = window + "\x00" + turn
+    pi = [0] * len(s)
+    for k in range(1, len(s)):
+        j = pi[k - 1]
+        while j and s[k] != s[j]:
+            j = pi[j - 1]
+        if s[k] == s[j]:
+            j += 1
+        pi[k] = j
+    return min(pi[-1], len(window))
+
+
+def _subtract(spans: list, holes: list) -> list:
+    """Spans minus holes, all as [start, end) character ranges."""
+    out = spans
+    for h0, h1 in holes:
+        nxt = []
+        for s0, s1 in out:
+            if h1 <= s0 or h0 >= s1:
+                nxt.append((s0, s1))
+                continue
+            if s0 < h0:
+                nxt.append((s0, h0))
+            if h1 < s1:
+                nxt.append((h1, s1))
+        out = nxt
+    return out

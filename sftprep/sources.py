@@ -1,0 +1,224 @@
+"""Readers: turn each data source into numbered rows (plain dicts). The only stage besides the
+writer that touches disk.
+
+A row that cannot be parsed comes out as a RowError in its place, so the caller decides whether to
+stop or to count it and go on; rows keep their index either way.
+"""
+
+import csv
+import glob
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sftprep.errors import RowError, SftprepError
+
+FILE_KINDS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
+BATCH_ROWS = 1024
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input: a file, a save_to_disk folder or a hub dataset name."""
+
+    path: str
+    kind: str
+    """json | jsonl | parquet | csv | arrow | saved | hub"""
+
+
+def resolve_sources(specs: tuple[str, ...], flag: str = "SOURCE") -> list[Source]:
+    """Expand globs and check that every source exists; report all missing ones at once."""
+    found, missing = [], []
+    for spec in specs:
+        if any(c in spec for c in "*?["):
+            matches = sorted(p for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+            if not matches:
+                missing.append(f"{spec} (the pattern matches no file)")
+            found.extend(_file_source(m) for m in matches)
+            continue
+        path = Path(spec)
+        if path.is_dir():
+            found.append(_folder_source(path))
+        elif path.is_file():
+            found.append(_file_source(spec))
+        elif _looks_like_hub_name(spec):
+            found.append(Source(spec, "hub"))
+        else:
+            missing.append(f"{spec} (no such file or folder)")
+    if missing:
+        raise SftprepError(f"{flag}: cannot read " + "; ".join(missing))
+    bad = [s.path for s in found if s.kind == "unknown"]
+    if bad:
+        raise SftprepError(
+            f"{flag}: unsupported file type for {', '.join(bad)}; use .json, .jsonl, .parquet, .csv or .arrow"
+        )
+    return found
+
+
+def _looks_like_hub_name(spec: str) -> bool:
+    return spec.count("/") <= 1 and not spec.startswith((".", "/")) and not Path(spec).suffix
+
+
+def _file_source(path: str) -> Source:
+    return Source(path, FILE_KINDS.get(Path(path).suffix.lower(), "unknown"))
+
+
+def _folder_source(path: Path) -> Source:
+    if (path / "state.json").is_file():
+        return Source(str(path), "saved")
+    if (path / "dataset_dict.json").is_file():
+        splits = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
+        raise SftprepError(
+            f"{path} is a saved DatasetDict; pass one split's folder instead, e.g. "
+            + ", ".join(str(path / s) for s in splits)
+        )
+    raise SftprepError(f"{path} is a folder but not a datasets.save_to_disk folder (no state.json); pass its files or a glob")
+
+
+def content_sha256(source: Source) -> str:
+    """Hash of the source's bytes (every data file of a folder), or the hub dataset's fingerprint."""
+    digest = hashlib.sha256()
+    if source.kind == "hub":
+        digest.update(f"hub:{source.path}:{_hub_dataset(source.path)._fingerprint}".encode())
+        return digest.hexdigest()
+    paths = [Path(source.path)] if source.kind != "saved" else _saved_files(Path(source.path))
+    for path in paths:
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def iter_rows(source: Source) -> Iterator[dict | RowError]:
+    """Yield every row of a source in order, or a RowError (without location) in place of a bad row."""
+    reader = {
+        "json": _json_rows,
+        "jsonl": _jsonl_rows,
+        "parquet": _parquet_rows,
+        "csv": _csv_rows,
+        "arrow": lambda p: _arrow_rows([Path(p)]),
+        "saved": lambda p: _arrow_rows(_saved_files(Path(p))),
+        "hub": _hub_rows,
+    }[source.kind]
+    return reader(source.path)
+
+
+def _json_rows(path: str) -> Iterator[dict | RowError]:
+    raw = Path(path).read_bytes()
+    start = raw.lstrip()[:1]
+    if start != b"[":
+        if start == b"{" and raw.count(b"\n") > 1:
+            yield from _jsonl_rows(path)  # JSON lines saved as .json
+            return
+        if not start:
+            raise SftprepError(f"{path}: the file is empty; remove it or put data in it")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise SftprepError(f"{path}: not valid UTF-8 at byte {err.start}; re-encode the file as UTF-8") from None
+    except json.JSONDecodeError as err:
+        raise SftprepError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}; fix the file") from None
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise SftprepError(f"{path}: expected a JSON array of objects, got {type(data).__name__}")
+    for item in data:
+        yield item if isinstance(item, dict) else RowError("bad_row_type", f"expected a JSON object, got {type(item).__name__}")
+
+
+def _jsonl_rows(path: str) -> Iterator[dict | RowError]:
+    empty = True
+    with open(path, "rb") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            empty = False
+            try:
+                item = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError as err:
+                yield RowError("invalid_utf8", f"line {line_no} is not valid UTF-8 (byte {err.start}); re-encode the file as UTF-8")
+                continue
+            except json.JSONDecodeError as err:
+                hint = " (the file looks cut off)" if not line.endswith(b"\n") else ""
+                yield RowError("malformed_json", f"line {line_no} is not valid JSON: {err.msg} at column {err.colno}{hint}; fix or remove the line")
+                continue
+            if not isinstance(item, dict):
+                yield RowError("bad_row_type", f"line {line_no}: expected a JSON object, got {type(item).__name__}")
+                continue
+            yield item
+    if empty:
+        raise SftprepError(f"{path}: the file is empty; remove it or put data in it")
+
+
+def _parquet_rows(path: str) -> Iterator[dict]:
+    try:
+        handle = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise SftprepError(f"{path}: not a readable Parquet file ({err})") from None
+    for batch in handle.iter_batches(batch_size=BATCH_ROWS):
+        yield from batch.to_pylist()
+
+
+def _csv_rows(path: str) -> Iterator[dict | RowError]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise SftprepError(f"{path}: not valid UTF-8 at byte {err.start}; re-encode the file as UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if not header:
+        raise SftprepError(f"{path}: the file is empty; a CSV needs a header row")
+    duplicates = sorted({h for h in header if header.count(h) > 1})
+    if duplicates:
+        raise SftprepError(f"{path}: duplicate column names {', '.join(duplicates)} in the header; rename them")
+    for values in reader:
+        if len(values) != len(header):
+            yield RowError("malformed_csv", f"line {reader.line_num}: {len(values)} fields, the header has {len(header)}")
+            continue
+        yield dict(zip(header, values))
+
+
+def _open_arrow(path: Path) -> pa.Table:
+    source = pa.memory_map(str(path))
+    try:
+        return pa.ipc.open_stream(source).read_all()
+    except pa.ArrowInvalid:
+        try:
+            return pa.ipc.open_file(source).read_all()
+        except pa.ArrowInvalid as err:
+            raise SftprepError(f"{path}: not an Arrow IPC file ({err})") from None
+
+
+def _arrow_rows(paths: list[Path]) -> Iterator[dict]:
+    for path in paths:
+        for batch in _open_arrow(path).to_batches(max_chunksize=BATCH_ROWS):
+            yield from batch.to_pylist()
+
+
+def _saved_files(folder: Path) -> list[Path]:
+    state = json.loads((folder / "state.json").read_text())
+    return [folder / f["filename"] for f in state.get("_data_files", [])]
+
+
+def _hub_dataset(name: str):
+    try:
+        import datasets
+
+        return datasets.load_dataset(name, split="train")
+    except Exception as err:
+        raise SftprepError(
+            f"{name}: not a local file or folder, and the hub dataset could not be loaded "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); "
+            "check the name, or download it first and pass the files"
+        ) from None
+
+
+def _hub_rows(name: str) -> Iterator[dict]:
+    yield from _hub_dataset(name)

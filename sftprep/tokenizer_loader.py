@@ -1,0 +1,166 @@
+"""Load a tokenizer without transformers (and so without torch): the Rust `tokenizers` backend,
+the special tokens and chat template from its config files, and fingerprints of all of it."""
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tokenizers import AddedToken, Tokenizer
+
+from schemas import tokenizer_fingerprint
+from sftprep.chat_template import builtin_template
+from sftprep.errors import SftprepError
+
+SPECIAL_TOKEN_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json", "special_tokens_map.json")
+CHATML_TOKENS = ("<|im_start|>", "<|im_end|>")
+CHATML_PAD = "<|pad|>"
+
+
+@dataclass
+class LoadedTokenizer:
+    """A tokenizer ready to encode, with what the manifest records about it."""
+
+    backend: Tokenizer
+    name_or_path: str
+    special_tokens: dict[str, str]
+    """bos_token, eos_token, ... as strings (only those that are set); also passed to templates."""
+    chat_template: str | None
+    chat_template_source: str
+    files_sha256: dict[str, str]
+    base_fingerprint: str
+    added_tokens: list[str] = field(default_factory=list)
+    pad_vocab_to_multiple_of: int | None = None
+
+    def token_id(self, key: str) -> int | None:
+        """Id of the special token `key` (e.g. 'eos_token'), or None when it is not set."""
+        token = self.special_tokens.get(key)
+        return None if token is None else self.backend.token_to_id(token)
+
+    @property
+    def fingerprint(self) -> str:
+        """Fingerprint after any tokens the build added."""
+        return tokenizer_fingerprint(self.backend)
+
+    @property
+    def length(self) -> int:
+        """Number of distinct ids, added tokens included."""
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    def manifest_entry(self) -> dict:
+        """What the manifest records under `tokenizer`."""
+        template = self.chat_template
+        return {
+            "name_or_path": self.name_or_path,
+            "fingerprint": self.fingerprint,
+            "base_fingerprint": self.base_fingerprint,
+            "files_sha256": self.files_sha256,
+            "chat_template_sha256": None if template is None else _sha256(template.encode()),
+            "chat_template_source": self.chat_template_source,
+            "chat_template": template,
+            "special_tokens": self.special_tokens,
+            "length": self.length,
+            "bos_id": self.token_id("bos_token"),
+            "eos_id": self.token_id("eos_token"),
+            "pad_id": self.token_id("pad_token"),
+            "added_tokens": self.added_tokens,
+            "pad_vocab_to_multiple_of": self.pad_vocab_to_multiple_of,
+        }
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _token_text(value) -> str | None:
+    if isinstance(value, dict):
+        return value.get("content")
+    return value
+
+
+def _resolve_folder(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.is_dir():
+        if not (path / "tokenizer.json").is_file():
+            raise SftprepError(
+                f"--tokenizer {name_or_path}: no tokenizer.json in this folder; sftprep needs a fast tokenizer "
+                "(save one with transformers: AutoTokenizer.from_pretrained(...).save_pretrained(DIR))"
+            )
+        return path
+    if path.exists():
+        raise SftprepError(f"--tokenizer {name_or_path}: expected a folder holding tokenizer.json")
+    try:
+        from huggingface_hub import snapshot_download
+
+        local = snapshot_download(name_or_path, allow_patterns=list(TOKENIZER_FILES))
+    except Exception as err:  # offline, unknown repo, no auth: all the same to the user
+        raise SftprepError(
+            f"--tokenizer {name_or_path}: not a local folder, and it could not be fetched from the hub "
+            f"({type(err).__name__}); pass the path of a folder holding tokenizer.json"
+        ) from None
+    return Path(local)
+
+
+def load_tokenizer(name_or_path: str, chat_template: str | None = None, pad_vocab_to_multiple_of: int | None = None) -> LoadedTokenizer:
+    """Load a tokenizer folder (or hub name), apply `--chat-template` (a file, or `chatml`)."""
+    folder = _resolve_folder(name_or_path)
+    files = {n: (folder / n).read_bytes() for n in TOKENIZER_FILES if (folder / n).is_file()}
+    backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    config = json.loads(files.get("tokenizer_config.json", b"{}"))
+    special_map = json.loads(files.get("special_tokens_map.json", b"{}"))
+    special = {}
+    for key in SPECIAL_TOKEN_KEYS:
+        text = _token_text(config.get(key, special_map.get(key)))
+        if text is not None:
+            special[key] = text
+    template, source = _own_template(config, files)
+    loaded = LoadedTokenizer(
+        backend=backend,
+        name_or_path=str(name_or_path),
+        special_tokens=special,
+        chat_template=template,
+        chat_template_source=source,
+        files_sha256={n: _sha256(b) for n, b in sorted(files.items())},
+        base_fingerprint=tokenizer_fingerprint(backend),
+        pad_vocab_to_multiple_of=pad_vocab_to_multiple_of,
+    )
+    if chat_template == "chatml":
+        _setup_chatml(loaded)
+    elif chat_template:
+        path = Path(chat_template)
+        if not path.is_file():
+            raise SftprepError(f"--chat-template {chat_template}: file not found (or pass `chatml`)")
+        loaded.chat_template = path.read_text()
+        loaded.chat_template_source = f"file:{path.name}"
+    return loaded
+
+
+def _own_template(config: dict, files: dict) -> tuple[str | None, str]:
+    """The tokenizer's own chat template: chat_template.jinja wins, as in transformers 5."""
+    if "chat_template.jinja" in files:
+        return files["chat_template.jinja"].decode("utf-8"), "tokenizer:chat_template.jinja"
+    template = config.get("chat_template")
+    if template is None and "chat_template.json" in files:
+        template = json.loads(files["chat_template.json"]).get("chat_template")
+    if isinstance(template, list):  # named templates: use "default"
+        named = {t["name"]: t["template"] for t in template}
+        template = named.get("default")
+    return template, "tokenizer:tokenizer_config.json" if template else "none"
+
+
+def _setup_chatml(loaded: LoadedTokenizer) -> None:
+    """Set up ChatML as TRL's setup_chat_format does, but keep pad distinct from eos."""
+    vocab = loaded.backend.get_vocab(with_added_tokens=True)
+    new = [t for t in CHATML_TOKENS if t not in vocab]
+    pad = loaded.special_tokens.get("pad_token")
+    if pad is None or pad == CHATML_TOKENS[1] or loaded.backend.token_to_id(pad) is None:
+        pad = CHATML_PAD
+        if pad not in vocab:
+            new.append(pad)
+    if new:
+        loaded.backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in new])
+    loaded.added_tokens = new
+    loaded.special_tokens.update(bos_token=CHATML_TOKENS[0], eos_token=CHATML_TOKENS[1], pad_token=pad)
+    loaded.chat_template = builtin_template("chatml")
+    loaded.chat_template_source = "builtin:chatml"

@@ -1,0 +1,143 @@
+"""Write packed rows as Arrow IPC stream shards, and a build folder atomically.
+
+A build is written into a hidden temporary folder beside the target and renamed into place after
+`manifest.json` (written last), so a reader never sees a half-written build, and an interrupted
+build leaves the previous one intact.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from schemas import MANIFEST_NAME, row_schema, shard_name
+
+BATCH_ROWS = 512
+BYTES_PER_TOKEN = 5  # int32 id + uint8 mask
+
+
+def _list_array(parts: list[np.ndarray], value_type) -> pa.Array:
+    lengths = np.fromiter((len(p) for p in parts), dtype=np.int32, count=len(parts))
+    offsets = np.zeros(len(parts) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.concatenate(parts) if parts else np.zeros(0)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.astype(value_type.to_pandas_dtype(), copy=False), type=value_type))
+
+
+def _record_batch(rows: list) -> pa.RecordBatch:
+    ids = [r[0] for r in rows]
+    masks = [r[1] for r in rows]
+    return pa.RecordBatch.from_arrays(
+        [
+            _list_array(ids, pa.int32()),
+            _list_array(masks, pa.uint8()),
+            _list_array([np.asarray(r[2], dtype=np.int32) for r in rows], pa.int32()),
+            _list_array([np.asarray(r[3], dtype=np.int64) for r in rows], pa.int64()),
+            pa.array([len(i) for i in ids], type=pa.int32()),
+            pa.array([int(m.sum()) for m in masks], type=pa.int32()),
+        ],
+        schema=row_schema(),
+    )
+
+
+def write_split(build_dir: Path, split: str, rows: Iterable[tuple], shard_size_bytes: int) -> list[dict]:
+    """Write rows (input_ids, loss_mask, seq_lens, example_ids) into shards; return their manifest entries."""
+    folder = build_dir / split
+    folder.mkdir(parents=True, exist_ok=True)
+    shards: list[dict] = []
+    pending: list = []
+    state = {"writer": None, "path": None, "rows": 0, "tokens": 0, "bytes": 0}
+
+    def close_shard():
+        if state["writer"] is None:
+            return
+        state["writer"].close()
+        state["sink"].close()
+        path = state["path"]
+        shards.append(
+            {
+                "path": f"{split}/{path.name}",
+                "rows": state["rows"],
+                "tokens": state["tokens"],
+                "bytes": path.stat().st_size,
+                "sha256": file_sha256(path),
+            }
+        )
+        state.update(writer=None, rows=0, tokens=0, bytes=0)
+
+    def flush():
+        if not pending:
+            return
+        if state["writer"] is None:
+            path = folder / shard_name(len(shards))
+            state["sink"] = pa.OSFile(str(path), "wb")
+            state["writer"] = pa.ipc.new_stream(state["sink"], row_schema())
+            state["path"] = path
+        batch = _record_batch(pending)
+        state["writer"].write_batch(batch)
+        tokens = sum(len(r[0]) for r in pending)
+        state["rows"] += len(pending)
+        state["tokens"] += tokens
+        state["bytes"] += tokens * BYTES_PER_TOKEN
+        pending.clear()
+        if state["bytes"] >= shard_size_bytes:
+            close_shard()
+
+    for row in rows:
+        pending.append(row)
+        if len(pending) >= BATCH_ROWS:
+            flush()
+    flush()
+    close_shard()
+    if not shards:  # an empty split still has one (empty) shard, so readers need no special case
+        path = folder / shard_name(0)
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, row_schema()):
+            pass
+        shards.append({"path": f"{split}/{path.name}", "rows": 0, "tokens": 0, "bytes": path.stat().st_size, "sha256": file_sha256(path)})
+    return shards
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 hex of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(build_dir: Path, manifest: dict) -> None:
+    """Write manifest.json last (via a temporary file and rename)."""
+    tmp = build_dir / (MANIFEST_NAME + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, build_dir / MANIFEST_NAME)
+
+
+@contextmanager
+def atomic_build_dir(target: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `target`; on success it replaces `target`, on failure it is removed."""
+    target = target.resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
