@@ -4,6 +4,7 @@ CLI flags and YAML keys map onto the same fields (flag `--max-length` is key `ma
 override the file.
 """
 
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -161,8 +162,8 @@ def _resolve_paths(loaded: dict, base: Path) -> dict:
     """Paths in a config file are relative to the file, as a user reading it would expect."""
 
     def resolve(value: str) -> str:
-        candidate = base / value
-        return str(candidate) if not Path(value).is_absolute() and (candidate.exists() or any(c in value for c in "*?[")) else value
+        candidate = os.path.normpath(base / value)
+        return candidate if not Path(value).is_absolute() and (Path(candidate).exists() or any(c in value for c in "*?[")) else value
 
     out = dict(loaded)
     for name in ("sources", "eval_sources"):
@@ -173,5 +174,5 @@ def _resolve_paths(loaded: dict, base: Path) -> dict:
         if isinstance(out.get(name), str) and out[name] != "chatml":
             out[name] = resolve(out[name])
     if isinstance(out.get("out"), str) and not Path(out["out"]).is_absolute():
-        out["out"] = str(base / out["out"])
+        out["out"] = os.path.normpath(base / out["out"])
     return out

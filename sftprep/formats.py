@@ -69,10 +69,10 @@ def detect_format(columns: list[str], config: BuildConfig, source: str) -> Forma
     text_field = config.text_field or "text"
     if wanted in ("auto", "messages") and messages_field in cols:
         name = "sharegpt" if messages_field == "conversations" and not config.messages_field else "messages"
-        return FormatSpec(name, {"messages": messages_field, "tools": "tools" if "tools" in cols else None})
+        return FormatSpec(name, {"messages": messages_field, "tools": "tools"})
     if wanted in ("auto", "prompt-completion"):
         if prompt_field in cols and completion_field in cols:
-            return FormatSpec("prompt-completion", {"prompt": prompt_field, "completion": completion_field, "tools": "tools" if "tools" in cols else None})
+            return FormatSpec("prompt-completion", {"prompt": prompt_field, "completion": completion_field, "tools": "tools"})
         if "instruction" in cols and "output" in cols and not (config.prompt_field or config.completion_field):
             return FormatSpec("alpaca", {})
     if wanted in ("auto", "text") and text_field in cols:

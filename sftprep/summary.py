@@ -32,7 +32,7 @@ def build_progress(enabled: bool = True):
 
 def print_summary(manifest: dict, out: str, seconds: float) -> None:
     """One table: per source rows read/kept/dropped by reason, then per split tokens, loss tokens, shards."""
-    console = Console()
+    console = Console(width=None if Console().is_terminal else 160)
     sources = Table(title=f"sftprep build -> {out}", title_justify="left")
     for col in ("source", "format", "split", "read", "kept", "dropped (reason)", "truncated", "tokens", "loss tokens"):
         sources.add_column(col, justify="right" if col not in ("source", "format", "split", "dropped (reason)") else "left")
