@@ -22,7 +22,7 @@ def main() -> None:
 
 @app.command()
 def build(
-    sources: Optional[list[str]] = typer.Argument(None, help="Data files (JSON, JSONL, Parquet, CSV, Arrow), globs, save_to_disk folders or hub names."),
+    sources: Optional[list[str]] = typer.Argument(None, metavar="SOURCE...", help="Data files (JSON, JSONL, Parquet, CSV, Arrow), globs, save_to_disk folders or hub names."),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer folder (tokenizer.json + tokenizer_config.json) or hub name."),
     out: Optional[str] = typer.Option(None, "--out", help="Build folder to write (atomically)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of config keys; flags override it."),

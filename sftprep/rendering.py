@@ -78,7 +78,11 @@ def _render_chat(example: Example, loss_on: str, template, special_tokens: dict)
 
 
 def _turn_span(r, messages: list, full: str, i: int) -> tuple[int, int]:
-    """Characters of `full` that message i contributes after its header (see the module docstring)."""
+    """Characters of `full` that message i contributes after its header (see the module docstring).
+
+    An assistant turn starts where the generation prompt ends. Another role (trained only through
+    its `train: true` flag) has no generation prompt: it starts where its content does.
+    """
     is_assistant = messages[i]["role"] == "assistant"
     if i == 0 and not is_assistant:
         head = ""
@@ -95,15 +99,19 @@ def _turn_span(r, messages: list, full: str, i: int) -> tuple[int, int]:
             f"the chat template renders the conversation before message {i} differently once later messages "
             "follow, so its turn cannot be located; use --chat-template with a prefix-preserving template",
         )
-    start = len(head)
     own = r(messages[: i + 1])
     if not own.startswith(head):
         raise RowError("template_error", f"the chat template's generation prompt is not how it renders message {i}; use --chat-template with a consistent template")
-    turn = own[start:]
-    if full.startswith(turn, start):
-        end = start + len(turn)
+    turn = own[len(head) :]
+    if full.startswith(turn, len(head)):
+        end = len(head) + len(turn)
     else:
-        end = start + _longest_suffix_continuing(turn, full, start)
+        end = len(head) + _longest_suffix_continuing(turn, full, len(head))
+    start = len(head)
+    content = messages[i].get("content")
+    if not is_assistant and isinstance(content, str) and content.strip():
+        found = full.find(content.strip(), start, end)
+        start = found if found >= 0 else start
     while end > start and full[end - 1].isspace():
         end -= 1
     return start, end
