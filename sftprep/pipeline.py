@@ -176,16 +176,27 @@ def _chunks(rows, size: int):
 def _read_source(config, tokenizer, st: SourceStats, pieces: dict, progress) -> None:
     """Encode every row of one source; keep examples under the length policy; count every drop."""
     rows = iter_rows(st.source)
-    first = list(itertools.islice(rows, 1))
-    if not first:
+    head = []
+    for row in rows:  # detect the format from the first row that parses
+        head.append(row)
+        if isinstance(row, dict):
+            break
+    if not head:
         raise SftprepError(f"{st.source.path}: no rows; remove it from the sources or put data in it")
-    first_dict = next((r for r in first if isinstance(r, dict)), None)
-    rows = itertools.chain(first, rows)
-    columns = list(first_dict) if first_dict is not None else []
+    rows = itertools.chain(head, rows)
+    columns = list(head[-1]) if isinstance(head[-1], dict) else []
     spec = detect_format(columns, config, st.source.path)
     st.format = spec.name
     tasks = ((spec, chunk) for chunk in _chunks(rows, CHUNK_ROWS))
-    for results in _map(config, tokenizer, tasks):
+    batches = _map(config, tokenizer, tasks)
+    try:
+        _consume(config, st, batches, pieces, progress)
+    finally:
+        batches.close()  # stops the worker pool at once, also when a bad row raised
+
+
+def _consume(config, st: SourceStats, batches, pieces: dict, progress) -> None:
+    for results in batches:
         for row_index, result in results:
             st.rows_read += 1
             if isinstance(result, RowError):
@@ -199,13 +210,19 @@ def _read_source(config, tokenizer, st: SourceStats, pieces: dict, progress) -> 
 
 
 def _map(config: BuildConfig, tokenizer: LoadedTokenizer, tasks):
-    """Process tasks in order, in worker processes when num_proc > 1."""
+    """Process tasks in order: in worker processes when num_proc > 1 and there is more than one chunk.
+
+    Workers are spawned, not forked: a fork after the Rust tokenizer has started its threads can
+    deadlock. Results come back in task order, so the output does not depend on the worker count.
+    """
     procs = config.num_proc or os.cpu_count() or 1
-    if procs <= 1:
+    head = list(itertools.islice(tasks, 2))
+    tasks = itertools.chain(head, tasks)
+    if procs <= 1 or len(head) < 2:
         stage = ExampleStage(config, tokenizer)
         yield from (stage.process(spec, chunk) for spec, chunk in tasks)
         return
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(procs, initializer=init_worker, initargs=(config,)) as pool:
         yield from pool.imap(process_in_worker, tasks)
 
@@ -222,12 +239,12 @@ def _keep(config: BuildConfig, st: SourceStats, example_id: int, encoded: Encode
     if not kept:
         st.dropped["too_long"] += 1
         return
+    if not any(has_loss(p) for p in kept):
+        st.dropped["no_loss_tokens"] += 1  # e.g. truncation cut off the whole answer
+        return
     if cut:
         st.truncated += 1
         st.truncated_tokens += cut
-    if not any(has_loss(p) for p in kept):
-        st.dropped["no_loss_tokens"] += 1
-        return
     if len(kept) > 1:
         st.split_examples += 1
     st.rows_kept += 1

@@ -1,0 +1,99 @@
+"""Bad input stops the build with file, row, what and how to fix, and leaves nothing behind;
+--on-error skip drops such rows and counts each by its reason."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import sftprep
+from sftprep.cli import app
+from sftprep.errors import SftprepError
+from tests.conftest import BUNDLED_TOKENIZER
+from tests.sftprep.build_checks import check_build
+
+GOOD = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+
+BAD_LINES = {
+    "malformed_json": '{"messages": [',
+    "bad_row_type": "[1, 2]",
+    "unknown_role": json.dumps({"messages": [{"role": "wizard", "content": "x"}]}),
+    "missing_content": json.dumps({"messages": [{"role": "user"}]}),
+    "empty_conversation": json.dumps({"messages": []}),
+    "missing_field": json.dumps({"other": 1}),
+    "bad_tool_calls": json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": "f()"}]}),
+    "no_loss_tokens": json.dumps({"messages": [{"role": "user", "content": "no answer"}]}),
+}
+
+
+def write_lines(path, lines):
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def run(tmp_path, source, **config):
+    return sftprep.build({"sources": [str(source)], "tokenizer": str(BUNDLED_TOKENIZER), "out": str(tmp_path / "out"), "num_proc": 1, **config})
+
+
+@pytest.mark.parametrize("reason", [r for r in BAD_LINES if r != "no_loss_tokens"])
+def test_a_bad_row_stops_the_build_naming_file_row_and_reason(tmp_path, reason):
+    src = write_lines(tmp_path / "d.jsonl", [json.dumps(GOOD)] * 3 + [BAD_LINES[reason]] + [json.dumps(GOOD)])
+    with pytest.raises(SftprepError) as err:
+        run(tmp_path, src)
+    message = str(err.value)
+    assert str(src) in message and "row 3" in message and reason in message
+    assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == ["d.jsonl"]
+
+
+def test_skip_drops_and_counts_every_bad_row_by_reason(tmp_path):
+    lines = [json.dumps(GOOD)]
+    for line in BAD_LINES.values():
+        lines += [line, json.dumps(GOOD)]
+    src = write_lines(tmp_path / "d.jsonl", lines)
+    manifest = run(tmp_path, src, on_error="skip")
+    check_build(tmp_path / "out")
+    assert manifest["dropped"] == {reason: 1 for reason in BAD_LINES}
+    assert manifest["sources"][0]["rows_read"] == len(lines) and manifest["sources"][0]["rows_kept"] == len(BAD_LINES) + 1
+
+
+def test_a_template_error_is_a_row_error(tmp_path):
+    template = tmp_path / "strict.jinja"
+    template.write_text("{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('no system turns') }}{% endif %}{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}")
+    src = write_lines(tmp_path / "d.jsonl", [json.dumps(GOOD), json.dumps({"messages": [{"role": "system", "content": "s"}] + GOOD["messages"]})])
+    with pytest.raises(SftprepError, match=r"row 1: .*no system turns.*template_error"):
+        run(tmp_path, src, chat_template=str(template))
+    assert run(tmp_path, src, chat_template=str(template), on_error="skip")["dropped"] == {"template_error": 1}
+
+
+@pytest.mark.parametrize(
+    "name, content, needle",
+    [
+        ("empty.jsonl", b"", "empty"),
+        ("broken.json", b'[{"text": "a"},', "malformed JSON"),
+        ("latin1.json", '[{"text": "caf\u00e9"}]'.encode("latin-1"), "UTF-8"),
+        ("dup.csv", b"text,text\na,b\n", "duplicate column"),
+    ],
+)
+def test_unreadable_files_are_clear_errors(tmp_path, name, content, needle):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(SftprepError, match=needle) as err:
+        run(tmp_path, tmp_path / name)
+    assert name in str(err.value) and not (tmp_path / "out").exists()
+
+
+def test_cli_prints_one_line_and_exits_1(tmp_path):
+    src = write_lines(tmp_path / "d.jsonl", [json.dumps(GOOD), "{oops"])
+    result = CliRunner().invoke(app, ["build", str(src), "--tokenizer", str(BUNDLED_TOKENIZER), "--out", str(tmp_path / "out"), "-q"])
+    assert result.exit_code == 1
+    assert result.output.strip().count("\n") == 0 and result.output.startswith("error: ") and "row 1" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_failed_build_leaves_the_previous_build_intact(tmp_path):
+    good = write_lines(tmp_path / "good.jsonl", [json.dumps(GOOD)] * 4)
+    first = run(tmp_path, good)
+    bad = write_lines(tmp_path / "bad.jsonl", [json.dumps(GOOD), "{oops"])
+    with pytest.raises(SftprepError):
+        run(tmp_path, bad, overwrite=True)
+    check_build(tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["fingerprint"] == first["fingerprint"]

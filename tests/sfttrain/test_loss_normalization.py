@@ -1,0 +1,76 @@
+"""Gradient accumulation must not change the gradient: 4 micro-batches x 1 row == 1 x 4 rows.
+
+The rows have very uneven loss-token counts, so a mean of per-micro-batch means (the classic
+accumulation bug) gives a different gradient; the test checks that too, so it can fail.
+"""
+
+import numpy as np
+import torch
+from conftest import example, pack, write_build
+from transformers import TrainerCallback, set_seed
+
+from schemas import INPUT_IDS, LOSS_MASK, SEQ_LENS
+
+from sfttrain.collator import collate_padding_free
+from sfttrain.config import load_config
+from sfttrain.model_loading import load_model
+from sfttrain.training import prepare
+
+LENGTH = 32
+LOSS_TOKENS = (31, 2, 16, 5)  # per row
+
+
+def _rows():
+    rows = []
+    for i, n in enumerate(LOSS_TOKENS):
+        ids = [(7 * i + 3 * t) % 500 + 3 for t in range(LENGTH)]
+        rows.append(pack(example(ids, [0] + [1] * n + [0] * (LENGTH - 1 - n)), first_id=i))
+    return rows
+
+
+class GradCapture(TrainerCallback):
+    """Copies the gradients just before the first optimizer step."""
+
+    grads: dict | None = None
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if self.grads is None:
+            self.grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _grads(tmp_path, base_config, batch_tokens, grad_accum):
+    config = load_config(
+        overrides={
+            **base_config,
+            "data": str(tmp_path / "b"),
+            "output_dir": str(tmp_path / f"run{grad_accum}"),
+            "batch_tokens": batch_tokens,
+            "grad_accum": grad_accum,
+            "max_steps": 1,
+            "training_args": {**base_config["training_args"], "max_grad_norm": 0.0, "save_strategy": "no"},
+        }
+    )
+    capture = GradCapture()
+    run = prepare(config, callbacks=[capture])
+    assert len(run.trainer.get_train_dataloader()) == grad_accum  # micro-batches in the one step
+    run.trainer.train()
+    return capture.grads, config
+
+
+def test_accumulation_gives_the_same_gradient(tmp_path, base_config):
+    write_build(tmp_path / "b", _rows())
+    one_by_four, _ = _grads(tmp_path, base_config, batch_tokens=4 * LENGTH, grad_accum=1)
+    four_by_one, config = _grads(tmp_path, base_config, batch_tokens=LENGTH, grad_accum=4)
+    assert one_by_four.keys() == four_by_one.keys() and len(one_by_four) > 5
+    for name in one_by_four:
+        torch.testing.assert_close(four_by_one[name], one_by_four[name], rtol=1e-4, atol=1e-7)
+
+    # Control: the mean of per-row means differs from the token mean with these uneven rows.
+    set_seed(config.seed)
+    model = load_model(config, torch.float32, "sdpa")
+    losses = [model(**collate_padding_free([{c: np.array(r[c]) for c in (INPUT_IDS, LOSS_MASK, SEQ_LENS)}])).loss for r in _rows()]
+    torch.stack(losses).mean().backward()
+    naive = {n: p.grad for n, p in model.named_parameters()}
+    worst = max(((naive[n] - g).abs().max() / g.abs().max().clamp_min(1e-12)).item() for n, g in one_by_four.items())
+    assert worst > 1e-2
+
