@@ -11,6 +11,7 @@ from sftprep.config import load_config
 from sftprep.errors import SftprepError
 from sftprep.pipeline import run_build
 from sftprep.summary import build_progress, print_summary
+from sftprep.verify import verify_build
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Prepare SFT data once: exact ids, loss masks, packed Arrow shards.")
 
@@ -80,6 +81,20 @@ def build(
         return
     if not quiet:
         print_summary(result.manifest, cfg.out, time.perf_counter() - started)
+
+
+@app.command()
+def verify(
+    build_dir: Path = typer.Argument(..., metavar="DIR", help="A build folder written by `sftprep build`."),
+    quick: bool = typer.Option(False, "--quick", help="Only the manifest and shard sizes (no hashing, no row checks)."),
+) -> None:
+    """Check a build: manifest schema, shard sizes and sha256, Arrow schema, and the packing invariants."""
+    problems = verify_build(build_dir, deep=not quick)
+    for problem in problems:
+        typer.echo(f"error: {problem}", err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"ok: {build_dir} is a complete, consistent build")
 
 
 if __name__ == "__main__":  # pragma: no cover

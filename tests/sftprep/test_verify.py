@@ -1,0 +1,96 @@
+"""`sftprep verify` passes a sound build and names what is wrong with a corrupted one."""
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+import sftprep
+from sftprep.cli import app
+from sftprep.verify import verify_build
+from tests.conftest import BUNDLED_TOKENIZER, EXAMPLES
+
+
+@pytest.fixture(scope="module")
+def sound(tmp_path_factory):
+    out = tmp_path_factory.mktemp("verify") / "build"
+    sftprep.build({"sources": [str(EXAMPLES / "data" / "chat.jsonl"), str(EXAMPLES / "data" / "alpaca.json")],
+                   "tokenizer": str(BUNDLED_TOKENIZER), "out": str(out), "max_length": 128, "num_proc": 1})
+    return out
+
+
+@pytest.fixture
+def copy(sound, tmp_path):
+    target = tmp_path / "b"
+    shutil.copytree(sound, target)
+    return target
+
+
+def shard_of(build):
+    return build / json.loads((build / "manifest.json").read_text())["splits"]["train"]["shards"][0]["path"]
+
+
+def test_sound_build_passes(sound):
+    assert verify_build(sound) == []
+    result = CliRunner().invoke(app, ["verify", str(sound)])
+    assert result.exit_code == 0 and "ok" in result.output
+
+
+def test_flipped_byte_is_caught_by_sha256(copy):
+    shard = shard_of(copy)
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    assert any("sha256" in p for p in verify_build(copy))
+    assert verify_build(copy, deep=False) == [], "the quick check looks at sizes only"
+
+
+def test_truncated_and_missing_shards(copy):
+    shard = shard_of(copy)
+    shard.write_bytes(shard.read_bytes()[:-10])
+    assert any("bytes" in p for p in verify_build(copy, deep=False))
+    shard.unlink()
+    assert any("missing" in p for p in verify_build(copy, deep=False))
+    result = CliRunner().invoke(app, ["verify", str(copy)])
+    assert result.exit_code == 1 and "missing" in result.output
+
+
+def test_edited_manifest(copy):
+    path = copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["splits"]["train"]["tokens"] += 1
+    path.write_text(json.dumps(manifest))
+    assert any("tokens" in p for p in verify_build(copy))
+    manifest["format_version"] = 99
+    path.write_text(json.dumps(manifest))
+    assert "format_version" in verify_build(copy)[0]
+    del manifest["sources"]
+    manifest["format_version"] = 1
+    path.write_text(json.dumps(manifest))
+    assert any("sources" in p for p in verify_build(copy))
+    path.unlink()
+    assert "incomplete" in verify_build(copy)[0]
+
+
+def test_rewritten_shard_with_a_broken_invariant_is_caught(copy):
+    import pyarrow as pa
+
+    from schemas import LOSS_MASK, row_schema
+
+    shard = shard_of(copy)
+    with pa.memory_map(str(shard)) as source:
+        rows = pa.ipc.open_stream(source).read_all().to_pylist()
+    rows[0][LOSS_MASK][0] = 1  # train the first token of a segment
+    table = pa.Table.from_pylist(rows, schema=row_schema())
+    with pa.OSFile(str(shard), "wb") as sink, pa.ipc.new_stream(sink, row_schema()) as writer:
+        writer.write_table(table)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    entry = manifest["splits"]["train"]["shards"][0]
+    entry["bytes"] = shard.stat().st_size
+    import hashlib
+
+    entry["sha256"] = hashlib.sha256(shard.read_bytes()).hexdigest()
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    problems = verify_build(copy)
+    assert any("first token" in p for p in problems), problems
