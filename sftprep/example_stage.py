@@ -4,6 +4,7 @@ Runs in worker processes (or inline). Each worker builds its tokenizer and compi
 then turns chunks of `(row_index, row)` into `(row_index, Encoded | RowError)`, in order.
 """
 
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -63,6 +64,7 @@ _WORKER: ExampleStage | None = None
 def init_worker(config: BuildConfig) -> None:
     """Pool initializer: load the tokenizer and compile the template once per process."""
     global _WORKER
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle, in one line
     tokenizer = load_tokenizer(config.tokenizer, config.chat_template, config.pad_vocab_to_multiple_of)
     _WORKER = ExampleStage(config, tokenizer)
 

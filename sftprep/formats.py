@@ -174,7 +174,10 @@ def normalize_messages(raw) -> tuple:
             if not message.get("tool_calls"):
                 raise RowError("missing_content", f"{where} ({role}) has no content; give it one or drop the row")
             content = ""
-        clean = {"role": role, "content": _content_text(content, where), **message}
+        text = _content_text(content, where)
+        if not text.strip() and not message.get("tool_calls"):
+            raise RowError("empty_content", f"{where} ({role}) has empty content; fill it or drop the row")
+        clean = {"role": role, "content": text, **message}
         if "tool_calls" in clean:
             clean["tool_calls"] = _check_tool_calls(clean["tool_calls"], where)
         if "train" in clean and not isinstance(clean["train"], bool):

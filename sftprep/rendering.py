@@ -68,6 +68,8 @@ def _render_chat(example: Example, loss_on: str, template, special_tokens: dict)
     def r(msgs, gen=False):
         return render(template, msgs, example.tools, special_tokens, add_generation_prompt=gen)
 
+    if loss_on != "all" and not any(m["role"] == "assistant" for m in example.messages) and not any(m.get("train") for m in example.messages):
+        raise RowError("no_assistant_turn", "the conversation has no assistant turn, so nothing would be trained; add one, or use --loss-on all")
     full = r(messages)
     if loss_on == "all":
         excluded = [i for i, m in enumerate(example.messages) if m.get("train") is False]

@@ -124,6 +124,7 @@ def atomic_build_dir(target: Path) -> Iterator[Path]:
     """Yield a temporary folder beside `target`; on success it replaces `target`, on failure it is removed."""
     target = target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(target)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -141,3 +142,30 @@ def atomic_build_dir(target: Path) -> Iterator[Path]:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
+
+
+def _remove_stale(target: Path) -> None:
+    """Clean up after builds that were killed (SIGKILL, power loss) beside `target`.
+
+    A dead build's temporary folder is removed. A dead build's `.old` folder is the previous build,
+    moved aside just before the final rename: it is put back if the target is missing, else removed.
+    """
+    for suffix in (".old", ".tmp"):
+        for path in sorted(target.parent.glob(f".{target.name}{suffix}-*")):
+            pid = path.name.rpartition("-")[2]
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            if suffix == ".old" and not target.exists():
+                os.replace(path, target)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -22,7 +22,8 @@ BAD_LINES = {
     "empty_conversation": json.dumps({"messages": []}),
     "missing_field": json.dumps({"other": 1}),
     "bad_tool_calls": json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": "f()"}]}),
-    "no_loss_tokens": json.dumps({"messages": [{"role": "user", "content": "no answer"}]}),
+    "no_assistant_turn": json.dumps({"messages": [{"role": "user", "content": "no answer"}]}),
+    "no_loss_tokens": json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "train": False}]}),
 }
 
 

@@ -149,7 +149,7 @@ def test_loss_policies_and_per_message_train_flags(tmp_path):
 
 
 def test_example_without_trainable_tokens_is_dropped_and_counted(tmp_path):
-    rows = _chat_rows()[:1] + [{"messages": [{"role": "user", "content": "only a question"}]}]
+    rows = _chat_rows()[:1] + [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "train": False}]}]
     texts, manifest = _trained_texts(tmp_path, rows)
     assert list(texts) == [0]
     assert manifest["dropped"] == {"no_loss_tokens": 1} and manifest["sources"][0]["rows_read"] == 2
