@@ -12,6 +12,9 @@ from sftprep.errors import SftprepError
 from sftprep.pipeline import run_build
 from sftprep.summary import build_progress, print_summary
 from sftprep.verify import verify_build
+from sftprep.build_diff import diff_builds
+from sftprep.build_stats import run_stats
+from sftprep.inspect_build import run_inspect
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Prepare SFT data once: exact ids, loss masks, packed Arrow shards.")
 
@@ -95,6 +98,61 @@ def verify(
     if problems:
         raise typer.Exit(1)
     typer.echo(f"ok: {build_dir} is a complete, consistent build")
+
+
+@app.command("inspect")
+def inspect_command(
+    build_dir: Path = typer.Argument(..., metavar="DIR", help="A build folder written by `sftprep build`."),
+    split: Optional[str] = typer.Option(None, "--split", help="train | eval. [default: train; --example searches every split]"),
+    row: Optional[int] = typer.Option(None, "--row", help="Show this row (0-based, over all shards of the split). [default: 0]"),
+    example: Optional[int] = typer.Option(None, "--example", help="Show only this example id, in the row(s) holding it."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Write one self-contained HTML page of a seeded sample of rows instead."),
+    rows: int = typer.Option(20, "--rows", help="--html: how many rows to sample."),
+    seed: int = typer.Option(0, "--seed", help="--html: seeds the sample of rows."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer folder, when the path the manifest records has moved."),
+) -> None:
+    """Decode a packed row token by token: trained tokens highlighted, examples and their source rows named.
+
+    In a terminal trained tokens (loss_mask 1) are on green and special tokens bold magenta; when
+    the output is not a terminal, trained tokens are wrapped in ⟦ ⟧. Newlines show as ↵.
+    """
+    try:
+        run_inspect(str(build_dir), split, row, example, str(html) if html else None, rows, seed, tokenizer)
+    except SftprepError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command("stats")
+def stats_command(
+    build_dir: Path = typer.Argument(..., metavar="DIR", help="A build folder written by `sftprep build`."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also write a PNG: example-length histogram and per-row fill (needs sftprep[plot])."),
+) -> None:
+    """A build's numbers: per split (examples, rows, tokens, loss tokens and ratio, packing efficiency) and per source."""
+    try:
+        run_stats(str(build_dir), str(plot) if plot else None)
+    except SftprepError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command("diff")
+def diff_command(
+    dir_a: Path = typer.Argument(..., metavar="DIR_A", help="A build folder."),
+    dir_b: Path = typer.Argument(..., metavar="DIR_B", help="Another build folder."),
+    examples: int = typer.Option(3, "--examples", help="Show the first N differing examples in detail."),
+) -> None:
+    """What differs between two builds: config, tokenizer, sources, splits and the first differing tokens.
+
+    Prints `identical` when both have the same fingerprint. Exit code 0 whenever the comparison ran
+    (identical or not); 1 only on an error (e.g. a folder that is not a build).
+    """
+    try:
+        lines = diff_builds(str(dir_a), str(dir_b), examples)
+    except SftprepError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo("\n".join(lines))
 
 
 if __name__ == "__main__":  # pragma: no cover

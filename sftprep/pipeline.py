@@ -6,6 +6,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -13,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 
 from schemas import FORMAT_VERSION, MANIFEST_NAME
 from sftprep.config import BuildConfig, load_config
@@ -22,13 +22,15 @@ from sftprep.errors import RowError, SftprepError
 from sftprep.example_stage import ExampleStage, has_loss, init_worker, process_in_worker
 from sftprep.formats import detect_format
 from sftprep.length_policy import apply_length_policy
-from sftprep.packing import efficiency, length_histogram, pack_bfd, pack_wrapped
+from sftprep.row_assembly import assemble_rows, plan_rows, split_positions, split_stats
+from sftprep.spill import Spill
 from sftprep.sources import Source, content_sha256, iter_rows, resolve_sources
 from sftprep.tokenizer_loader import LoadedTokenizer, load_tokenizer
 from sftprep.version import __version__
 from sftprep.writer import atomic_build_dir, write_manifest, write_split
 
 CHUNK_ROWS = 1024
+SPILL_DIR = ".spill"
 FINGERPRINT_EXCLUDED = ("out", "overwrite", "num_proc", "sources", "eval_sources", "tokenizer", "chat_template")
 
 
@@ -112,22 +114,22 @@ def run_build(config: BuildConfig, progress: Callable[[int, int], None] | None =
         what = "a different build" if existing else "files that are not a complete build"
         raise SftprepError(f"--out {out} already holds {what}; pass --overwrite to replace it, or choose another --out")
 
-    pieces: dict[str, list[tuple[int, Encoded]]] = {"train": [], "eval": []}
-    for st in stats:
-        st.example_id_start = start
-        _read_source(config, tokenizer, st, pieces, progress)
-        start += st.rows_read
-    if config.eval_fraction:
-        pieces["train"], pieces["eval"] = _hold_out(pieces["train"], stats, config)
-
     with atomic_build_dir(out) as tmp:
-        splits = {}
-        for split, items in pieces.items():
-            if split == "eval" and not (eval_sources or config.eval_fraction):
-                continue
-            rows = _pack(items, config)
-            shards = write_split(tmp, split, rows, config.shard_size_mb * 1024 * 1024)
-            splits[split] = _split_stats(items, rows, shards, config)
+        spills = {"train": Spill(tmp / SPILL_DIR, "train"), "eval": Spill(tmp / SPILL_DIR, "eval")}
+        try:
+            for st in stats:
+                st.example_id_start = start
+                _read_source(config, tokenizer, st, spills, progress)
+                start += st.rows_read
+            splits = {}
+            for split, (spill, positions) in split_positions(spills, stats, config).items():
+                plan = plan_rows(spill, positions, config)
+                shards = write_split(tmp, split, assemble_rows(spill, plan), config.shard_size_mb * 1024 * 1024)
+                splits[split] = split_stats(spill, positions, plan, shards, config)
+        finally:
+            for spill in spills.values():
+                spill.close()
+            shutil.rmtree(tmp / SPILL_DIR, ignore_errors=True)
         manifest = {
             "format_version": FORMAT_VERSION,
             "sftprep_version": __version__,
@@ -173,7 +175,7 @@ def _chunks(rows, size: int):
         yield chunk
 
 
-def _read_source(config, tokenizer, st: SourceStats, pieces: dict, progress) -> None:
+def _read_source(config, tokenizer, st: SourceStats, spills: dict, progress) -> None:
     """Encode every row of one source; keep examples under the length policy; count every drop."""
     rows = iter_rows(st.source)
     head = []
@@ -190,12 +192,12 @@ def _read_source(config, tokenizer, st: SourceStats, pieces: dict, progress) -> 
     tasks = ((spec, chunk) for chunk in _chunks(rows, CHUNK_ROWS))
     batches = _map(config, tokenizer, tasks)
     try:
-        _consume(config, st, batches, pieces, progress)
+        _consume(config, st, batches, spills, progress)
     finally:
         batches.close()  # stops the worker pool at once, also when a bad row raised
 
 
-def _consume(config, st: SourceStats, batches, pieces: dict, progress) -> None:
+def _consume(config, st: SourceStats, batches, spills: dict, progress) -> None:
     for results in batches:
         for row_index, result in results:
             st.rows_read += 1
@@ -204,7 +206,7 @@ def _consume(config, st: SourceStats, batches, pieces: dict, progress) -> None:
                     raise result.located(st.source.path, row_index)
                 st.dropped[result.reason] += 1
                 continue
-            _keep(config, st, st.example_id_start + row_index, result, pieces)
+            _keep(config, st, st.example_id_start + row_index, result, spills)
         if progress:
             progress(len(results), sum(len(e.input_ids) for _, e in results if isinstance(e, Encoded)))
 
@@ -227,7 +229,7 @@ def _map(config: BuildConfig, tokenizer: LoadedTokenizer, tasks):
         yield from pool.imap(process_in_worker, tasks)
 
 
-def _keep(config: BuildConfig, st: SourceStats, example_id: int, encoded: Encoded, pieces: dict) -> None:
+def _keep(config: BuildConfig, st: SourceStats, example_id: int, encoded: Encoded, spills: dict) -> None:
     if not has_loss(encoded):
         st.dropped["no_loss_tokens"] += 1
         return
@@ -248,70 +250,8 @@ def _keep(config: BuildConfig, st: SourceStats, example_id: int, encoded: Encode
     if len(kept) > 1:
         st.split_examples += 1
     st.rows_kept += 1
-    target = "eval" if st.split == "eval" else "train"
+    spill = spills["eval" if st.split == "eval" else "train"]
     for piece in kept:
         st.tokens += len(piece.input_ids)
         st.loss_tokens += int(piece.loss_mask.sum())
-        pieces[target].append((example_id, piece))
-
-
-def _hold_out(items: list, stats: list[SourceStats], config: BuildConfig) -> tuple[list, list]:
-    """Seeded, stable eval split: the examples whose hash(seed, source content, row) is smallest."""
-    owners = sorted((st.example_id_start, st) for st in stats)
-
-    def key(example_id: int) -> bytes:
-        st = next(s for start, s in reversed(owners) if start <= example_id)
-        text = f"{config.seed}:{st.sha256}:{example_id - st.example_id_start}"
-        return hashlib.blake2b(text.encode(), digest_size=8).digest()
-
-    ids = sorted({example_id for example_id, _ in items})
-    count = min(len(ids) - 1, max(1, round(config.eval_fraction * len(ids)))) if len(ids) > 1 else 0
-    held = set(sorted(ids, key=key)[:count])
-    return [it for it in items if it[0] not in held], [it for it in items if it[0] in held]
-
-
-def _pack(items: list[tuple[int, Encoded]], config: BuildConfig) -> list[tuple]:
-    """Rows (input_ids, loss_mask, seq_lens, example_ids) of a split, in seeded shuffled order."""
-    lengths = np.fromiter((len(e.input_ids) for _, e in items), dtype=np.int64, count=len(items))
-    rows: list[tuple] = []
-    if config.packing == "wrapped":
-        for segments in pack_wrapped(lengths, config.max_length):
-            ids, masks = [], []
-            for seg in segments:
-                enc = items[seg.index][1]
-                mask = enc.loss_mask[seg.start : seg.stop].copy()
-                mask[0] = 0
-                ids.append(enc.input_ids[seg.start : seg.stop])
-                masks.append(mask)
-            rows.append((np.concatenate(ids), np.concatenate(masks), [s.stop - s.start for s in segments], [items[s.index][0] for s in segments]))
-    else:
-        groups = pack_bfd(lengths, config.max_length) if config.packing == "bfd" else [[i] for i in range(len(items))]
-        for group in groups:
-            encs = [items[i][1] for i in group]
-            rows.append(
-                (
-                    np.concatenate([e.input_ids for e in encs]),
-                    np.concatenate([e.loss_mask for e in encs]),
-                    [len(e.input_ids) for e in encs],
-                    [items[i][0] for i in group],
-                )
-            )
-    order = np.random.default_rng(config.seed).permutation(len(rows))
-    return [rows[i] for i in order]
-
-
-def _split_stats(items: list, rows: list, shards: list, config: BuildConfig) -> dict:
-    lengths = np.fromiter((len(e.input_ids) for _, e in items), dtype=np.int64, count=len(items))
-    tokens = int(lengths.sum())
-    loss_tokens = sum(int(row[1].sum()) for row in rows)  # from the rows: wrapping unmarks segment starts
-    return {
-        "rows": len(rows),
-        "examples": len({example_id for example_id, _ in items}),
-        "tokens": tokens,
-        "loss_tokens": loss_tokens,
-        "max_length": config.max_length,
-        "packing": config.packing,
-        "packing_efficiency": round(efficiency(tokens, len(rows), config.max_length), 6),
-        "length_histogram": length_histogram(lengths, config.max_length),
-        "shards": shards,
-    }
+        spill.add(example_id, piece)

@@ -8,8 +8,8 @@ stop or to count it and go on; rows keep their index either way.
 import csv
 import glob
 import hashlib
-import io
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,22 +167,22 @@ def _parquet_rows(path: str) -> Iterator[dict]:
 
 
 def _csv_rows(path: str) -> Iterator[dict | RowError]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise SftprepError(f"{path}: not valid UTF-8 at byte {err.start}; re-encode the file as UTF-8") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if not header:
-        raise SftprepError(f"{path}: the file is empty; a CSV needs a header row")
-    duplicates = sorted({h for h in header if header.count(h) > 1})
-    if duplicates:
-        raise SftprepError(f"{path}: duplicate column names {', '.join(duplicates)} in the header; rename them")
-    for values in reader:
-        if len(values) != len(header):
-            yield RowError("malformed_csv", f"line {reader.line_num}: {len(values)} fields, the header has {len(header)}")
-            continue
-        yield dict(zip(header, values))
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader, None)
+            if not header:
+                raise SftprepError(f"{path}: the file is empty; a CSV needs a header row")
+            duplicates = sorted({h for h in header if header.count(h) > 1})
+            if duplicates:
+                raise SftprepError(f"{path}: duplicate column names {', '.join(duplicates)} in the header; rename them")
+            for values in reader:
+                if len(values) != len(header):
+                    yield RowError("malformed_csv", f"line {reader.line_num}: {len(values)} fields, the header has {len(header)}")
+                    continue
+                yield dict(zip(header, values))
+        except UnicodeDecodeError:
+            raise SftprepError(f"{path}: not valid UTF-8 near line {reader.line_num + 1}; re-encode the file as UTF-8") from None
 
 
 def _open_arrow(path: Path) -> pa.Table:
@@ -208,6 +208,11 @@ def _saved_files(folder: Path) -> list[Path]:
 
 
 def _hub_dataset(name: str):
+    if any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        raise SftprepError(
+            f"{name}: not a local file or folder, and the hub is off (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set); "
+            "download the dataset first and pass its files, or unset the variable"
+        )
     try:
         import datasets
 

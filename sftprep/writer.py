@@ -52,7 +52,7 @@ def write_split(build_dir: Path, split: str, rows: Iterable[tuple], shard_size_b
     folder.mkdir(parents=True, exist_ok=True)
     shards: list[dict] = []
     pending: list = []
-    state = {"writer": None, "path": None, "rows": 0, "tokens": 0, "bytes": 0}
+    state = {"writer": None, "path": None, "rows": 0, "tokens": 0, "loss_tokens": 0, "bytes": 0}
 
     def close_shard():
         if state["writer"] is None:
@@ -65,11 +65,12 @@ def write_split(build_dir: Path, split: str, rows: Iterable[tuple], shard_size_b
                 "path": f"{split}/{path.name}",
                 "rows": state["rows"],
                 "tokens": state["tokens"],
+                "loss_tokens": state["loss_tokens"],
                 "bytes": path.stat().st_size,
                 "sha256": file_sha256(path),
             }
         )
-        state.update(writer=None, rows=0, tokens=0, bytes=0)
+        state.update(writer=None, rows=0, tokens=0, loss_tokens=0, bytes=0)
 
     def flush():
         if not pending:
@@ -84,6 +85,7 @@ def write_split(build_dir: Path, split: str, rows: Iterable[tuple], shard_size_b
         tokens = sum(len(r[0]) for r in pending)
         state["rows"] += len(pending)
         state["tokens"] += tokens
+        state["loss_tokens"] += int(sum(int(r[1].sum()) for r in pending))
         state["bytes"] += tokens * BYTES_PER_TOKEN
         pending.clear()
         if state["bytes"] >= shard_size_bytes:
@@ -99,7 +101,7 @@ def write_split(build_dir: Path, split: str, rows: Iterable[tuple], shard_size_b
         path = folder / shard_name(0)
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, row_schema()):
             pass
-        shards.append({"path": f"{split}/{path.name}", "rows": 0, "tokens": 0, "bytes": path.stat().st_size, "sha256": file_sha256(path)})
+        shards.append({"path": f"{split}/{path.name}", "rows": 0, "tokens": 0, "loss_tokens": 0, "bytes": path.stat().st_size, "sha256": file_sha256(path)})
     return shards
 
 

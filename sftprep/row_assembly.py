@@ -1,0 +1,86 @@
+"""From spilled examples to the rows of each split: hold out eval, plan rows, read them back.
+
+Planning uses lengths only (a few bytes per example); the token ids are read back from the spill
+one row at a time while the writer streams them out.
+"""
+
+import hashlib
+from collections.abc import Iterator
+
+import numpy as np
+
+from sftprep.config import BuildConfig
+from sftprep.packing import efficiency, length_histogram, pack_bfd, pack_wrapped
+from sftprep.spill import Spill
+
+Plan = list[list[tuple[int, int, int]]]
+"""Rows, each a list of segments (spill position, first token, end token)."""
+
+
+def split_positions(spills: dict[str, Spill], sources: list, config: BuildConfig) -> dict[str, tuple[Spill, np.ndarray]]:
+    """Which spilled examples make each split (eval by --eval sources or a seeded, stable hash)."""
+    train = spills["train"]
+    everything = np.arange(len(train), dtype=np.int64)
+    if config.eval_fraction:
+        held = _held_out(np.asarray(train.example_ids, dtype=np.int64), sources, config)
+        return {"train": (train, everything[~held]), "eval": (train, everything[held])}
+    out = {"train": (train, everything)}
+    if config.eval_sources:
+        out["eval"] = (spills["eval"], np.arange(len(spills["eval"]), dtype=np.int64))
+    return out
+
+
+def _held_out(example_ids: np.ndarray, sources: list, config: BuildConfig) -> np.ndarray:
+    """The examples whose hash(seed, source content, row) is smallest: stable when data is appended."""
+    unique = np.unique(example_ids)
+    starts = np.array([s.example_id_start for s in sources], dtype=np.int64)
+
+    def key(example_id: int) -> bytes:
+        source = sources[int(np.searchsorted(starts, example_id, side="right")) - 1]
+        text = f"{config.seed}:{source.sha256}:{example_id - source.example_id_start}"
+        return hashlib.blake2b(text.encode(), digest_size=8).digest()
+
+    count = min(len(unique) - 1, max(1, round(config.eval_fraction * len(unique)))) if len(unique) > 1 else 0
+    held = np.array(sorted(unique.tolist(), key=key)[:count], dtype=np.int64)
+    return np.isin(example_ids, held)
+
+
+def plan_rows(spill: Spill, positions: np.ndarray, config: BuildConfig) -> Plan:
+    """Pack the chosen examples by length, then shuffle the rows with the seed."""
+    lengths = np.asarray(spill.lengths, dtype=np.int64)[positions] if len(positions) else np.zeros(0, dtype=np.int64)
+    if config.packing == "wrapped":
+        plan = [[(int(positions[s.index]), s.start, s.stop) for s in row] for row in pack_wrapped(lengths, config.max_length)]
+    else:
+        groups = pack_bfd(lengths, config.max_length) if config.packing == "bfd" else [[i] for i in range(len(positions))]
+        plan = [[(int(positions[i]), 0, int(lengths[i])) for i in group] for group in groups]
+    order = np.random.default_rng(config.seed).permutation(len(plan))
+    return [plan[i] for i in order]
+
+
+def assemble_rows(spill: Spill, plan: Plan) -> Iterator[tuple]:
+    """Rows (input_ids, loss_mask, seq_lens, example_ids) read back from the spill, in plan order."""
+    for row in plan:
+        ids, masks = [], []
+        for position, start, stop in row:
+            seg_ids, seg_mask = spill.read(position, start, stop)
+            seg_mask[0] = 0  # a segment's first token has nothing before it in the row
+            ids.append(seg_ids)
+            masks.append(seg_mask)
+        yield np.concatenate(ids), np.concatenate(masks), [stop - start for _, start, stop in row], [spill.example_ids[p] for p, _, _ in row]
+
+
+def split_stats(spill: Spill, positions: np.ndarray, plan: Plan, shards: list[dict], config: BuildConfig) -> dict:
+    """The manifest's numbers for one split."""
+    lengths = np.asarray(spill.lengths, dtype=np.int64)[positions] if len(positions) else np.zeros(0, dtype=np.int64)
+    tokens = int(lengths.sum())
+    return {
+        "rows": len(plan),
+        "examples": int(len(np.unique(np.asarray(spill.example_ids, dtype=np.int64)[positions]))) if len(positions) else 0,
+        "tokens": tokens,
+        "loss_tokens": sum(s["loss_tokens"] for s in shards),  # from the rows: wrapping unmarks segment starts
+        "max_length": config.max_length,
+        "packing": config.packing,
+        "packing_efficiency": round(efficiency(tokens, len(plan), config.max_length), 6),
+        "length_histogram": length_histogram(lengths, config.max_length),
+        "shards": shards,
+    }
