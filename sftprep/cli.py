@@ -103,8 +103,8 @@ def verify(
 @app.command("inspect")
 def inspect_command(
     build_dir: Path = typer.Argument(..., metavar="DIR", help="A build folder written by `sftprep build`."),
-    split: Optional[str] = typer.Option(None, "--split", help="train | eval. [default: train; --example searches every split]"),
-    row: Optional[int] = typer.Option(None, "--row", help="Show this row (0-based, over all shards of the split). [default: 0]"),
+    split: Optional[str] = typer.Option(None, "--split", help="train | eval (default: train; --example searches every split)."),
+    row: Optional[int] = typer.Option(None, "--row", help="Show this row (0-based, over all shards of the split; default 0)."),
     example: Optional[int] = typer.Option(None, "--example", help="Show only this example id, in the row(s) holding it."),
     html: Optional[Path] = typer.Option(None, "--html", help="Write one self-contained HTML page of a seeded sample of rows instead."),
     rows: int = typer.Option(20, "--rows", help="--html: how many rows to sample."),
@@ -113,8 +113,7 @@ def inspect_command(
 ) -> None:
     """Decode a packed row token by token: trained tokens highlighted, examples and their source rows named.
 
-    In a terminal trained tokens (loss_mask 1) are on green and special tokens bold magenta; when
-    the output is not a terminal, trained tokens are wrapped in ⟦ ⟧. Newlines show as ↵.
+    In a terminal, trained tokens (loss_mask 1) are on green and special tokens bold magenta; when the output is not a terminal, trained tokens are wrapped in ⟦ ⟧. Newlines show as ↵.
     """
     try:
         run_inspect(str(build_dir), split, row, example, str(html) if html else None, rows, seed, tokenizer)
@@ -144,8 +143,7 @@ def diff_command(
 ) -> None:
     """What differs between two builds: config, tokenizer, sources, splits and the first differing tokens.
 
-    Prints `identical` when both have the same fingerprint. Exit code 0 whenever the comparison ran
-    (identical or not); 1 only on an error (e.g. a folder that is not a build).
+    Prints `identical` when both have the same fingerprint. Exit code 0 whenever the comparison ran (identical or not); 1 only on an error (e.g. a folder that is not a build).
     """
     try:
         lines = diff_builds(str(dir_a), str(dir_b), examples)

@@ -101,7 +101,7 @@ def _turn_span(r, messages: list, full: str, i: int) -> tuple[int, int]:
             f"the chat template renders the conversation before message {i} differently once later messages "
             "follow, so its turn cannot be located; use --chat-template with a prefix-preserving template",
         )
-    own = r(messages[: i + 1])
+    own = full if i == len(messages) - 1 else r(messages[: i + 1])
     if not own.startswith(head):
         raise RowError("template_error", f"the chat template's generation prompt is not how it renders message {i}; use --chat-template with a consistent template")
     turn = own[len(head) :]

@@ -32,16 +32,13 @@ class LoadedTokenizer:
     base_fingerprint: str
     added_tokens: list[str] = field(default_factory=list)
     pad_vocab_to_multiple_of: int | None = None
+    fingerprint: str = ""
+    """Fingerprint after any tokens the build added (set once loading is complete)."""
 
     def token_id(self, key: str) -> int | None:
         """Id of the special token `key` (e.g. 'eos_token'), or None when it is not set."""
         token = self.special_tokens.get(key)
         return None if token is None else self.backend.token_to_id(token)
-
-    @property
-    def fingerprint(self) -> str:
-        """Fingerprint after any tokens the build added."""
-        return tokenizer_fingerprint(self.backend)
 
     @property
     def length(self) -> int:
@@ -133,6 +130,7 @@ def load_tokenizer(name_or_path: str, chat_template: str | None = None, pad_voca
             raise SftprepError(f"--chat-template {chat_template}: file not found (or pass `chatml`)")
         loaded.chat_template = path.read_text()
         loaded.chat_template_source = f"file:{path.name}"
+    loaded.fingerprint = tokenizer_fingerprint(loaded.backend) if loaded.added_tokens else loaded.base_fingerprint
     return loaded
 
 
