@@ -27,15 +27,18 @@ def split_table(manifest: dict) -> Table:
 
 
 def source_table(manifest: dict) -> Table:
-    """Per source: rows read/kept, dropped by reason, truncated (examples and tokens), tokens."""
+    """Per source: rows read/kept, dropped by reason, truncated (examples and tokens cut), tokens;
+    with --overlong split also how many examples were split."""
     table = Table(title="sources", title_justify="left")
-    for col in ("source", "format", "split", "read", "kept", "dropped (reason)", "truncated", "truncated tokens", "split (overlong)", "tokens", "loss tokens"):
-        table.add_column(col, justify="left" if col in ("source", "format", "split", "dropped (reason)") else "right",
-                         overflow="fold")
+    show_split = manifest["config"].get("overlong") == "split"
+    columns = ["source", "format", "split", "read", "kept", "dropped (reason)", "truncated (tokens cut)"]
+    for col in columns + ["split examples"] * show_split + ["tokens", "loss tokens"]:
+        table.add_column(col, justify="left" if col in ("source", "format", "split", "dropped (reason)") else "right", overflow="fold")
     for s in manifest["sources"]:
         dropped = ", ".join(f"{n:,} {reason}" for reason, n in sorted(s["dropped"].items())) or "0"
-        table.add_row(s["path"], s["format"], s["split"], f"{s['rows_read']:,}", f"{s['rows_kept']:,}", dropped, f"{s['truncated']:,}",
-                      f"{s['truncated_tokens']:,}", f"{s.get('split_examples', 0):,}", f"{s['tokens']:,}", f"{s['loss_tokens']:,}")
+        cells = [s["path"], s["format"], s["split"], f"{s['rows_read']:,}", f"{s['rows_kept']:,}", dropped,
+                 f"{s['truncated']:,} ({s['truncated_tokens']:,})"]
+        table.add_row(*cells, *[f"{s.get('split_examples', 0):,}"] * show_split, f"{s['tokens']:,}", f"{s['loss_tokens']:,}")
     return table
 
 

@@ -7,14 +7,14 @@ from typing import Optional
 
 import typer
 
+from sftprep.build_diff import diff_builds
+from sftprep.build_stats import run_stats
 from sftprep.config import load_config
 from sftprep.errors import SftprepError
+from sftprep.inspect_build import run_inspect
 from sftprep.pipeline import run_build
 from sftprep.summary import build_progress, print_summary
 from sftprep.verify import verify_build
-from sftprep.build_diff import diff_builds
-from sftprep.build_stats import run_stats
-from sftprep.inspect_build import run_inspect
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Prepare SFT data once: exact ids, loss masks, packed Arrow shards.")
 

@@ -134,8 +134,9 @@ def run_inspect(build_dir: str, split: str | None = None, row: int | None = None
 
         by_sample = row is None and example is None
         shown = select(view, split, row, example, sample if by_sample else None, seed)
-        write_html(view, shown, html, f"seeded sample of {len(shown)} rows (--rows {sample} --seed {seed})" if by_sample else "")
-        console.print(f"wrote {html}: {len(shown)} rows", highlight=False)
+        count = f"{len(shown)} row{'s' if len(shown) != 1 else ''}"
+        write_html(view, shown, html, f"seeded sample of {count} (--rows {sample} --seed {seed})" if by_sample else "")
+        console.print(f"wrote {html}: {count}", highlight=False)
         return
     shown = select(view, split, row, example)
     if console.is_terminal:
