@@ -12,7 +12,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from schemas import EXAMPLE_IDS, INPUT_IDS, LOSS_MASK, MANIFEST_NAME, NUM_LOSS_TOKENS, NUM_TOKENS, SEQ_LENS, tokenizer_fingerprint
+from schemas import (
+    EXAMPLE_IDS,
+    INPUT_IDS,
+    LOSS_MASK,
+    MANIFEST_NAME,
+    NUM_LOSS_TOKENS,
+    NUM_TOKENS,
+    SEQ_LENS,
+    tokenizer_fingerprint,
+)
 from sftprep.errors import SftprepError
 
 

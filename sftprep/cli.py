@@ -1,6 +1,7 @@
 """`sftprep` command line: flags map one to one onto BuildConfig keys (see sftprep/config.py)."""
 
 import sys
+from contextlib import contextmanager
 import time
 from pathlib import Path
 from typing import Optional
@@ -17,6 +18,20 @@ from sftprep.summary import build_progress, print_summary
 from sftprep.verify import verify_build
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Prepare SFT data once: exact ids, loss masks, packed Arrow shards.")
+
+
+@contextmanager
+def user_errors(on_interrupt: str = "interrupted"):
+    """Turn a SftprepError into one line on stderr and exit code 1, Ctrl-C into one line and 130;
+    anything else is a bug and keeps its traceback."""
+    try:
+        yield
+    except SftprepError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo(on_interrupt, err=True)
+        raise typer.Exit(130) from None
 
 
 @app.callback()
@@ -69,16 +84,10 @@ def build(
         shard_size_mb=shard_size_mb, num_proc=num_proc, overwrite=overwrite,
     )
     started = time.perf_counter()
-    try:
+    with user_errors("interrupted: nothing was written; the previous build (if any) is intact"):
         cfg = load_config(str(config) if config else None, overrides)
         with build_progress(enabled=not quiet) as progress:
             result = run_build(cfg, progress)
-    except SftprepError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        typer.echo("interrupted: nothing was written; the previous build (if any) is intact", err=True)
-        raise typer.Exit(130) from None
     if result.up_to_date:
         typer.echo(f"up to date: {cfg.out} already holds this build (fingerprint {result.manifest['fingerprint'][:12]})")
         return
@@ -115,11 +124,8 @@ def inspect_command(
 
     In a terminal, trained tokens (loss_mask 1) are on green and special tokens bold magenta; when the output is not a terminal, trained tokens are wrapped in ⟦ ⟧. Newlines show as ↵.
     """
-    try:
+    with user_errors():
         run_inspect(str(build_dir), split, row, example, str(html) if html else None, rows, seed, tokenizer)
-    except SftprepError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
 
 
 @app.command("stats")
@@ -128,11 +134,8 @@ def stats_command(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also write a PNG: example-length histogram and per-row fill (needs sftprep[plot])."),
 ) -> None:
     """A build's numbers: per split (examples, rows, tokens, loss tokens and ratio, packing efficiency) and per source."""
-    try:
+    with user_errors():
         run_stats(str(build_dir), str(plot) if plot else None)
-    except SftprepError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
 
 
 @app.command("diff")
@@ -145,11 +148,8 @@ def diff_command(
 
     Prints `identical` when both have the same fingerprint. Exit code 0 whenever the comparison ran (identical or not); 1 only on an error (e.g. a folder that is not a build).
     """
-    try:
+    with user_errors():
         lines = diff_builds(str(dir_a), str(dir_b), examples)
-    except SftprepError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
     typer.echo("\n".join(lines))
 
 

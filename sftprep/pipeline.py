@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-
 from schemas import FORMAT_VERSION, MANIFEST_NAME
 from sftprep.config import BuildConfig, load_config
 from sftprep.encoding import Encoded
@@ -23,8 +22,8 @@ from sftprep.example_stage import ExampleStage, has_loss, init_worker, process_i
 from sftprep.formats import detect_format
 from sftprep.length_policy import apply_length_policy
 from sftprep.row_assembly import assemble_rows, plan_rows, split_positions, split_stats
-from sftprep.spill import Spill
 from sftprep.sources import Source, content_sha256, iter_rows, resolve_sources
+from sftprep.spill import Spill
 from sftprep.tokenizer_loader import LoadedTokenizer, load_tokenizer
 from sftprep.version import __version__
 from sftprep.writer import atomic_build_dir, write_manifest, write_split

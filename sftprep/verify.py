@@ -4,7 +4,6 @@ Cheap checks (manifest schema, shard presence and sizes) take milliseconds; deep
 every shard and test the packing invariants on every row, vectorized over Arrow buffers.
 """
 
-import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -13,7 +12,19 @@ import jsonschema
 import numpy as np
 import pyarrow as pa
 
-from schemas import EXAMPLE_IDS, FORMAT_VERSION, INPUT_IDS, LOSS_MASK, MANIFEST_NAME, NUM_LOSS_TOKENS, NUM_TOKENS, SEQ_LENS, manifest_schema, row_schema
+from schemas import (
+    EXAMPLE_IDS,
+    FORMAT_VERSION,
+    INPUT_IDS,
+    LOSS_MASK,
+    MANIFEST_NAME,
+    NUM_LOSS_TOKENS,
+    NUM_TOKENS,
+    SEQ_LENS,
+    manifest_schema,
+    row_schema,
+)
+from sftprep.writer import file_sha256
 
 
 def verify_build(build: str | Path, deep: bool = True) -> list[str]:
@@ -38,7 +49,7 @@ def verify_build(build: str | Path, deep: bool = True) -> list[str]:
                 problems.append(f"{shard['path']}: missing")
             elif path.stat().st_size != shard["bytes"]:
                 problems.append(f"{shard['path']}: {path.stat().st_size} bytes, the manifest says {shard['bytes']} (truncated or replaced)")
-            elif deep and _sha256(path) != shard["sha256"]:
+            elif deep and file_sha256(path) != shard["sha256"]:
                 problems.append(f"{shard['path']}: sha256 differs from the manifest (the file was changed)")
     if problems or not deep:
         return problems
@@ -57,14 +68,6 @@ def verify_build(build: str | Path, deep: bool = True) -> list[str]:
         if s["rows_read"] != s["rows_kept"] + sum(s["dropped"].values()):
             problems.append(f"source {s['path']}: rows read {s['rows_read']} != kept {s['rows_kept']} + dropped {sum(s['dropped'].values())}")
     return problems
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_split(build: Path, split: str, info: dict, manifest: dict, seen: Counter) -> list[str]:
