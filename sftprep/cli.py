@@ -1,8 +1,8 @@
 """`sftprep` command line: flags map one to one onto BuildConfig keys (see sftprep/config.py)."""
 
 import sys
-from contextlib import contextmanager
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 

@@ -1,9 +1,10 @@
-"""Tokenize rendered examples and build their loss masks from character offsets (numpy, no
-per-token Python loops).
+"""Tokenize rendered examples and build their loss masks from character offsets.
 
 A token is trained when its characters overlap a trained span, so every trained character is
-covered by a trained token, even a token that straddles a span edge. `loss_mask[0]` is always 0:
-the first token of an example has nothing before it to be predicted from.
+covered by a trained token, even a token that straddles a span edge. Because offsets grow with
+the token index, the tokens overlapping a span are one contiguous range: it is found from the
+span's two ends with the tokenizer's own char -> token map (two look-ups per span, no per-token
+Python work). `loss_mask[0]` is always 0: the first token has nothing before it to be predicted from.
 """
 
 from dataclasses import dataclass
@@ -33,25 +34,38 @@ def encode_batch(rendered: list[Rendered], backend, bos_id: int | None, eos_id: 
         encodings = backend.encode_batch([rendered[i].text for i in idx], add_special_tokens=add_special)
         for i, enc in zip(idx, encodings):
             append_eos = rendered[i].append_eos and special_tokens
-            out[i] = _encode_one(enc.ids, enc.offsets, rendered[i], bos_id, eos_id, append_eos)
+            out[i] = _encode_one(enc, rendered[i], bos_id, eos_id, append_eos)
     return out
 
 
-def _encode_one(ids, offsets, rendered: Rendered, bos_id, eos_id, append_eos: bool) -> Encoded:
-    ids = np.asarray(ids, dtype=np.int32)
-    offs = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
-    if bos_id is not None and len(ids) >= 2 and ids[0] == bos_id and ids[1] == bos_id and offs[0, 1] == 0:
-        ids, offs = ids[1:], offs[1:]  # the text already began with BOS: never a second one
-    starts, ends = offs[:, 0], offs[:, 1]
-    mask = np.zeros(len(ids), dtype=bool)
-    nonempty = ends > starts
+def token_range(enc, start: int, end: int) -> tuple[int, int] | None:
+    """Indices [first, stop) of the tokens whose characters overlap [start, end), or None."""
+    first = next((t for c in range(start, end) if (t := enc.char_to_token(c)) is not None), None)
+    if first is None:
+        return None
+    last = next(t for c in range(end - 1, start - 1, -1) if (t := enc.char_to_token(c)) is not None)
+    while last + 1 < len(enc):  # a character can span several tokens (byte-level BPE): take them all
+        chars = enc.token_to_chars(last + 1)
+        if chars is None or chars[0] >= end or chars[1] <= chars[0]:
+            break
+        last += 1
+    return first, last + 1
+
+
+def _encode_one(enc, rendered: Rendered, bos_id, eos_id, append_eos: bool) -> Encoded:
+    ids = np.array(enc.ids, dtype=np.int32)
+    mask = np.zeros(len(ids), dtype=np.uint8)
     for s0, s1 in rendered.spans:
-        mask |= nonempty & (starts < s1) & (ends > s0)
+        found = token_range(enc, s0, s1)
+        if found is not None:
+            mask[found[0] : found[1]] = 1
+    if bos_id is not None and len(ids) >= 2 and ids[0] == bos_id and ids[1] == bos_id and enc.token_to_chars(0) in (None, (0, 0)):
+        ids, mask = ids[1:], mask[1:]  # the text already began with BOS: never a second one
     if append_eos and eos_id is not None and (len(ids) == 0 or ids[-1] != eos_id):
         ids = np.append(ids, np.int32(eos_id))
-        mask = np.append(mask, True)
+        mask = np.append(mask, np.uint8(1))
     elif append_eos and len(ids) and ids[-1] == eos_id:
-        mask[-1] = True  # the tokenizer itself appended EOS: it is still the example's end token
+        mask[-1] = 1  # the tokenizer itself appended EOS: it is still the example's end token
     if len(mask):
-        mask[0] = False
-    return Encoded(ids, mask.astype(np.uint8))
+        mask[0] = 0
+    return Encoded(ids, mask)

@@ -4,6 +4,7 @@ Runs in worker processes (or inline). Each worker builds its tokenizer and compi
 then turns chunks of `(row_index, row)` into `(row_index, Encoded | RowError)`, in order.
 """
 
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,10 @@ class ExampleStage:
 
     def process(self, spec: FormatSpec, chunk: list) -> list:
         """Encode a chunk of (row_index, row | RowError); bad rows come back as RowError."""
+        return self.encode(self.render(spec, chunk))
+
+    def render(self, spec: FormatSpec, chunk: list) -> tuple[list, list, list]:
+        """First half (pure Python): normalize and render every row of a chunk."""
         key = (spec.name, tuple(sorted((k, str(v)) for k, v in spec.fields.items())))
         normalize = self._normalizers.get(key)
         if normalize is None:
@@ -52,6 +57,11 @@ class ExampleStage:
                 continue
             slots.append(len(results))
             results.append((row_index, None))
+        return results, rendered, slots
+
+    def encode(self, prepared: tuple[list, list, list]) -> list:
+        """Second half (mostly Rust, which releases the GIL): tokenize and mask a rendered chunk."""
+        results, rendered, slots = prepared
         encoded = encode_batch(rendered, self.tokenizer.backend, self.bos_id, self.eos_id, self.special_tokens) if rendered else []
         for slot, enc in zip(slots, encoded):
             results[slot] = (results[slot][0], enc)
@@ -65,6 +75,9 @@ def init_worker(config: BuildConfig) -> None:
     """Pool initializer: load the tokenizer and compile the template once per process."""
     global _WORKER
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle, in one line
+    # The workers are the parallelism: one tokenizer thread each, not a thread pool per worker
+    # fighting the others for the same cores.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     tokenizer = load_tokenizer(config.tokenizer, config.chat_template, config.pad_vocab_to_multiple_of)
     _WORKER = ExampleStage(config, tokenizer)
 

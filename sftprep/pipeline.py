@@ -10,6 +10,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -220,12 +221,24 @@ def _map(config: BuildConfig, tokenizer: LoadedTokenizer, tasks):
     head = list(itertools.islice(tasks, 2))
     tasks = itertools.chain(head, tasks)
     if procs <= 1 or len(head) < 2:
-        stage = ExampleStage(config, tokenizer)
-        yield from (stage.process(spec, chunk) for spec, chunk in tasks)
+        yield from _pipelined(ExampleStage(config, tokenizer), tasks)
         return
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(procs, initializer=init_worker, initargs=(config,)) as pool:
         yield from pool.imap(process_in_worker, tasks)
+
+
+def _pipelined(stage: ExampleStage, tasks):
+    """In one process: render chunk k+1 in Python while a thread tokenizes chunk k in Rust."""
+    with ThreadPoolExecutor(max_workers=1) as encoder:
+        pending = None
+        for spec, chunk in tasks:
+            prepared = stage.render(spec, chunk)
+            if pending is not None:
+                yield pending.result()
+            pending = encoder.submit(stage.encode, prepared)
+        if pending is not None:
+            yield pending.result()
 
 
 def _keep(config: BuildConfig, st: SourceStats, example_id: int, encoded: Encoded, spills: dict) -> None:
