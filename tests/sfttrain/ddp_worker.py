@@ -10,10 +10,10 @@ import os
 import sys
 from pathlib import Path
 
-import torch.distributed
 from transformers import TrainerCallback
 
 from schemas import EXAMPLE_IDS
+from sfttrain.cli import exit_if_distributed
 from sfttrain.config import load_config
 from sfttrain.training import prepare
 
@@ -51,7 +51,7 @@ def main(config_path: str, out_dir: str) -> None:
         "rest": recorded({**common, "output_dir": str(Path(out_dir) / "part"), "resume": True}),
     }
     (Path(out_dir) / f"rank{os.environ['RANK']}.json").write_text(json.dumps(result))
-    torch.distributed.destroy_process_group()  # else gloo's threads may abort the exit
+    exit_if_distributed(0)  # as the CLI ends: a gloo group left to shutdown can abort or hang the exit
 
 
 if __name__ == "__main__":

@@ -6,7 +6,14 @@ import pyarrow as pa
 import pytest
 from conftest import TOKENIZER_DIR, pack, random_rows, write_build
 
-from schemas import EXAMPLE_IDS, INPUT_IDS, LOSS_MASK, MANIFEST_NAME, SEQ_LENS, tokenizer_fingerprint
+from schemas import (
+    EXAMPLE_IDS,
+    INPUT_IDS,
+    LOSS_MASK,
+    MANIFEST_NAME,
+    SEQ_LENS,
+    tokenizer_fingerprint,
+)
 from sfttrain.build_reader import check_tokenizer, open_build
 from sfttrain.errors import SfttrainError
 

@@ -5,12 +5,12 @@ accumulation bug) gives a different gradient; the test checks that too, so it ca
 """
 
 import numpy as np
+import pytest
 import torch
 from conftest import example, pack, write_build
 from transformers import TrainerCallback, set_seed
 
 from schemas import INPUT_IDS, LOSS_MASK, SEQ_LENS
-
 from sfttrain.collator import collate_padding_free
 from sfttrain.config import load_config
 from sfttrain.model_loading import load_model
@@ -38,10 +38,11 @@ class GradCapture(TrainerCallback):
             self.grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def _grads(tmp_path, base_config, batch_tokens, grad_accum):
+def _grads(tmp_path, base_config, batch_tokens, grad_accum, **extra):
     config = load_config(
         overrides={
             **base_config,
+            **extra,
             "data": str(tmp_path / "b"),
             "output_dir": str(tmp_path / f"run{grad_accum}"),
             "batch_tokens": batch_tokens,
@@ -57,15 +58,22 @@ def _grads(tmp_path, base_config, batch_tokens, grad_accum):
     return capture.grads, config
 
 
-def test_accumulation_gives_the_same_gradient(tmp_path, base_config):
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_accumulation_gives_the_same_gradient(tmp_path, base_config, mode):
     write_build(tmp_path / "b", _rows())
-    one_by_four, _ = _grads(tmp_path, base_config, batch_tokens=4 * LENGTH, grad_accum=1)
-    four_by_one, config = _grads(tmp_path, base_config, batch_tokens=LENGTH, grad_accum=4)
+    extra = {"lora_r": 4, "lora_dropout": 0.0} if mode == "lora" else {}
+    one_by_four, _ = _grads(tmp_path, base_config, batch_tokens=4 * LENGTH, grad_accum=1, **extra)
+    four_by_one, _ = _grads(tmp_path, base_config, batch_tokens=LENGTH, grad_accum=4, **extra)
     assert one_by_four.keys() == four_by_one.keys() and len(one_by_four) > 5
+    assert all(g.abs().max() > 0 for n, g in one_by_four.items() if "lora_B" in n or mode == "full")
     for name in one_by_four:
         torch.testing.assert_close(four_by_one[name], one_by_four[name], rtol=1e-4, atol=1e-7)
 
-    # Control: the mean of per-row means differs from the token mean with these uneven rows.
+
+def test_control_mean_of_means_differs(tmp_path, base_config):
+    """The comparison above can fail: a mean of per-row means gives another gradient here."""
+    write_build(tmp_path / "b", _rows())
+    one_by_four, config = _grads(tmp_path, base_config, batch_tokens=4 * LENGTH, grad_accum=1)
     set_seed(config.seed)
     model = load_model(config, torch.float32, "sdpa")
     losses = [model(**collate_padding_free([{c: np.array(r[c]) for c in (INPUT_IDS, LOSS_MASK, SEQ_LENS)}])).loss for r in _rows()]

@@ -25,7 +25,8 @@ def memorizable_rows(n=8):
 def test_tiny_model_overfits(tmp_path, base_config, mode):
     data = write_build(tmp_path / "b", memorizable_rows(), eval_rows=memorizable_rows(2))
     extra = {"lora_r": 16, "learning_rate": 1e-2, "lora_dropout": 0.0} if mode == "lora" else {}
-    result = sfttrain.train({**base_config, "data": str(data), "max_steps": 40, "batch_tokens": 128, **extra})
+    no_checkpoints = {**base_config["training_args"], "save_strategy": "no"}
+    result = sfttrain.train({**base_config, "data": str(data), "max_steps": 40, "batch_tokens": 128, "training_args": no_checkpoints, **extra})
     assert result.global_step == 40
     assert result.last_loss < result.first_loss / 2
     assert result.tokens == 40 * 128

@@ -1,0 +1,200 @@
+"""Read a build written by `sftprep build`: check its manifest, then memory-map its shards.
+
+Everything here refuses early, before a model is loaded, and says what differs and what to do:
+no manifest (the build is incomplete), an unknown format_version, a manifest that does not follow
+schemas/manifest.schema.json, shards missing or of the wrong size (or sha256 with `verify`), and a
+tokenizer whose fingerprint is not the build's. Shards are opened with `pa.memory_map`, zero copy:
+a row is a set of numpy views into the mapped file, nothing is converted to Python lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas import (
+    EXAMPLE_IDS,
+    FORMAT_VERSION,
+    INPUT_IDS,
+    LOSS_MASK,
+    MANIFEST_NAME,
+    NUM_TOKENS,
+    SEQ_LENS,
+    manifest_schema,
+    row_schema,
+    tokenizer_fingerprint,
+)
+from sfttrain.errors import SfttrainError
+
+LIST_COLUMNS = (INPUT_IDS, LOSS_MASK, SEQ_LENS, EXAMPLE_IDS)
+
+
+class PackedRows:
+    """The rows of one split, memory-mapped. `rows[i]` is a dict of numpy views, one per list column.
+
+    Worked example: a row packing examples of 3 and 2 tokens gives
+    {input_ids: [5, 6, 7, 8, 9], loss_mask: [0, 1, 1, 0, 1], seq_lens: [3, 2], example_ids: [17, 4]}.
+    """
+
+    def __init__(self, tables: list[pa.Table]):
+        batches = [b for t in tables for b in t.to_batches() if b.num_rows]
+        # per record batch: {column: (offsets, values)} as zero-copy numpy views
+        self._chunks = [
+            {c: (b.column(c).offsets.to_numpy(), b.column(c).values.to_numpy()) for c in LIST_COLUMNS} for b in batches
+        ]
+        self._starts = np.cumsum([0] + [b.num_rows for b in batches])
+        self.num_tokens = np.concatenate([b.column(NUM_TOKENS).to_numpy() for b in batches] or [np.zeros(0, np.int32)])
+        self._batches = batches
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"row {index} out of range for {len(self)} rows")
+        chunk = int(np.searchsorted(self._starts, index, side="right")) - 1
+        local = index - int(self._starts[chunk])
+        return {c: values[offsets[local] : offsets[local + 1]] for c, (offsets, values) in self._chunks[chunk].items()}
+
+    def max_token_id(self) -> int:
+        """The largest id in input_ids (-1 when empty), computed in Arrow without copying."""
+        maxima = [pc.max(b.column(INPUT_IDS).flatten()).as_py() for b in self._batches]
+        return max([m for m in maxima if m is not None], default=-1)
+
+
+@dataclass(frozen=True)
+class Build:
+    """A checked build: its folder, its manifest, and the memory-mapped rows of each split."""
+
+    path: Path
+    """The build folder."""
+    manifest: dict
+    """manifest.json, parsed and validated against schemas/manifest.schema.json."""
+    train: PackedRows
+    """Rows of the train split."""
+    eval: PackedRows | None
+    """Rows of the eval split, None when the build has none."""
+
+    def max_token_id(self) -> int:
+        """The largest token id in any split."""
+        return max(rows.max_token_id() for rows in (self.train, self.eval) if rows is not None)
+
+
+def open_build(data_dir: str | Path, verify: bool = False) -> Build:
+    """Check the manifest and the shards of a build folder, then memory-map every split."""
+    path = Path(data_dir)
+    manifest = read_manifest(path)
+    splits = manifest["splits"]
+    check_shards(path, manifest, verify)
+    opened = {name: _open_split(path, name, splits[name]) for name in splits}
+    return Build(path=path, manifest=manifest, train=opened["train"], eval=opened.get("eval"))
+
+
+def read_manifest(path: Path) -> dict:
+    """Load manifest.json; refuse a missing one, an unknown format_version or a malformed one."""
+    manifest_path = path / MANIFEST_NAME
+    if not manifest_path.is_file():
+        state = "does not exist" if not path.exists() else f"has no {MANIFEST_NAME}, so the build is incomplete (sftprep writes it last)"
+        raise SfttrainError(
+            f"--data {path} {state}: run `sftprep build ... --out {path}` to (re)build it, or point --data at a finished build"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as e:
+        raise SfttrainError(f"{manifest_path} is not valid JSON ({e}): rebuild with `sftprep build`") from None
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if version != FORMAT_VERSION:
+        raise SfttrainError(
+            f"{manifest_path} has format_version {version!r}, this sfttrain reads format_version {FORMAT_VERSION}: "
+            "rebuild the data with the sftprep that ships with this sfttrain, or install the matching sfttrain"
+        )
+    errors = sorted(jsonschema.Draft202012Validator(manifest_schema()).iter_errors(manifest), key=lambda e: list(e.path))
+    if errors:
+        details = "; ".join(f"{'.'.join(map(str, e.path)) or '(top)'}: {e.message}" for e in errors[:10])
+        raise SfttrainError(f"{manifest_path} does not follow the manifest schema ({details}): rebuild with `sftprep build`")
+    return manifest
+
+
+def check_shards(path: Path, manifest: dict, verify: bool) -> None:
+    """Every shard exists with the manifest's size (and sha256 when verify); report all at once."""
+    problems = []
+    for info in manifest["splits"].values():
+        for shard in info["shards"]:
+            file = path / shard["path"]
+            if not file.is_file():
+                problems.append(f"{shard['path']} is missing")
+            elif (size := file.stat().st_size) != shard["bytes"]:
+                problems.append(f"{shard['path']} has {size} bytes, the manifest says {shard['bytes']}")
+            elif verify and (digest := _sha256(file)) != shard["sha256"]:
+                problems.append(f"{shard['path']} has sha256 {digest[:12]}..., the manifest says {shard['sha256'][:12]}...")
+    if problems:
+        raise SfttrainError(
+            f"--data {path}: shards do not match {MANIFEST_NAME}: " + "; ".join(problems)
+            + ". The folder was changed or copied partly: copy the whole build again or rerun `sftprep build`"
+        )
+
+
+def check_tokenizer(manifest: dict, tokenizer) -> list[str]:
+    """Match a transformers tokenizer to the build's; add the build's added tokens to it.
+
+    Returns the tokens this call added (empty when the tokenizer already had them). Raises when
+    the tokenizer's fingerprint is neither the build's base fingerprint (before added tokens) nor
+    its final one.
+    """
+    info = manifest["tokenizer"]
+    final = info["fingerprint"]
+    base = info.get("base_fingerprint", final)
+    mine = tokenizer_fingerprint(tokenizer.backend_tokenizer)
+    source = getattr(tokenizer, "name_or_path", "?")
+    if mine == final:
+        return []
+    if mine != base:
+        raise SfttrainError(
+            f"the tokenizer {source} is not the one the build used ({info['name_or_path']}): their fingerprints differ "
+            f"(tokenizer {mine[:12]}..., build {base[:12]}...), so token ids would mean different things. "
+            f"Pass the build's tokenizer with --tokenizer {info['name_or_path']}, or rebuild the data with the model's "
+            "tokenizer (`sftprep build --tokenizer MODEL`)"
+        )
+    added = list(info["added_tokens"])
+    tokenizer.add_tokens(added, special_tokens=True)
+    after = tokenizer_fingerprint(tokenizer.backend_tokenizer)
+    if after != final:
+        raise SfttrainError(
+            f"the tokenizer {source} matches the build's base tokenizer, but after adding the build's added_tokens "
+            f"({', '.join(added) or 'none'}) its fingerprint is {after[:12]}..., not the build's {final[:12]}... "
+            "(the tokens got other ids): rebuild the data with `sftprep build`, or pass --tokenizer with the tokenizer "
+            "the build saved"
+        )
+    return added
+
+
+def _open_split(path: Path, name: str, info: dict) -> PackedRows:
+    """Memory-map one split's shards and check their schema and row counts."""
+    tables = []
+    for shard in info["shards"]:
+        with pa.memory_map(str(path / shard["path"])) as source:
+            table = pa.ipc.open_stream(source).read_all()
+        if not table.schema.equals(row_schema()):
+            raise SfttrainError(
+                f"{shard['path']} has columns {table.schema.names} with types {[str(t) for t in table.schema.types]}, "
+                f"not the shard contract's {row_schema().names}: rebuild with `sftprep build`"
+            )
+        if table.num_rows != shard["rows"]:
+            raise SfttrainError(f"{shard['path']} has {table.num_rows} rows, the manifest says {shard['rows']}: rebuild with `sftprep build`")
+        tables.append(table)
+    return PackedRows(tables)
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with file.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,284 @@
+"""The training config: one frozen dataclass that YAML files and CLI flags both fill in.
+
+Every field is a config key of the same name, and a CLI flag with dashes (`learning_rate` is
+`--learning-rate`); flags override the file. Validation happens here, at the edge, and reports
+every problem at once with the key/flag to change. This module imports neither torch nor
+transformers, so `sfttrain --help` and config errors are instant.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import itertools
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sfttrain.errors import SfttrainError
+
+DTYPES = ("auto", "bf16", "fp16", "fp32")
+ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "sdpa", "flex_attention", "eager")
+
+# TrainingArguments fields that sfttrain sets itself: `training_args` may not set them.
+# Each maps to the config key to use instead (None: fixed by how sfttrain batches data).
+OWNED_TRAINING_ARGS: dict[str, str | None] = {
+    "output_dir": "output_dir",
+    "num_train_epochs": "epochs",
+    "max_steps": "max_steps",
+    "learning_rate": "learning_rate",
+    "warmup_steps": "warmup_ratio",
+    "lr_scheduler_type": "lr_scheduler",
+    "weight_decay": "weight_decay",
+    "seed": "seed",
+    "gradient_accumulation_steps": "grad_accum",
+    "logging_steps": "logging_steps",
+    "eval_steps": "eval_steps",
+    "save_steps": "save_steps",
+    "report_to": "report_to",
+    "bf16": "dtype",
+    "fp16": "dtype",
+    "gradient_checkpointing": "gradient_checkpointing",
+    "activation_checkpointing": "gradient_checkpointing",
+    "neftune_noise_alpha": "neftune_alpha",
+    "per_device_train_batch_size": "batch_tokens",
+    "per_device_eval_batch_size": "batch_tokens",
+    "remove_unused_columns": None,
+    "label_names": None,
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `sfttrain run` needs. Defaults live here and nowhere else."""
+
+    # --- what to train on, what to train, where to write ---
+    data: str | None = None
+    """Build folder written by `sftprep build` (holds manifest.json, train/, eval/)."""
+    model: str | None = None
+    """Model to fine-tune: a local folder or a hub name already in the local cache."""
+    output_dir: str | None = None
+    """Where checkpoints and the final model (or adapter) go."""
+    tokenizer: str | None = None
+    """Tokenizer folder; default: the model's own if it has one, else the build's tokenizer."""
+
+    # --- model loading ---
+    random_init: bool = False
+    """Build the model from `model`'s config.json with random weights (quickstart, benchmarks)."""
+    dtype: str = "auto"
+    """Weights and autocast dtype: bf16, fp16, fp32, or auto (bf16 on a bf16-capable GPU, else fp32); fp16 full fine-tuning keeps fp32 weights."""
+    attn: str = "auto"
+    """Attention kernel: auto (flash_attention_2 if flash-attn is installed and CUDA is there, else sdpa), flash_attention_2, sdpa, flex_attention or eager."""
+    model_kwargs: dict = field(default_factory=dict)
+    """Extra keyword arguments for from_pretrained (applied last, so they override the above)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    trust_remote_code: bool = False
+    """Allow model code from the model folder or hub repo to run."""
+    pad_vocab_to_multiple_of: int | None = None
+    """When the build added tokens, resize embeddings to a multiple of this; default: the manifest's value."""
+
+    # --- data ---
+    batch_tokens: int | None = None
+    """Token budget of one micro-batch per device; default: the build's train max_length (one packed row)."""
+    verify: bool = False
+    """Also check every shard's sha256 against the manifest (sizes are always checked)."""
+
+    # --- optimisation (the common TrainingArguments, under shorter names) ---
+    learning_rate: float = 2e-5
+    """Peak learning rate."""
+    epochs: float = 1.0
+    """Passes over the train split (ignored when max_steps is set)."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps; overrides epochs."""
+    warmup_ratio: float = 0.0
+    """Fraction of the optimizer steps spent warming the learning rate up, in [0, 1)."""
+    lr_scheduler: str = "linear"
+    """Learning-rate schedule (a transformers SchedulerType: linear, cosine, constant, ...)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    seed: int = 42
+    """Seed for model init, batch order (with the epoch) and dropout."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step (each of at most batch_tokens tokens per device)."""
+    neftune_alpha: float | None = None
+    """NEFTune noise alpha for the embeddings; unset turns it off."""
+
+    # --- logging, evaluation, checkpoints ---
+    logging_steps: int = 10
+    """Log loss, learning rate and tokens/s every this many optimizer steps."""
+    eval_steps: int | None = None
+    """Evaluate on the build's eval split every this many steps; None: at the end of each epoch."""
+    save_steps: int | None = None
+    """Save a checkpoint every this many steps; None: at the end of each epoch."""
+    report_to: str = "none"
+    """Logging integrations, comma separated (tensorboard, wandb, ...), or none."""
+    resume: bool = False
+    """Continue from the last checkpoint in output_dir, with the same data order."""
+
+    # --- adapters and quantization ---
+    lora_r: int = 0
+    """LoRA rank; 0 trains all weights (full fine-tuning)."""
+    lora_alpha: int | None = None
+    """LoRA alpha; default: 2 * lora_r."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA input."""
+    lora_targets: str = "all-linear"
+    """Modules that get LoRA: all-linear, or comma-separated module names (q_proj,v_proj)."""
+    adapter: str | None = None
+    """Existing PEFT adapter folder to continue training (its own config sets rank and targets)."""
+    load_in_8bit: bool = False
+    """Load the base model in 8 bits with bitsandbytes (needs LoRA)."""
+    load_in_4bit: bool = False
+    """Load the base model in 4-bit NF4 with double quantization (QLoRA; needs LoRA)."""
+    merge_adapter: bool = False
+    """At the end, merge the adapter into the base weights and save the merged model."""
+
+    # --- anything else ---
+    training_args: dict = field(default_factory=dict)
+    """Any other transformers.TrainingArguments field, e.g. {save_total_limit: 2, optim: adamw_torch_fused}."""
+
+    @property
+    def uses_adapter(self) -> bool:
+        """True when training a PEFT adapter (new LoRA or a continued one) instead of all weights."""
+        return self.lora_r > 0 or self.adapter is not None
+
+
+def field_names() -> list[str]:
+    """Config keys in declaration order."""
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def default_of(name: str) -> Any:
+    """The default value of one config key (for --help texts)."""
+    f = TrainConfig.__dataclass_fields__[name]
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def field_docs() -> dict[str, str]:
+    """Each config key's docstring, read from this file's source (the --help text of its flag)."""
+    tree = ast.parse(inspect.getsource(TrainConfig))
+    body = tree.body[0].body
+    return {
+        node.target.id: nxt.value.value
+        for node, nxt in itertools.pairwise(body)
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+    }
+
+
+def flag(name: str) -> str:
+    """The CLI flag of a config key: learning_rate -> --learning-rate."""
+    return "--" + name.replace("_", "-")
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML config (optional), apply overrides (CLI flags that were given), validate."""
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise SfttrainError(f"config file {path} does not exist (--config)")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise SfttrainError(f"config file {path} must be a mapping of keys to values, got {type(loaded).__name__}")
+        known = set(field_names())
+        unknown = sorted(set(loaded) - known)
+        if unknown:
+            problems.append(
+                f"unknown key(s) in {path}: {', '.join(unknown)} "
+                "(TrainingArguments fields go under `training_args:`)"
+            )
+        values.update(_resolve_paths({k: v for k, v in loaded.items() if k in known}, path.parent))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    problems += _type_problems(values)
+    if problems:
+        raise SfttrainError("; ".join(problems))
+    config = TrainConfig(**values)
+    validate(config)
+    return config
+
+
+def validate(config: TrainConfig) -> None:
+    """Check values and combinations; raise one SfttrainError listing every problem."""
+    c = config
+    problems = [f"{flag(k)} (config key `{k}`) is required" for k in ("data", "model", "output_dir") if getattr(c, k) is None]
+    if c.dtype not in DTYPES:
+        problems.append(f"--dtype must be one of {', '.join(DTYPES)}, got {c.dtype!r}")
+    if c.attn not in ATTN_IMPLEMENTATIONS:
+        problems.append(f"--attn must be one of {', '.join(ATTN_IMPLEMENTATIONS)}, got {c.attn!r}")
+    for name in ("batch_tokens", "grad_accum", "max_steps", "logging_steps", "eval_steps", "save_steps", "pad_vocab_to_multiple_of", "lora_alpha"):
+        value = getattr(c, name)
+        if value is not None and value < 1:
+            problems.append(f"{flag(name)} must be at least 1, got {value}")
+    if c.epochs <= 0:
+        problems.append(f"--epochs must be positive, got {c.epochs}")
+    if c.learning_rate < 0:
+        problems.append(f"--learning-rate must not be negative, got {c.learning_rate}")
+    if not 0 <= c.warmup_ratio < 1:
+        problems.append(f"--warmup-ratio must be in [0, 1), got {c.warmup_ratio}")
+    if c.lora_r < 0:
+        problems.append(f"--lora-r must be 0 (full fine-tuning) or positive, got {c.lora_r}")
+    if not 0 <= c.lora_dropout < 1:
+        problems.append(f"--lora-dropout must be in [0, 1), got {c.lora_dropout}")
+    if c.adapter is not None and c.lora_r > 0:
+        problems.append("--adapter continues an adapter with its own rank and targets: drop --lora-r (and other --lora-* flags)")
+    if c.load_in_8bit and c.load_in_4bit:
+        problems.append("--load-in-8bit and --load-in-4bit exclude each other: pick one")
+    quantized = c.load_in_8bit or c.load_in_4bit
+    if quantized and not c.uses_adapter:
+        problems.append("a quantized base model cannot be fully fine-tuned: add --lora-r (e.g. --lora-r 16) or --adapter PATH")
+    if quantized and c.random_init:
+        problems.append("--random-init cannot be combined with --load-in-8bit/--load-in-4bit")
+    if c.merge_adapter and not c.uses_adapter:
+        problems.append("--merge-adapter needs an adapter: add --lora-r or --adapter, or drop --merge-adapter")
+    if c.merge_adapter and quantized:
+        problems.append("--merge-adapter cannot merge into a quantized base: drop --merge-adapter and merge later in bf16")
+    for key in sorted(c.training_args):
+        if key in OWNED_TRAINING_ARGS:
+            own = OWNED_TRAINING_ARGS[key]
+            hint = f"use {flag(own)} (config key `{own}`)" if own else "sfttrain sets it itself"
+            problems.append(f"training_args.{key} cannot be set there: {hint}")
+    if problems:
+        raise SfttrainError("; ".join(problems))
+
+
+def _resolve_paths(loaded: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Paths in a config file are relative to the file (as in sftprep's build.yaml).
+
+    model and tokenizer may also be hub names: they are resolved only when the file exists.
+    """
+    out = dict(loaded)
+    for key in ("data", "output_dir", "adapter", "model", "tokenizer"):
+        value = out.get(key)
+        if isinstance(value, str) and not Path(value).is_absolute():
+            candidate = os.path.normpath(base / value)
+            if key not in ("model", "tokenizer") or Path(candidate).exists():
+                out[key] = candidate
+    return out
+
+
+def _type_problems(values: dict[str, Any]) -> list[str]:
+    """Type errors of raw values against the dataclass annotations, one message per key."""
+    hints = typing.get_type_hints(TrainConfig)
+    problems = []
+    for key, value in values.items():
+        allowed = _allowed_types(hints[key])
+        ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+        if not ok:
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            problems.append(f"{flag(key)} (config key `{key}`) must be {names}, got {value!r}")
+    return problems
+
+
+def _allowed_types(hint: Any) -> tuple[type, ...]:
+    """Python types a value of this annotation may have (an int is fine where a float is expected)."""
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    allowed = tuple(typing.get_origin(a) or a for a in args)
+    return allowed + (int,) if float in allowed else allowed

@@ -1,0 +1,10 @@
+"""The one exception sfttrain raises for a problem the user can fix.
+
+The CLI prints it as a single line "error: ..." and exits with code 1; any other exception is a
+bug and keeps its traceback. Messages say what was wrong, what was received, and which flag or
+config key to change.
+"""
+
+
+class SfttrainError(Exception):
+    """A problem with the user's input (config, build folder, model) rather than a bug."""

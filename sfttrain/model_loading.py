@@ -1,0 +1,136 @@
+"""Load the tokenizer and the model the way training needs them.
+
+The model comes back with `config.use_cache = False`: with a KV cache, transformers skips the
+packed-sequence detection that keeps packed examples apart (DESIGN.md pitfall). Optional GPU
+packages (flash-attn, bitsandbytes) are looked up only when asked for.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from sfttrain.config import TrainConfig
+from sfttrain.errors import SfttrainError
+
+GPU_EXTRA = "pip install 'sftprep[gpu]'"
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """--dtype as a torch dtype; auto is bf16 on a GPU that supports it, else fp32."""
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    return DTYPES[name]
+
+
+def resolve_attn(name: str, dtype: torch.dtype) -> tuple[str, str]:
+    """--attn as a transformers attn_implementation, with the reason it was chosen."""
+    has_flash = importlib.util.find_spec("flash_attn") is not None
+    if name == "flash_attention_2" and not has_flash:
+        raise SfttrainError(f"--attn flash_attention_2 needs the flash-attn package: {GPU_EXTRA}, or use --attn sdpa")
+    if name != "auto":
+        return name, "asked for with --attn"
+    if has_flash and torch.cuda.is_available() and dtype in (torch.bfloat16, torch.float16):
+        return "flash_attention_2", "auto: flash-attn is installed and CUDA is available"
+    why = "flash-attn not installed" if not has_flash else "needs CUDA and bf16/fp16"
+    return "sdpa", f"auto: {why}"
+
+
+def tokenizer_source(config: TrainConfig, manifest: dict) -> str:
+    """--tokenizer, else the model folder when it holds a tokenizer, else the build's tokenizer."""
+    if config.tokenizer is not None:
+        return config.tokenizer
+    model_dir = Path(config.model)
+    if model_dir.is_dir():
+        if any((model_dir / f).is_file() for f in TOKENIZER_FILES):
+            return config.model
+        return manifest["tokenizer"]["name_or_path"]
+    return config.model  # a hub name: its cached tokenizer, with a fallback in load_tokenizer
+
+
+def load_tokenizer(config: TrainConfig, manifest: dict):
+    """The tokenizer to check against the build and to save beside the model."""
+    from transformers import AutoTokenizer
+
+    source = tokenizer_source(config, manifest)
+    candidates = [source] if config.tokenizer is not None or source != config.model else [source, manifest["tokenizer"]["name_or_path"]]
+    errors = []
+    for candidate in dict.fromkeys(candidates):
+        try:
+            return AutoTokenizer.from_pretrained(candidate, trust_remote_code=config.trust_remote_code)
+        except (OSError, ValueError) as e:
+            errors.append(f"{candidate}: {str(e).splitlines()[0]}")
+    raise SfttrainError(f"could not load a tokenizer ({'; '.join(errors)}): pass one with --tokenizer PATH")
+
+
+def load_model(config: TrainConfig, dtype: torch.dtype, attn: str):
+    """The causal LM, from pretrained weights or (--random-init) from its config, with use_cache off."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    kwargs = {"dtype": _weights_dtype(config, dtype), "attn_implementation": attn, "trust_remote_code": config.trust_remote_code}
+    quantization = _quantization_config(config, dtype)
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+    kwargs.update(config.model_kwargs)
+    try:
+        if config.random_init:
+            model_config = AutoConfig.from_pretrained(config.model, trust_remote_code=config.trust_remote_code)
+            model = AutoModelForCausalLM.from_config(model_config, **kwargs)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(config.model, **kwargs)
+    except OSError as e:
+        hint = "a folder with config.json" if config.random_init else "a folder with config.json and weights, or a cached hub name (add --random-init to start from random weights)"
+        raise SfttrainError(f"could not load --model {config.model}: {str(e).splitlines()[0]}; it must be {hint}") from None
+    model.config.use_cache = False
+    return model
+
+
+def fit_embeddings(model, tokenizer, max_token_id: int, grow: bool, multiple_of: int | None) -> None:
+    """Make every id of the build a row of the model's embeddings.
+
+    When the build added tokens (`grow`: ChatML and the like), the embeddings grow to the
+    tokenizer's length, rounded up to `multiple_of`. Otherwise an id past the last row is an
+    error: the data was made with another tokenizer.
+    """
+    if grow and len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=multiple_of)
+    rows = model.get_input_embeddings().weight.shape[0]
+    if max_token_id >= rows:
+        raise SfttrainError(
+            f"the build has token id {max_token_id} but the model's embeddings have only {rows} rows "
+            f"(ids 0..{rows - 1}) and the build added no tokens: the data was tokenized for another model. "
+            "Rebuild it with this model's tokenizer (`sftprep build --tokenizer MODEL`) or pass the matching --model"
+        )
+
+
+def announce(line: str) -> None:
+    """Print one status line on the main process only."""
+    if os.environ.get("RANK", "0") == "0":
+        print(line, file=sys.stderr, flush=True)
+
+
+def _weights_dtype(config: TrainConfig, dtype: torch.dtype) -> torch.dtype:
+    """fp16 full fine-tuning keeps fp32 master weights (GradScaler refuses fp16 ones); else --dtype."""
+    return torch.float32 if dtype == torch.float16 and not config.uses_adapter else dtype
+
+
+def _quantization_config(config: TrainConfig, dtype: torch.dtype):
+    """A BitsAndBytesConfig for --load-in-8bit / --load-in-4bit (NF4, double quantization)."""
+    if not (config.load_in_8bit or config.load_in_4bit):
+        return None
+    which = "--load-in-4bit" if config.load_in_4bit else "--load-in-8bit"
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise SfttrainError(f"{which} needs the bitsandbytes package: {GPU_EXTRA}")
+    from transformers import BitsAndBytesConfig
+
+    if config.load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
+    )

@@ -1,0 +1,136 @@
+"""transformers.Trainer with our batches: token-budget micro-batches of padding-free rows.
+
+Only data loading and logging differ from Trainer; checkpointing, logging integrations, mixed
+precision, NEFTune and multi-GPU (accelerate / torchrun) stay Trainer's. Loss normalisation is
+Trainer's too: it counts the label tokens of all micro-batches of an optimizer step (across ranks)
+and the model divides its summed loss by that count, so a step's gradient is the mean over its
+tokens however they are split into micro-batches.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from torch.utils.data import DataLoader
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import ProgressCallback
+
+from sfttrain.batching import TokenBudgetBatchSampler
+from sfttrain.collator import IGNORE_INDEX
+
+
+class SfttrainTrainer(Trainer):
+    """A Trainer whose train and eval loaders batch rows by a token budget (`batch_tokens`)."""
+
+    def __init__(self, *args, batch_tokens: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batch_tokens = batch_tokens
+        self.train_batch_sampler: TokenBudgetBatchSampler | None = None
+        self._last_log = (time.perf_counter(), 0)
+        self.add_callback(_SamplerEpoch(self))
+        self.add_callback(_LogLastStep())
+        if not self.args.disable_tqdm:
+            self.remove_callback(ProgressCallback)
+            self.add_callback(TokenProgress())
+
+    def get_train_dataloader(self) -> DataLoader:
+        self.train_batch_sampler = self._sampler(self.train_dataset, shuffle=True)
+        return self._loader(self.train_dataset, self.train_batch_sampler)
+
+    def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        return self._loader(dataset, self._sampler(dataset, shuffle=False))
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add tokens/s (all ranks, since the previous log) to training logs."""
+        if "loss" in logs:
+            now, seen = time.perf_counter(), self.state.num_input_tokens_seen
+            then, seen_then = self._last_log
+            if now > then and seen > seen_then:
+                logs["tokens_per_second"] = round((seen - seen_then) / (now - then), 1)
+            self._last_log = (now, seen)
+        super().log(logs, start_time)
+
+    def _sampler(self, dataset, shuffle: bool) -> TokenBudgetBatchSampler:
+        return TokenBudgetBatchSampler(
+            dataset.num_tokens,
+            self.batch_tokens,
+            seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+            rank=self.args.process_index,
+            world_size=self.args.world_size,
+            shuffle=shuffle,
+        )
+
+    def _loader(self, dataset, sampler: TokenBudgetBatchSampler) -> DataLoader:
+        loader = DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+            persistent_workers=self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0,
+            prefetch_factor=self.args.dataloader_prefetch_factor,
+        )
+        prepared = self.accelerator.prepare(loader)
+        # The sampler already deals micro-batches to ranks: make accelerate's BatchSamplerShard a
+        # pass-through (as Trainer does for its own rank-aware BatchRebalanceSampler).
+        shard = getattr(prepared, "batch_sampler", None)
+        if shard is not None and getattr(shard, "batch_sampler", None) is sampler:
+            shard.num_processes, shard.process_index = 1, 0
+        return prepared
+
+
+class _SamplerEpoch(TrainerCallback):
+    """Give the train sampler its epoch at each epoch start, resumed runs included.
+
+    Trainer reaches the sampler itself, except under data parallelism when resuming mid-epoch:
+    there the sampler sits below accelerate's BatchSamplerShard inside the SkipBatchSampler that
+    skips the trained batches, and would replay epoch 0's order (test_distributed.py catches it).
+    The epoch is global_step // steps_per_epoch, the formula Trainer uses to find where to resume.
+    """
+
+    def __init__(self, trainer: SfttrainTrainer):
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        sampler = self.trainer.train_batch_sampler
+        if sampler is not None:
+            steps_per_epoch = max(-(-len(sampler) // args.gradient_accumulation_steps), 1)
+            sampler.set_epoch(state.global_step // steps_per_epoch)
+
+
+class _LogLastStep(TrainerCallback):
+    """Log the final step too, so that a run's last logged loss is its last step's."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            control.should_log = True
+
+
+class TokenProgress(ProgressCallback):
+    """Trainer's progress bar, with the last loss and tokens/s shown on the bar itself."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs and "loss" in logs:
+            postfix = {"loss": f"{logs['loss']:.4f}"}
+            if "tokens_per_second" in logs:
+                postfix["tok/s"] = f"{logs['tokens_per_second']:,.0f}"
+            self.training_bar.set_postfix(postfix, refresh=False)
+        super().on_log(args, state, control, logs=logs, **kwargs)
+
+
+def argmax_logits(logits, labels):
+    """preprocess_logits_for_metrics: keep only each position's predicted id, not the vocab row."""
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return logits.argmax(dim=-1)
+
+
+def token_accuracy(eval_prediction) -> dict[str, float]:
+    """Share of label tokens predicted exactly, with the model's shift (position t predicts t + 1)."""
+    predictions, labels = eval_prediction.predictions, eval_prediction.label_ids
+    predicted, target = np.asarray(predictions)[..., :-1], np.asarray(labels)[..., 1:]
+    counted = target != IGNORE_INDEX
+    total = int(counted.sum())
+    return {"token_accuracy": float((predicted == target)[counted].sum() / total) if total else 0.0}
