@@ -16,7 +16,7 @@ from schemas import INPUT_IDS, manifest_schema
 from sftprep.cli import app
 from sftprep.errors import SftprepError
 from tests.conftest import BUNDLED_TOKENIZER, EXAMPLES, hf_tokenizer
-from tests.sftprep.build_checks import check_build, examples_by_id, load_manifest, read_rows
+from tests.sftprep.build_checks import check_build, examples_by_id, load_manifest
 
 ROWS = [{"prompt": f"Question {i}?", "completion": f" Answer {i}."} for i in range(20)]
 runner = CliRunner()
