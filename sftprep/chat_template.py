@@ -86,9 +86,13 @@ def compile_template(source: str) -> jinja2.Template:
         raise_exception=_raise_exception, strftime_now=_strftime_now, dict=_plain_dict, namespace=_Namespace
     )
     try:
-        return env.from_string(source)
+        template = env.from_string(source)
     except jinja2.TemplateSyntaxError as err:
         raise SftprepError(f"the chat template does not compile: {err.message} (line {err.lineno})") from None
+    # Jinja keeps a template's globals as a ChainMap over the environment's, and copies them into
+    # a new dict on every render; a flat dict makes that copy several times cheaper (same names).
+    template.globals = dict(template.globals)
+    return template
 
 
 def builtin_template(name: str) -> str:

@@ -20,14 +20,21 @@ from schemas import MANIFEST_NAME, row_schema, shard_name
 
 BATCH_ROWS = 512
 BYTES_PER_TOKEN = 5  # int32 id + uint8 mask
+_NUMPY_TYPES = {pa.int32(): np.int32, pa.int64(): np.int64, pa.uint8(): np.uint8}
 
 
-def _list_array(parts: list[np.ndarray], value_type) -> pa.Array:
+def _numpy_array(values: np.ndarray, value_type: pa.DataType) -> pa.Array:
+    """A zero-copy Arrow array over a numpy buffer (pa.array() would import pandas to check for Series)."""
+    values = np.ascontiguousarray(values, dtype=_NUMPY_TYPES[value_type])
+    return pa.Array.from_buffers(value_type, len(values), [None, pa.py_buffer(values)])
+
+
+def _list_array(parts: list[np.ndarray], value_type: pa.DataType) -> pa.Array:
     lengths = np.fromiter((len(p) for p in parts), dtype=np.int32, count=len(parts))
     offsets = np.zeros(len(parts) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     values = np.concatenate(parts) if parts else np.zeros(0)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.astype(value_type.to_pandas_dtype(), copy=False), type=value_type))
+    return pa.ListArray.from_arrays(_numpy_array(offsets, pa.int32()), _numpy_array(values, value_type))
 
 
 def _record_batch(rows: list) -> pa.RecordBatch:
@@ -39,8 +46,8 @@ def _record_batch(rows: list) -> pa.RecordBatch:
             _list_array(masks, pa.uint8()),
             _list_array([np.asarray(r[2], dtype=np.int32) for r in rows], pa.int32()),
             _list_array([np.asarray(r[3], dtype=np.int64) for r in rows], pa.int64()),
-            pa.array([len(i) for i in ids], type=pa.int32()),
-            pa.array([int(m.sum()) for m in masks], type=pa.int32()),
+            _numpy_array(np.fromiter((len(i) for i in ids), dtype=np.int32, count=len(ids)), pa.int32()),
+            _numpy_array(np.fromiter((int(m.sum()) for m in masks), dtype=np.int32, count=len(masks)), pa.int32()),
         ],
         schema=row_schema(),
     )

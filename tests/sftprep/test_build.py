@@ -200,8 +200,17 @@ def test_build_help_documents_every_config_key():
         assert flags.get(name, "--" + name.replace("_", "-")) in result.output, name
 
 
-def test_sftprep_does_not_import_torch():
+def test_a_build_imports_neither_torch_nor_transformers_nor_pandas(tmp_path):
+    """sftprep must not import torch; transformers and pandas would only slow a build down (pandas is
+    what pyarrow's pa.array() imports to check for a Series)."""
     import subprocess
 
-    code = "import sys, sftprep, sftprep.cli, sftprep.pipeline; assert 'torch' not in sys.modules, 'torch imported'"
+    src = write_jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}] * 3)
+    code = (
+        "import sys, sftprep, sftprep.cli\n"
+        f"sftprep.build({{'sources': [{str(src)!r}], 'tokenizer': {str(BUNDLED_TOKENIZER)!r}, 'out': {str(tmp_path / 'out')!r}, 'num_proc': 1}})\n"
+        "heavy = sorted({'torch', 'transformers', 'pandas'} & set(sys.modules))\n"
+        "assert not heavy, f'a build imported {heavy}'\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
+    assert (tmp_path / "out" / "manifest.json").exists()
