@@ -16,6 +16,7 @@ from importlib import resources
 import jinja2
 import jinja2.ext
 import jinja2.nodes
+import jinja2.runtime
 import jinja2.utils
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -33,6 +34,10 @@ class _GenerationTag(jinja2.ext.Extension):
     def parse(self, parser):
         lineno = next(parser.stream).lineno
         body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        scoped = (jinja2.nodes.Assign, jinja2.nodes.AssignBlock)
+        if not any(isinstance(node, scoped) or any(True for _ in node.find_all(scoped)) for node in body):
+            return body  # nothing to scope: render the body inline, with no call per block
+        # transformers renders the block as a call, so a {% set %} inside stays inside: do the same
         return jinja2.nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
 
     def _body(self, caller):
@@ -59,6 +64,46 @@ class _Namespace(jinja2.utils.Namespace):
             raise jinja2.exceptions.SecurityError(f"templates cannot set underscore attributes ({name!r})")
 
 
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, with its attribute verdicts remembered per (type, attribute).
+
+    The sandbox asks `is_safe_attribute` on every `x.attr` a template evaluates (`loop.first`,
+    `message.content`, `ns.flag`), and the answer costs several isinstance checks against ABCs.
+    For the plain types below the answer depends only on the type and the attribute name, so it
+    is computed once by the parent class and then looked up; any other type is checked every time.
+    """
+
+    _CACHEABLE = frozenset({str, dict, list, tuple, int, float, bool, type(None), jinja2.runtime.LoopContext, _Namespace})
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._verdicts: dict[tuple[type, str], bool] = {}
+
+    def getattr(self, obj, attribute):
+        # `message.role` on a plain dict: the parent tries getattr(dict, "role") first, which costs
+        # an AttributeError each time; a dict's attributes are those of its type, so when the name
+        # is not one of them the parent would end up at obj[attribute] anyway.
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+    def is_safe_attribute(self, obj, attr, value):
+        kind = type(obj)
+        if kind not in self._CACHEABLE:
+            return super().is_safe_attribute(obj, attr, value)
+        key = (kind, attr)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = self._verdicts[key] = super().is_safe_attribute(obj, attr, value)
+        return verdict
+
+
 def _raise_exception(message):
     raise jinja2.exceptions.TemplateError(message)
 
@@ -78,7 +123,7 @@ def _plain_dict(*args, **kwargs):
 @lru_cache(maxsize=16)
 def compile_template(source: str) -> jinja2.Template:
     """Compile a chat template once (cached per process)."""
-    env = ImmutableSandboxedEnvironment(
+    env = _Sandbox(
         trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, jinja2.ext.loopcontrols]
     )
     env.filters["tojson"] = _tojson

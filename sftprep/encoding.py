@@ -22,20 +22,37 @@ class Encoded:
     """int32"""
     loss_mask: np.ndarray
     """uint8, 1 = counts toward the loss"""
+    loss_tokens: int = -1
+    """How many tokens count toward the loss (computed from the mask when not given)."""
+
+    def __post_init__(self):
+        if self.loss_tokens < 0:
+            object.__setattr__(self, "loss_tokens", int(np.count_nonzero(self.loss_mask)))
 
 
 def encode_batch(rendered: list[Rendered], backend, bos_id: int | None, eos_id: int | None, special_tokens: bool = True) -> list[Encoded]:
     """Encode many rendered examples with the Rust tokenizer in batches."""
-    out: list[Encoded | None] = [None] * len(rendered)
+    return finish_batch(rendered, tokenize_batch(rendered, backend, special_tokens), bos_id, eos_id, special_tokens)
+
+
+def tokenize_batch(rendered: list[Rendered], backend, special_tokens: bool = True) -> list:
+    """The Rust half: the tokenizer's Encodings of each rendered text, in order.
+
+    One `encode_batch` per setting of add_special_tokens; the GIL is released throughout, so this
+    can run in a thread while Python renders the next chunk.
+    """
+    out: list = [None] * len(rendered)
     for add_special in (True, False):
         idx = [i for i, r in enumerate(rendered) if (r.add_special_tokens and special_tokens) == add_special]
-        if not idx:
-            continue
-        encodings = backend.encode_batch([rendered[i].text for i in idx], add_special_tokens=add_special)
-        for i, enc in zip(idx, encodings):
-            append_eos = rendered[i].append_eos and special_tokens
-            out[i] = _encode_one(enc, rendered[i], bos_id, eos_id, append_eos)
+        if idx:
+            for i, enc in zip(idx, backend.encode_batch([rendered[i].text for i in idx], add_special_tokens=add_special)):
+                out[i] = enc
     return out
+
+
+def finish_batch(rendered: list[Rendered], encodings: list, bos_id: int | None, eos_id: int | None, special_tokens: bool = True) -> list[Encoded]:
+    """The Python half: ids as numpy and the loss mask of each tokenized example."""
+    return [_encode_one(enc, r, bos_id, eos_id, r.append_eos and special_tokens) for r, enc in zip(rendered, encodings)]
 
 
 def token_range(enc, start: int, end: int) -> tuple[int, int] | None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sftprep.chat_template import compile_template
 from sftprep.config import BuildConfig
-from sftprep.encoding import Encoded, encode_batch
+from sftprep.encoding import Encoded, finish_batch, tokenize_batch
 from sftprep.errors import RowError
 from sftprep.formats import FormatSpec, make_normalizer
 from sftprep.rendering import render_example
@@ -60,10 +60,17 @@ class ExampleStage:
         return results, rendered, slots
 
     def encode(self, prepared: tuple[list, list, list]) -> list:
-        """Second half (mostly Rust, which releases the GIL): tokenize and mask a rendered chunk."""
+        """Second half: tokenize and mask a rendered chunk."""
+        return self.finish(prepared, self.tokenize(prepared))
+
+    def tokenize(self, prepared: tuple[list, list, list]) -> list:
+        """Rust only (the GIL is released): the tokenizer's Encodings of a rendered chunk."""
+        return tokenize_batch(prepared[1], self.tokenizer.backend, self.special_tokens)
+
+    def finish(self, prepared: tuple[list, list, list], encodings: list) -> list:
+        """Python: ids and masks from the Encodings, slotted back among the chunk's bad rows."""
         results, rendered, slots = prepared
-        encoded = encode_batch(rendered, self.tokenizer.backend, self.bos_id, self.eos_id, self.special_tokens) if rendered else []
-        for slot, enc in zip(slots, encoded):
+        for slot, enc in zip(slots, finish_batch(rendered, encodings, self.bos_id, self.eos_id, self.special_tokens)):
             results[slot] = (results[slot][0], enc)
         return results
 
@@ -90,4 +97,4 @@ def process_in_worker(task: tuple) -> list:
 
 def has_loss(encoded: Encoded) -> bool:
     """True when at least one token counts toward the loss."""
-    return bool(encoded.loss_mask.any())
+    return encoded.loss_tokens > 0

@@ -229,16 +229,19 @@ def _map(config: BuildConfig, tokenizer: LoadedTokenizer, tasks):
 
 
 def _pipelined(stage: ExampleStage, tasks):
-    """In one process: render chunk k+1 in Python while a thread tokenizes chunk k in Rust."""
-    with ThreadPoolExecutor(max_workers=1) as encoder:
-        pending = None
+    """In one process, three stages overlap: while a thread tokenizes chunk k in Rust (GIL released,
+    on all cores), this thread turns chunk k-1's Encodings into ids and masks and renders chunk k+1.
+    The thread never runs Python, so it never waits for the GIL while the tokenizer could work."""
+    with ThreadPoolExecutor(max_workers=1) as tokenizer:
+        pending = None  # (prepared chunk, future of its Encodings)
         for spec, chunk in tasks:
             prepared = stage.render(spec, chunk)
+            submitted = (prepared, tokenizer.submit(stage.tokenize, prepared))
             if pending is not None:
-                yield pending.result()
-            pending = encoder.submit(stage.encode, prepared)
+                yield stage.finish(pending[0], pending[1].result())
+            pending = submitted
         if pending is not None:
-            yield pending.result()
+            yield stage.finish(pending[0], pending[1].result())
 
 
 def _keep(config: BuildConfig, st: SourceStats, example_id: int, encoded: Encoded, spills: dict) -> None:
@@ -265,5 +268,5 @@ def _keep(config: BuildConfig, st: SourceStats, example_id: int, encoded: Encode
     spill = spills["eval" if st.split == "eval" else "train"]
     for piece in kept:
         st.tokens += len(piece.input_ids)
-        st.loss_tokens += int(piece.loss_mask.sum())
+        st.loss_tokens += piece.loss_tokens
         spill.add(example_id, piece)

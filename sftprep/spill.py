@@ -14,6 +14,8 @@ import numpy as np
 
 from sftprep.encoding import Encoded
 
+WRITE_BUFFER = 1 << 20
+
 
 class Spill:
     """An append-only store of encoded examples with random access by position."""
@@ -21,8 +23,8 @@ class Spill:
     def __init__(self, folder: Path, name: str):
         folder.mkdir(parents=True, exist_ok=True)
         self._ids_path, self._mask_path = folder / f"{name}.ids", folder / f"{name}.mask"
-        self._ids = open(self._ids_path, "wb")
-        self._mask = open(self._mask_path, "wb")
+        self._ids = open(self._ids_path, "wb", buffering=WRITE_BUFFER)
+        self._mask = open(self._mask_path, "wb", buffering=WRITE_BUFFER)
         self.example_ids = array("q")
         self.starts = array("q")
         self.lengths = array("l")
@@ -36,12 +38,12 @@ class Spill:
     def add(self, example_id: int, encoded: Encoded) -> None:
         """Append one example (or one fragment of a split example)."""
         n = len(encoded.input_ids)
-        self._ids.write(np.ascontiguousarray(encoded.input_ids, dtype=np.int32).tobytes())
-        self._mask.write(np.ascontiguousarray(encoded.loss_mask, dtype=np.uint8).tobytes())
+        self._ids.write(np.ascontiguousarray(encoded.input_ids, dtype=np.int32).data)
+        self._mask.write(np.ascontiguousarray(encoded.loss_mask, dtype=np.uint8).data)
         self.example_ids.append(example_id)
         self.starts.append(self._end)
         self.lengths.append(n)
-        self.loss_counts.append(int(encoded.loss_mask.sum()))
+        self.loss_counts.append(encoded.loss_tokens)
         self._end += n
 
     def read(self, position: int, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
