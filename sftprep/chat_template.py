@@ -34,14 +34,33 @@ class _GenerationTag(jinja2.ext.Extension):
     def parse(self, parser):
         lineno = next(parser.stream).lineno
         body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-        scoped = (jinja2.nodes.Assign, jinja2.nodes.AssignBlock)
-        if not any(isinstance(node, scoped) or any(True for _ in node.find_all(scoped)) for node in body):
+        if not _sets_names(body):
             return body  # nothing to scope: render the body inline, with no call per block
         # transformers renders the block as a call, so a {% set %} inside stays inside: do the same
         return jinja2.nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
 
     def _body(self, caller):
         return caller()
+
+
+def _sets_names(body: list) -> bool:
+    """Whether a block body assigns a variable in its own scope ({% set x %}, not {% set ns.x %}).
+
+    A loop body, a macro and a call block have scopes of their own, so what they set stays inside.
+    """
+    for node in body:
+        if isinstance(node, (jinja2.nodes.Macro, jinja2.nodes.CallBlock)):
+            continue
+        if isinstance(node, jinja2.nodes.For):
+            if _sets_names(node.else_):
+                return True
+            continue
+        if isinstance(node, (jinja2.nodes.Assign, jinja2.nodes.AssignBlock)):
+            if isinstance(node.target, jinja2.nodes.Name) or any(True for _ in node.target.find_all(jinja2.nodes.Name)):
+                return True
+        if _sets_names(list(node.iter_child_nodes())):
+            return True
+    return False
 
 
 class _Namespace(jinja2.utils.Namespace):

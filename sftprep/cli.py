@@ -1,4 +1,6 @@
-"""`sftprep` command line: flags map one to one onto BuildConfig keys (see sftprep/config.py)."""
+"""`sftprep` command line: flags map one to one onto BuildConfig keys (see sftprep/config.py).
+
+verify/inspect/stats/diff import their modules when they run, so that `sftprep build` starts faster."""
 
 import sys
 import time
@@ -8,14 +10,10 @@ from typing import Optional
 
 import typer
 
-from sftprep.build_diff import diff_builds
-from sftprep.build_stats import run_stats
 from sftprep.config import load_config
 from sftprep.errors import SftprepError
-from sftprep.inspect_build import run_inspect
 from sftprep.pipeline import run_build
 from sftprep.summary import build_progress, print_summary
-from sftprep.verify import verify_build
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Prepare SFT data once: exact ids, loss masks, packed Arrow shards.")
 
@@ -67,7 +65,7 @@ def build(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seeds the eval split and the row order. [default: 0]"),
     on_error: Optional[str] = typer.Option(None, "--on-error", help="raise: stop at the first bad row; skip: drop and count it. [default: raise]"),
     shard_size_mb: Optional[int] = typer.Option(None, "--shard-size-mb", help="Approximate shard size. [default: 256]"),
-    num_proc: Optional[int] = typer.Option(None, "--num-proc", help="Worker processes, 0 = all cores; output does not depend on it. [default: 0]"),
+    num_proc: Optional[int] = typer.Option(None, "--num-proc", help="Worker processes; 0 = choose (one process on up to 4 cores, else one per core); output does not depend on it. [default: 0]"),
     overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Replace a different build in --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
@@ -101,6 +99,7 @@ def verify(
     quick: bool = typer.Option(False, "--quick", help="Only the manifest and shard sizes (no hashing, no row checks)."),
 ) -> None:
     """Check a build: manifest schema, shard sizes and sha256, Arrow schema, and the packing invariants."""
+    from sftprep.verify import verify_build
     problems = verify_build(build_dir, deep=not quick)
     for problem in problems:
         typer.echo(f"error: {problem}", err=True)
@@ -125,6 +124,7 @@ def inspect_command(
     In a terminal, trained tokens (loss_mask 1) are on green and special tokens bold magenta; when the output is not a terminal, trained tokens are wrapped in ⟦ ⟧. Newlines show as ↵.
     """
     with user_errors():
+        from sftprep.inspect_build import run_inspect
         run_inspect(str(build_dir), split, row, example, str(html) if html else None, rows, seed, tokenizer)
 
 
@@ -135,6 +135,7 @@ def stats_command(
 ) -> None:
     """A build's numbers: per split (examples, rows, tokens, loss tokens and ratio, packing efficiency) and per source."""
     with user_errors():
+        from sftprep.build_stats import run_stats
         run_stats(str(build_dir), str(plot) if plot else None)
 
 
@@ -149,6 +150,7 @@ def diff_command(
     Prints `identical` when both have the same fingerprint. Exit code 0 whenever the comparison ran (identical or not); 1 only on an error (e.g. a folder that is not a build).
     """
     with user_errors():
+        from sftprep.build_diff import diff_builds
         lines = diff_builds(str(dir_a), str(dir_b), examples)
     typer.echo("\n".join(lines))
 

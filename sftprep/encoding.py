@@ -70,7 +70,8 @@ def token_range(enc, start: int, end: int) -> tuple[int, int] | None:
 
 
 def _encode_one(enc, rendered: Rendered, bos_id, eos_id, append_eos: bool) -> Encoded:
-    ids = np.array(enc.ids, dtype=np.int32)
+    raw = enc.ids
+    ids = np.fromiter(raw, dtype=np.int32, count=len(raw))
     mask = np.zeros(len(ids), dtype=np.uint8)
     for s0, s1 in rendered.spans:
         found = token_range(enc, s0, s1)

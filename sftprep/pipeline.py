@@ -211,13 +211,29 @@ def _consume(config, st: SourceStats, batches, spills: dict, progress) -> None:
             progress(len(results), sum(len(e.input_ids) for _, e in results if isinstance(e, Encoded)))
 
 
+IN_PROCESS_UP_TO_CORES = 4
+
+
+def worker_processes(num_proc: int, cores: int) -> int:
+    """Worker processes for --num-proc (0 = choose): 1 means in this process, pipelined.
+
+    In one process the Rust tokenizer already runs on every core and Python (rendering, masks)
+    takes about a fifth of the CPU time in a thread beside it, so one process keeps up to about
+    four cores busy; measured on 2 cores it beats 2 worker processes (bench/RESULTS.md). Beyond
+    that, worker processes each render and tokenize their own chunks.
+    """
+    if num_proc:
+        return num_proc
+    return 1 if cores <= IN_PROCESS_UP_TO_CORES else cores
+
+
 def _map(config: BuildConfig, tokenizer: LoadedTokenizer, tasks):
     """Process tasks in order: in worker processes when num_proc > 1 and there is more than one chunk.
 
     Workers are spawned, not forked: a fork after the Rust tokenizer has started its threads can
     deadlock. Results come back in task order, so the output does not depend on the worker count.
     """
-    procs = config.num_proc or os.cpu_count() or 1
+    procs = worker_processes(config.num_proc, os.cpu_count() or 1)
     head = list(itertools.islice(tasks, 2))
     tasks = itertools.chain(head, tasks)
     if procs <= 1 or len(head) < 2:

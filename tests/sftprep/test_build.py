@@ -214,3 +214,12 @@ def test_a_build_imports_neither_torch_nor_transformers_nor_pandas(tmp_path):
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_num_proc_zero_runs_in_one_process_on_few_cores_and_one_worker_per_core_beyond():
+    from sftprep.pipeline import IN_PROCESS_UP_TO_CORES, worker_processes
+
+    assert worker_processes(3, 64) == 3  # an explicit count is obeyed
+    assert worker_processes(0, 2) == 1
+    assert worker_processes(0, IN_PROCESS_UP_TO_CORES) == 1
+    assert worker_processes(0, IN_PROCESS_UP_TO_CORES + 1) == IN_PROCESS_UP_TO_CORES + 1

@@ -29,6 +29,8 @@ SOURCES = {
     "generation, plain": "{% for m in messages %}{% generation %}[{{ m.content }}{{ loop.index }}]{% endgeneration %}{% endfor %}",
     "generation, set inside stays inside": "{% for m in messages %}{% generation %}{% set x = m.role %}[{{ x }}]{% endgeneration %}{{ x }}{% endfor %}",
     "generation, nested set": "{% set y = 'o' %}{% for m in messages %}{% generation %}{% if m.role == 'user' %}{% set y = m.content %}{% endif %}{{ y }}{% endgeneration %}{{ y }}{% endfor %}{{ y }}",
+    "generation, set inside a loop": "{% for m in messages %}{% generation %}{% for c in m.tool_calls or [] %}{% set c = c.function %}{{ c.name }}{% endfor %}{{ c }}{% endgeneration %}{% endfor %}",
+    "generation, tuple set": "{% set a = 0 %}{% for m in messages %}{% generation %}{% set a, b = m.role, 1 %}{{ a }}{% endgeneration %}{{ a }}{% endfor %}",
     "generation, namespace set": "{% set ns = namespace(a=0) %}{% for m in messages %}{% generation %}{% set ns.a = ns.a + 1 %}{% endgeneration %}{{ ns.a }}{% endfor %}",
 }
 
