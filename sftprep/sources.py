@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sftprep.errors import RowError, SftprepError
+from sftprep.json_array import iter_json_array
 
 FILE_KINDS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
 BATCH_ROWS = 1024
@@ -111,26 +112,38 @@ def iter_rows(source: Source) -> Iterator[dict | RowError]:
 
 
 def _json_rows(path: str) -> Iterator[dict | RowError]:
-    raw = Path(path).read_bytes()
-    start = raw.lstrip()[:1]
-    if start != b"[":
-        if start == b"{" and raw.count(b"\n") > 1:
-            yield from _jsonl_rows(path)  # JSON lines saved as .json
+    """A JSON array of objects (streamed, see json_array.py), one object, or JSON lines saved as .json."""
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+        start = head.lstrip()[:1]
+        if start == b"[":
+            handle.seek(0)
+            yield from _json_array_rows(path, handle)
             return
-        if not start:
-            raise SftprepError(f"{path}: the file is empty; remove it or put data in it")
+    if not start:
+        raise SftprepError(f"{path}: the file is empty; remove it or put data in it")
+    if start == b"{" and head.count(b"\n") > 1:
+        yield from _jsonl_rows(path)  # JSON lines saved as .json
+        return
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = json.loads(Path(path).read_bytes().decode("utf-8"))  # one object: small
     except UnicodeDecodeError as err:
         raise SftprepError(f"{path}: not valid UTF-8 at byte {err.start}; re-encode the file as UTF-8") from None
     except json.JSONDecodeError as err:
         raise SftprepError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}; fix the file") from None
-    if isinstance(data, dict):
-        data = [data]
-    if not isinstance(data, list):
+    if not isinstance(data, dict):
         raise SftprepError(f"{path}: expected a JSON array of objects, got {type(data).__name__}")
-    for item in data:
-        yield item if isinstance(item, dict) else RowError("bad_row_type", f"expected a JSON object, got {type(item).__name__}")
+    yield data
+
+
+def _json_array_rows(path: str, handle) -> Iterator[dict | RowError]:
+    try:
+        for item in iter_json_array(handle):
+            yield item if isinstance(item, dict) else RowError("bad_row_type", f"expected a JSON object, got {type(item).__name__}")
+    except UnicodeDecodeError as err:
+        raise SftprepError(f"{path}: not valid UTF-8 at byte {err.start}; re-encode the file as UTF-8") from None
+    except json.JSONDecodeError as err:
+        raise SftprepError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}; fix the file") from None
 
 
 def _jsonl_rows(path: str) -> Iterator[dict | RowError]:

@@ -1,0 +1,126 @@
+"""Stream the items of a top-level JSON array from a file, one at a time, in bounded memory.
+
+`json.load` holds the whole document (and every parsed row) at once; a 10 GB Alpaca-style array
+would need far more than 10 GB. Here the file is decoded in blocks and each item is parsed with
+`json.JSONDecoder.raw_decode` as soon as it is complete, so memory holds one block plus one item.
+Items are exactly what `json.loads` gives, and a malformed file fails with `json.loads`'s own
+message, line and column.
+"""
+
+import codecs
+import json
+from collections.abc import Iterator
+from typing import BinaryIO
+
+BLOCK_BYTES = 1 << 20
+_WHITESPACE = " \t\n\r"
+_NUMBER_CHARS = "0123456789.eE+-"
+_DECODER = json.JSONDecoder()
+
+
+class _Text:
+    """The decoded text of a file, read block by block, with the position of its first character."""
+
+    def __init__(self, handle: BinaryIO, block_bytes: int):
+        self._handle, self.block_bytes = handle, block_bytes
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        self._bytes_read = 0
+        self.buf = ""
+        self.eof = False
+        self.dropped_lines = 0  # newlines before buf[0]
+        self.dropped_col = 0  # characters between the last dropped newline and buf[0]
+
+    def more(self, at_least: int = 0) -> bool:
+        """Append the next block(s) to buf (at least `at_least` bytes); False at the end of the file."""
+        if self.eof:
+            return False
+        data = self._handle.read(max(self.block_bytes, at_least))
+        try:
+            self.buf += self._utf8.decode(data, final=not data)
+        except UnicodeDecodeError as err:
+            err.start += self._bytes_read  # report the byte offset in the whole file
+            raise
+        self._bytes_read += len(data)
+        self.eof = not data
+        return True
+
+    def drop(self, pos: int) -> int:
+        """Forget buf[:pos] (parsed already); return 0, the new position of buf[pos]."""
+        gone = self.buf[:pos]
+        newlines = gone.count("\n")
+        if newlines:
+            self.dropped_lines += newlines
+            self.dropped_col = len(gone) - gone.rfind("\n") - 1
+        else:
+            self.dropped_col += len(gone)
+        self.buf = self.buf[pos:]
+        return 0
+
+    def skip_space(self, pos: int) -> int:
+        """Position of the next non-whitespace character (reading on as needed), or len(buf) at the end."""
+        while True:
+            while pos < len(self.buf) and self.buf[pos] in _WHITESPACE:
+                pos += 1
+            if pos < len(self.buf) or not self.more():
+                return pos
+
+    def error(self, message: str, pos: int) -> json.JSONDecodeError:
+        """A JSONDecodeError whose line and column count from the start of the file."""
+        err = json.JSONDecodeError(message, self.buf, pos)
+        if err.lineno == 1:
+            err.colno += self.dropped_col
+        err.lineno += self.dropped_lines
+        return err
+
+
+def iter_json_array(handle: BinaryIO, block_bytes: int | None = None) -> Iterator:
+    """Yield the items of the JSON array in `handle` (binary, UTF-8) in order.
+
+    Raises json.JSONDecodeError (line and column in the file) or UnicodeDecodeError (byte offset in
+    the file) where json.loads would; items already yielded stay yielded.
+    """
+    text = _Text(handle, block_bytes or BLOCK_BYTES)
+    pos = text.skip_space(0)
+    if pos >= len(text.buf) or text.buf[pos] != "[":
+        raise text.error("Expecting '['", pos)
+    pos = text.skip_space(pos + 1)
+    if pos < len(text.buf) and text.buf[pos] == "]":
+        return _expect_end(text, pos + 1)
+    while True:
+        item, pos = _parse_item(text, pos)
+        yield item
+        pos = text.skip_space(pos)
+        if pos >= len(text.buf):
+            raise text.error("Expecting ',' delimiter", pos)
+        if text.buf[pos] == "]":
+            return _expect_end(text, pos + 1)
+        if text.buf[pos] != ",":
+            raise text.error("Expecting ',' delimiter", pos)
+        pos = text.skip_space(pos + 1)
+
+
+def _parse_item(text: _Text, pos: int):
+    """Parse the value at buf[pos], reading more of the file while the value may be incomplete."""
+    if pos >= text.block_bytes:
+        pos = text.drop(pos)  # once per block of items, so the copying stays linear
+    while True:
+        try:
+            item, end = _DECODER.raw_decode(text.buf, pos)
+        except json.JSONDecodeError as err:
+            if text.eof:
+                raise text.error(err.msg, err.pos) from None
+            # Incomplete, or malformed: read on (doubling, so a huge item costs linear time) and retry.
+            pos = text.drop(pos)
+            text.more(len(text.buf))
+            continue
+        if text.eof or (end < len(text.buf) and (text.buf[end] not in _NUMBER_CHARS or text.buf[end:].lstrip(_NUMBER_CHARS))):
+            return item, end
+        # A number cut by the end of the buffer ("2." of "2.5e3") may go on in the next block.
+        pos = text.drop(pos)
+        text.more()
+
+
+def _expect_end(text: _Text, pos: int) -> None:
+    pos = text.skip_space(pos)
+    if pos < len(text.buf):
+        raise text.error("Extra data", pos)
