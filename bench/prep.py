@@ -148,7 +148,7 @@ def run_sftprep(ds: dict, a, work: Path) -> dict:
     out = Path(tempfile.mkdtemp(prefix="sftprep-out-", dir=work))
     shutil.rmtree(out)  # a fresh, absent --out
     cmd = [str(exe) if exe.exists() else "sftprep", "build", str(ds["sftprep_path"]), "--tokenizer", str(a.tokenizer),
-           "--out", str(out), "--max-length", str(a.max_length), "--packing", "bfd", "--num-proc", str(a.num_proc), "-q"]
+           "--out", str(out), "--max-length", str(a.max_length), "--packing", "bfd", "--num-proc", str(a.sftprep_num_proc), "-q"]
     if ds.get("template"):
         cmd[3:3] = ["--chat-template", str(ds["template"])]
     log = work / f"{ds['key']}-sftprep.log"
@@ -354,7 +354,8 @@ def worker_main(argv: list) -> int:
     ap.add_argument("--kind", required=True, choices=("alpaca", "messages"))
     ap.add_argument("--tokenizer", required=True)
     ap.add_argument("--template")
-    ap.add_argument("--num-proc", type=int, default=2)
+    ap.add_argument("--num-proc", type=int, default=2, help="processes for TRL (dataset_num_proc) and the ceiling's renderers")
+    ap.add_argument("--sftprep-num-proc", type=int, default=None, help="sftprep --num-proc (default: --num-proc; 0 = sftprep's own choice)")
     ap.add_argument("--max-length", type=int, default=2048)
     ap.add_argument("--result", required=True)
     ap.add_argument("--tmp", required=True)
@@ -413,7 +414,7 @@ def ok(r) -> bool:
 
 def report(ds: dict, res: dict, a) -> None:
     print(f"\n== {ds['name']} (scale {ds['scale']}x, {ds['n_rows']:,} rows) | tokenizer {Path(a.tokenizer).name} | "
-          f"--num-proc {a.num_proc} | max-length {a.max_length}, bfd" + (f" | template {Path(ds['template']).name}" if ds.get("template") else ""))
+          f"--num-proc {a.num_proc} (sftprep {a.sftprep_num_proc}) | max-length {a.max_length}, bfd" + (f" | template {Path(ds['template']).name}" if ds.get("template") else ""))
     if a.repeat > 1:
         print("   " + "; ".join(f"{LABELS[m]} seconds {r['all_seconds']} CPU s {r['all_cpu_s']}" for m, r in res.items() if ok(r)) + f" (best of {a.repeat} shown)")
     print(f"   {'method':8} {'tokens':>11} {'loss tok':>11} {'rows':>7} {'pack eff':>8} {'seconds':>8} {'tok/s':>8} {'CPU s':>7} {'tok/CPU-s':>9} {'RSS max':>9} {'PSS sum':>9} {'load':>9}")
@@ -518,7 +519,8 @@ def main(argv=None) -> int:
         return worker_main(argv[1:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--scale", default="1", help="data multiplier, or a comma list (e.g. 1,10) to print scaling ratios")
-    ap.add_argument("--num-proc", type=int, default=2)
+    ap.add_argument("--num-proc", type=int, default=2, help="processes for TRL (dataset_num_proc) and the ceiling's renderers")
+    ap.add_argument("--sftprep-num-proc", type=int, default=None, help="sftprep --num-proc (default: --num-proc; 0 = sftprep's own choice)")
     ap.add_argument("--tokenizer", default=str(DEFAULT_TOKENIZER))
     ap.add_argument("--only", default=",".join(METHODS), help="comma list of sftprep,trl,ceiling")
     ap.add_argument("--datasets", default="alpaca,synthetic", help="comma list of alpaca,synthetic")
@@ -538,6 +540,7 @@ def main(argv=None) -> int:
         ap.error(f"--only: unknown {bad}; use {','.join(METHODS)}")
     a.datasets = [d.strip() for d in a.datasets.split(",") if d.strip()]
     a.alpaca_repeat = a.alpaca_repeat or (1 if a.quick else 20)
+    a.sftprep_num_proc = a.num_proc if a.sftprep_num_proc is None else a.sftprep_num_proc
     a.synthetic_rows = a.synthetic_rows or (500 if a.quick else 7000)
     a.tokenizer = str(Path(a.tokenizer).resolve())
     scales = [int(s) for s in str(a.scale).split(",")]
@@ -548,7 +551,7 @@ def main(argv=None) -> int:
     work = Path(a.workdir or tempfile.mkdtemp(prefix="sftprep-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"[bench] {versions()}; {machine()}; {platform.platform()}; load avg {os.getloadavg()[0]:.1f}")
-    print(f"[bench] methods {','.join(a.only)}; datasets {','.join(a.datasets)}; scales {scales}; --num-proc {a.num_proc}; --repeat {a.repeat}; work dir {work}", flush=True)
+    print(f"[bench] methods {','.join(a.only)}; datasets {','.join(a.datasets)}; scales {scales}; --num-proc {a.num_proc} (sftprep {a.sftprep_num_proc}); --repeat {a.repeat}; work dir {work}", flush=True)
     all_res = []
     t_start = time.perf_counter()
     try:

@@ -170,9 +170,13 @@ def _existing_manifest(out: Path) -> dict | None:
 
 
 def _chunks(rows, size: int):
+    """(row_index, row) chunks of `size` rows; the first ones smaller (size/8, /4, /2), so that the
+    tokenizer thread starts after a few rows are rendered rather than a whole chunk."""
     iterator = iter(enumerate(rows))
-    while chunk := list(itertools.islice(iterator, size)):
+    step = max(1, size // 8)
+    while chunk := list(itertools.islice(iterator, step)):
         yield chunk
+        step = min(size, step * 2)
 
 
 def _read_source(config, tokenizer, st: SourceStats, spills: dict, progress) -> None:
