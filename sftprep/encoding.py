@@ -30,11 +30,6 @@ class Encoded:
             object.__setattr__(self, "loss_tokens", int(np.count_nonzero(self.loss_mask)))
 
 
-def encode_batch(rendered: list[Rendered], backend, bos_id: int | None, eos_id: int | None, special_tokens: bool = True) -> list[Encoded]:
-    """Encode many rendered examples with the Rust tokenizer in batches."""
-    return finish_batch(rendered, tokenize_batch(rendered, backend, special_tokens), bos_id, eos_id, special_tokens)
-
-
 def tokenize_batch(rendered: list[Rendered], backend, special_tokens: bool = True) -> list:
     """The Rust half: the tokenizer's Encodings of each rendered text, in order.
 
