@@ -30,6 +30,7 @@ from sftprep.version import __version__
 from sftprep.writer import atomic_build_dir, write_manifest, write_split
 
 CHUNK_ROWS = 1024
+POOL_MIN_CHUNKS = 5  # worker processes only for a source of at least this many chunks (about 3k rows)
 SPILL_DIR = ".spill"
 FINGERPRINT_EXCLUDED = ("out", "overwrite", "num_proc", "sources", "eval_sources", "tokenizer", "chat_template")
 
@@ -232,15 +233,15 @@ def worker_processes(num_proc: int, cores: int) -> int:
 
 
 def _map(config: BuildConfig, tokenizer: LoadedTokenizer, tasks):
-    """Process tasks in order: in worker processes when num_proc > 1 and there is more than one chunk.
+    """Process tasks in order: in worker processes when num_proc > 1 and there are POOL_MIN_CHUNKS chunks.
 
     Workers are spawned, not forked: a fork after the Rust tokenizer has started its threads can
     deadlock. Results come back in task order, so the output does not depend on the worker count.
     """
     procs = worker_processes(config.num_proc, os.cpu_count() or 1)
-    head = list(itertools.islice(tasks, 2))
+    head = list(itertools.islice(tasks, POOL_MIN_CHUNKS))
     tasks = itertools.chain(head, tasks)
-    if procs <= 1 or len(head) < 2:
+    if procs <= 1 or len(head) < POOL_MIN_CHUNKS:  # a small source: starting workers would cost more
         yield from _pipelined(ExampleStage(config, tokenizer), tasks)
         return
     ctx = multiprocessing.get_context("spawn")

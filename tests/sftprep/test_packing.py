@@ -107,9 +107,11 @@ def test_overlong_policies_are_applied_and_counted(tmp_path, policy, side):
 def test_output_is_byte_identical_for_any_worker_count_and_seeded(tmp_path, monkeypatch):
     tok = shared_tokenizer("qwen3")
     source = shared_data("alpaca_en_demo.json")
-    monkeypatch.setattr(sftprep.pipeline, "CHUNK_ROWS", 100)  # ten chunks: the worker pool really runs
+    monkeypatch.setattr(sftprep.pipeline, "CHUNK_ROWS", 100)  # 999 rows, 13 chunks: the worker pool really runs
     a, ma, _ = build(tmp_path, "a", source, tokenizer=tok, num_proc=1)
-    b, mb, _ = build(tmp_path, "b", source, tokenizer=tok, num_proc=2)
+    with monkeypatch.context() as m:  # prove that the pool runs: the in-process path would fail
+        m.setattr(sftprep.pipeline, "_pipelined", None)
+        b, mb, _ = build(tmp_path, "b", source, tokenizer=tok, num_proc=2)
     c, mc, _ = build(tmp_path, "c", source, tokenizer=tok, num_proc=1, seed=1)
     assert ma["fingerprint"] == mb["fingerprint"] != mc["fingerprint"]
     shard = ma["splits"]["train"]["shards"][0]["path"]
