@@ -198,21 +198,30 @@ def _csv_rows(path: str) -> Iterator[dict | RowError]:
             raise SftprepError(f"{path}: not valid UTF-8 near line {reader.line_num + 1}; re-encode the file as UTF-8") from None
 
 
-def _open_arrow(path: Path) -> pa.Table:
-    source = pa.memory_map(str(path))
-    try:
-        return pa.ipc.open_stream(source).read_all()
-    except pa.ArrowInvalid:
+def _arrow_batches(path: Path) -> Iterator[pa.RecordBatch]:
+    """The record batches of an Arrow IPC stream or file, read one at a time (never the whole table)."""
+    with pa.OSFile(str(path)) as handle:
         try:
-            return pa.ipc.open_file(source).read_all()
+            reader = pa.ipc.open_stream(handle)
+        except pa.ArrowInvalid:
+            reader = None
+        if reader is not None:
+            yield from reader
+            return
+    with pa.OSFile(str(path)) as handle:
+        try:
+            reader = pa.ipc.open_file(handle)
         except pa.ArrowInvalid as err:
             raise SftprepError(f"{path}: not an Arrow IPC file ({err})") from None
+        for i in range(reader.num_record_batches):
+            yield reader.get_batch(i)
 
 
 def _arrow_rows(paths: list[Path]) -> Iterator[dict]:
     for path in paths:
-        for batch in _open_arrow(path).to_batches(max_chunksize=BATCH_ROWS):
-            yield from batch.to_pylist()
+        for batch in _arrow_batches(path):
+            for start in range(0, batch.num_rows, BATCH_ROWS):
+                yield from batch.slice(start, BATCH_ROWS).to_pylist()
 
 
 def _saved_files(folder: Path) -> list[Path]:

@@ -36,7 +36,7 @@ def write_jsonl(path, rows):
 
 @pytest.fixture
 def sources(tmp_path):
-    """The same rows as JSONL, JSON, Parquet, CSV, Arrow and a save_to_disk folder."""
+    """The same rows as JSONL, JSON, Parquet, CSV, Arrow (stream and file formats) and a save_to_disk folder."""
     table = pa.Table.from_pylist(ROWS)
     paths = {"jsonl": write_jsonl(tmp_path / "d.jsonl", ROWS)}
     (tmp_path / "d.json").write_text(json.dumps(ROWS))
@@ -48,6 +48,10 @@ def sources(tmp_path):
     with pa.OSFile(str(tmp_path / "d.arrow"), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     paths["arrow"] = tmp_path / "d.arrow"
+    with pa.OSFile(str(tmp_path / "f.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=7):  # the IPC file format, in several batches
+            writer.write_batch(batch)
+    paths["arrow_file"] = tmp_path / "f.arrow"
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_list(ROWS).save_to_disk(str(tmp_path / "saved"))
     paths["saved"] = tmp_path / "saved"
