@@ -34,7 +34,7 @@ class _GenerationTag(jinja2.ext.Extension):
     def parse(self, parser):
         lineno = next(parser.stream).lineno
         body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-        if not _sets_names(body):
+        if not _needs_call_scope(body):
             return body  # nothing to scope: render the body inline, with no call per block
         # transformers renders the block as a call, so a {% set %} inside stays inside: do the same
         return jinja2.nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
@@ -43,22 +43,46 @@ class _GenerationTag(jinja2.ext.Extension):
         return caller()
 
 
-def _sets_names(body: list) -> bool:
-    """Whether a block body assigns a variable in its own scope ({% set x %}, not {% set ns.x %}).
+# Statements that, directly in a `{% generation %}` body (not inside a loop of its own), make
+# inlining it differ from transformers' call block: definitions and imports bind names in the
+# block's own scope, and a loop control cannot reach out of a call block (transformers then fails
+# to compile, and so must we).
+_SCOPE_STATEMENTS = (
+    jinja2.nodes.Macro,
+    jinja2.nodes.Import,
+    jinja2.nodes.FromImport,
+    jinja2.nodes.Include,
+    jinja2.nodes.Break,
+    jinja2.nodes.Continue,
+)
+_CALL_NAMES = frozenset({"caller", "varargs", "kwargs"})
 
-    A loop body, a macro and a call block have scopes of their own, so what they set stays inside.
+
+def _needs_call_scope(body: list) -> bool:
+    """Whether a `{% generation %}` body could render differently inlined than as a call block.
+
+    It could if it uses the names a call block binds itself (`caller`, `varargs`, `kwargs`), or
+    if, outside any loop of its own (a loop body is a scope, so what it sets stays inside), it sets
+    a variable (`{% set x %}`, not `{% set ns.x %}`), defines a macro, imports, or breaks a loop.
     """
-    for node in body:
-        if isinstance(node, (jinja2.nodes.Macro, jinja2.nodes.CallBlock)):
-            continue
+    names = (name.name for node in body for name in node.find_all(jinja2.nodes.Name))
+    return any(name in _CALL_NAMES for name in names) or _binds_in_scope(body)
+
+
+def _binds_in_scope(nodes) -> bool:
+    for node in nodes:
         if isinstance(node, jinja2.nodes.For):
-            if _sets_names(node.else_):
+            if _binds_in_scope(node.else_):
                 return True
             continue
+        if isinstance(node, jinja2.nodes.CallBlock):
+            continue  # its body is a function of its own, like a macro's
+        if isinstance(node, _SCOPE_STATEMENTS):
+            return True
         if isinstance(node, (jinja2.nodes.Assign, jinja2.nodes.AssignBlock)):
-            if isinstance(node.target, jinja2.nodes.Name) or any(True for _ in node.target.find_all(jinja2.nodes.Name)):
+            if not isinstance(node.target, jinja2.nodes.NSRef):
                 return True
-        if _sets_names(list(node.iter_child_nodes())):
+        if _binds_in_scope(node.iter_child_nodes()):
             return True
     return False
 
@@ -153,6 +177,8 @@ def compile_template(source: str) -> jinja2.Template:
         template = env.from_string(source)
     except jinja2.TemplateSyntaxError as err:
         raise SftprepError(f"the chat template does not compile: {err.message} (line {err.lineno})") from None
+    except SyntaxError as err:  # Jinja compiled it to Python that does not compile (a misplaced break)
+        raise SftprepError(f"the chat template does not compile: {err.msg}") from None
     # Jinja keeps a template's globals as a ChainMap over the environment's, and copies them into
     # a new dict on every render; a flat dict makes that copy several times cheaper (same names).
     template.globals = dict(template.globals)
