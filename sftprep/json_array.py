@@ -16,6 +16,7 @@ BLOCK_BYTES = 1 << 20
 _WHITESPACE = " \t\n\r"
 _NUMBER_CHARS = "0123456789.eE+-"
 _DECODER = json.JSONDecoder()
+_LONGEST_TOKEN_CUT = 16  # "-Infinity" or "\uXXXX" cut short, with room to spare
 
 
 class _Text:
@@ -27,6 +28,7 @@ class _Text:
         self._bytes_read = 0
         self.buf = ""
         self.eof = False
+        self.dropped_chars = 0  # characters before buf[0]
         self.dropped_lines = 0  # newlines before buf[0]
         self.dropped_col = 0  # characters between the last dropped newline and buf[0]
 
@@ -35,10 +37,11 @@ class _Text:
         if self.eof:
             return False
         data = self._handle.read(max(self.block_bytes, at_least))
+        pending = len(self._utf8.getstate()[0])  # bytes of a character cut by the previous block
         try:
             self.buf += self._utf8.decode(data, final=not data)
         except UnicodeDecodeError as err:
-            err.start += self._bytes_read  # report the byte offset in the whole file
+            err.start += self._bytes_read - pending  # report the byte offset in the whole file
             raise
         self._bytes_read += len(data)
         self.eof = not data
@@ -47,6 +50,7 @@ class _Text:
     def drop(self, pos: int) -> int:
         """Forget buf[:pos] (parsed already); return 0, the new position of buf[pos]."""
         gone = self.buf[:pos]
+        self.dropped_chars += pos
         newlines = gone.count("\n")
         if newlines:
             self.dropped_lines += newlines
@@ -65,12 +69,23 @@ class _Text:
                 return pos
 
     def error(self, message: str, pos: int) -> json.JSONDecodeError:
-        """A JSONDecodeError whose line and column count from the start of the file."""
+        """A JSONDecodeError whose position, line and column count from the start of the file."""
         err = json.JSONDecodeError(message, self.buf, pos)
         if err.lineno == 1:
             err.colno += self.dropped_col
         err.lineno += self.dropped_lines
+        err.pos += self.dropped_chars
         return err
+
+    def cut_short(self, err: json.JSONDecodeError) -> bool:
+        """Whether a parse error of buf may come from the value going on past the end of buf.
+
+        The parser stops at the first character it cannot use; when the value is only cut short,
+        that is the end of buf, or the start of the last token (a literal, an escape: a few
+        characters), or the start of a string that is still open. Anywhere else the error is
+        final: reading more could not change it.
+        """
+        return err.msg.startswith("Unterminated string") or err.pos >= len(self.buf) - _LONGEST_TOKEN_CUT
 
 
 def iter_json_array(handle: BinaryIO, block_bytes: int | None = None) -> Iterator:
@@ -107,9 +122,9 @@ def _parse_item(text: _Text, pos: int):
         try:
             item, end = _DECODER.raw_decode(text.buf, pos)
         except json.JSONDecodeError as err:
-            if text.eof:
+            if text.eof or not text.cut_short(err):
                 raise text.error(err.msg, err.pos) from None
-            # Incomplete, or malformed: read on (doubling, so a huge item costs linear time) and retry.
+            # Incomplete: read on (doubling, so a huge item costs linear time) and retry.
             pos = text.drop(pos)
             text.more(len(text.buf))
             continue
@@ -117,7 +132,7 @@ def _parse_item(text: _Text, pos: int):
             return item, end
         # A number cut by the end of the buffer ("2." of "2.5e3") may go on in the next block.
         pos = text.drop(pos)
-        text.more()
+        text.more(len(text.buf))
 
 
 def _expect_end(text: _Text, pos: int) -> None:

@@ -22,6 +22,7 @@ from sftprep.json_array import iter_json_array
 
 FILE_KINDS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
 BATCH_ROWS = 1024
+JSON_WHITESPACE = b" \t\n\r"
 
 
 @dataclass(frozen=True)
@@ -114,26 +115,51 @@ def iter_rows(source: Source) -> Iterator[dict | RowError]:
 def _json_rows(path: str) -> Iterator[dict | RowError]:
     """A JSON array of objects (streamed, see json_array.py), one object, or JSON lines saved as .json."""
     with open(path, "rb") as handle:
-        head = handle.read(1 << 16)
-        start = head.lstrip()[:1]
-        if start == b"[":
+        offset = _first_value_offset(handle)
+        if offset is None:
+            raise SftprepError(f"{path}: the file is empty; remove it or put data in it")
+        handle.seek(offset)
+        if handle.read(1) == b"[":
             handle.seek(0)
             yield from _json_array_rows(path, handle)
             return
-    if not start:
-        raise SftprepError(f"{path}: the file is empty; remove it or put data in it")
-    if start == b"{" and head.count(b"\n") > 1:
+        handle.seek(offset)
+        first_line = handle.readline()
+        more_follows = _first_value_offset(handle) is not None
+    if more_follows and _is_json(first_line):
         yield from _jsonl_rows(path)  # JSON lines saved as .json
         return
     try:
-        data = json.loads(Path(path).read_bytes().decode("utf-8"))  # one object: small
+        data = json.loads(Path(path).read_bytes().decode("utf-8"))  # one object: one row
     except UnicodeDecodeError as err:
         raise SftprepError(f"{path}: not valid UTF-8 at byte {err.start}; re-encode the file as UTF-8") from None
     except json.JSONDecodeError as err:
-        raise SftprepError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}; fix the file") from None
+        hint = " (JSON lines whose first line is malformed? fix that line)" if more_follows else ""
+        raise SftprepError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}{hint}; fix the file") from None
+    except ValueError as err:  # a number too long to convert
+        raise SftprepError(f"{path}: malformed JSON: {err}; fix the file") from None
     if not isinstance(data, dict):
         raise SftprepError(f"{path}: expected a JSON array of objects, got {type(data).__name__}")
     yield data
+
+
+def _first_value_offset(handle) -> int | None:
+    """Offset of the first byte from the handle's position on that is not JSON whitespace (None: none)."""
+    offset = handle.tell()
+    for block in iter(lambda: handle.read(1 << 16), b""):
+        stripped = block.lstrip(JSON_WHITESPACE)
+        if stripped:
+            return offset + len(block) - len(stripped)
+        offset += len(block)
+    return None
+
+
+def _is_json(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
 
 
 def _json_array_rows(path: str, handle) -> Iterator[dict | RowError]:
@@ -144,6 +170,8 @@ def _json_array_rows(path: str, handle) -> Iterator[dict | RowError]:
         raise SftprepError(f"{path}: not valid UTF-8 at byte {err.start}; re-encode the file as UTF-8") from None
     except json.JSONDecodeError as err:
         raise SftprepError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}; fix the file") from None
+    except ValueError as err:  # a number too long to convert
+        raise SftprepError(f"{path}: malformed JSON: {err}; fix the file") from None
 
 
 def _jsonl_rows(path: str) -> Iterator[dict | RowError]:
@@ -161,6 +189,9 @@ def _jsonl_rows(path: str) -> Iterator[dict | RowError]:
             except json.JSONDecodeError as err:
                 hint = " (the file looks cut off)" if not line.endswith(b"\n") else ""
                 yield RowError("malformed_json", f"line {line_no} is not valid JSON: {err.msg} at column {err.colno}{hint}; fix or remove the line")
+                continue
+            except ValueError as err:  # a number too long to convert
+                yield RowError("malformed_json", f"line {line_no} is not valid JSON: {err}; fix or remove the line")
                 continue
             if not isinstance(item, dict):
                 yield RowError("bad_row_type", f"line {line_no}: expected a JSON object, got {type(item).__name__}")

@@ -15,6 +15,7 @@ import sftprep
 from schemas import INPUT_IDS, manifest_schema
 from sftprep.cli import app
 from sftprep.errors import SftprepError
+from sftprep.sources import iter_rows, resolve_sources
 from tests.conftest import BUNDLED_TOKENIZER, EXAMPLES, hf_tokenizer
 from tests.sftprep.build_checks import check_build, examples_by_id, load_manifest
 
@@ -227,3 +228,29 @@ def test_num_proc_zero_runs_in_one_process_on_few_cores_and_one_worker_per_core_
     assert worker_processes(0, 2) == 1
     assert worker_processes(0, IN_PROCESS_UP_TO_CORES) == 1
     assert worker_processes(0, IN_PROCESS_UP_TO_CORES + 1) == IN_PROCESS_UP_TO_CORES + 1
+
+
+LONG_ROW = {"text": "x" * 70_000}  # a first line longer than any read-ahead block
+JSON_SHAPES = {
+    "JSON lines with a long first line": ("\n".join(json.dumps(r) for r in [LONG_ROW, *ROWS]) + "\n", [LONG_ROW, *ROWS]),
+    "JSON lines after blank lines": ("\n \n" + "\n".join(json.dumps(r) for r in ROWS), ROWS),
+    "an array after much whitespace": (" " * 70_000 + "\n" + json.dumps(ROWS), ROWS),
+    "one pretty-printed object": (json.dumps(ROWS[0], indent=2) + "\n", ROWS[:1]),
+    "one object on one line": ("\n" + json.dumps(ROWS[0]) + "\n\n", ROWS[:1]),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(JSON_SHAPES))
+def test_a_json_file_is_read_as_what_it_holds(tmp_path, shape):
+    """An array, one object, or JSON lines saved as .json, whatever the whitespace and line lengths."""
+    text, rows = JSON_SHAPES[shape]
+    (tmp_path / "d.json").write_text(text)
+    [source] = resolve_sources((str(tmp_path / "d.json"),))
+    assert list(iter_rows(source)) == rows
+
+
+def test_a_json_file_of_only_whitespace_is_empty(tmp_path):
+    (tmp_path / "d.json").write_text(" \n" * 40_000)
+    [source] = resolve_sources((str(tmp_path / "d.json"),))
+    with pytest.raises(SftprepError, match="empty"):
+        list(iter_rows(source))

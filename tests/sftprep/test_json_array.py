@@ -25,14 +25,14 @@ def streamed(doc: str, block: int):
     try:
         return ("items", list(iter_json_array(io.BytesIO(doc.encode("utf-8")), block)))
     except json.JSONDecodeError as err:
-        return ("error", err.msg, err.lineno, err.colno)
+        return ("error", err.msg, err.lineno, err.colno, err.pos)
 
 
 def reference(doc: str):
     try:
         return ("items", json.loads(doc))
     except json.JSONDecodeError as err:
-        return ("error", err.msg, err.lineno, err.colno)
+        return ("error", err.msg, err.lineno, err.colno, err.pos)
 
 
 @settings(max_examples=150, deadline=None)
@@ -53,11 +53,43 @@ def test_malformed_documents_fail_like_json_loads(items, cut, block, junk):
     assert streamed(doc, block) == expected
 
 
-def test_invalid_utf8_reports_the_byte_offset_in_the_file():
-    doc = b'[{"a": "' + b"x" * 10 + b'\xff"}]'
+@pytest.mark.parametrize("bad", [b"\xff", b"\xe6\x97A", b"\xf0\x9f\x98"])
+@pytest.mark.parametrize("block", [1, 2, 3, 4, 5, 7, 1 << 20])
+def test_invalid_utf8_reports_the_byte_offset_in_the_file(bad, block):
+    """Also when the bad sequence starts in one block and ends in the next."""
+    doc = b'[{"a": "' + b"x" * 10 + bad + b'"}, 1]'
+    with pytest.raises(UnicodeDecodeError) as expected:
+        doc.decode("utf-8")
     with pytest.raises(UnicodeDecodeError) as err:
-        list(iter_json_array(io.BytesIO(doc), 4))
-    assert err.value.start == doc.index(b"\xff")
+        list(iter_json_array(io.BytesIO(doc), block))
+    assert err.value.start == expected.value.start
+
+
+class CountingReads(io.BytesIO):
+    """A file that remembers how many reads it served."""
+
+    reads = 0
+
+    def read(self, size=-1):
+        self.reads += 1
+        return super().read(size)
+
+
+def test_a_malformed_item_fails_without_reading_the_rest_of_the_file():
+    doc = b'[{"a": 1}, {"a": x}, ' + b", ".join([b'{"k": "' + b"v" * 100 + b'"}'] * 20000) + b"]"
+    handle = CountingReads(doc)
+    with pytest.raises(json.JSONDecodeError) as err:
+        list(iter_json_array(handle, 1024))
+    assert (err.value.msg, err.value.pos) == ("Expecting value", doc.index(b"x"))
+    assert handle.tell() <= 2 * 1024 < len(doc)
+
+
+@pytest.mark.parametrize("doc", [b"[1." + b"0" * (1 << 20) + b"]", b'["' + b"s" * (1 << 20) + b'"]'])
+def test_a_huge_item_is_read_in_doubling_blocks(doc):
+    """One item of 1 MB read from 64-byte blocks takes a few dozen reads, not 16 thousand."""
+    handle = CountingReads(doc)
+    assert list(iter_json_array(handle, 64)) == json.loads(doc)
+    assert handle.reads < 40
 
 
 def test_a_json_array_source_is_parsed_a_block_at_a_time(tmp_path, monkeypatch):
