@@ -36,7 +36,7 @@ class _GenerationTag(jinja2.ext.Extension):
         body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
         if not _needs_call_scope(body):
             return body  # nothing to scope: render the body inline, with no call per block
-        # transformers renders the block as a call, so a {% set %} inside stays inside: do the same
+        # transformers renders the block as a call (its own scope, out of reach of loop controls)
         return jinja2.nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
 
     def _body(self, caller):

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 BLOCK_BYTES = 1 << 20
-_WHITESPACE = " \t\n\r"
+JSON_WHITESPACE = " \t\n\r"
 _NUMBER_CHARS = "0123456789.eE+-"
 _DECODER = json.JSONDecoder()
 _LONGEST_TOKEN_CUT = 16  # "-Infinity" or "\uXXXX" cut short, with room to spare
@@ -63,7 +63,7 @@ class _Text:
     def skip_space(self, pos: int) -> int:
         """Position of the next non-whitespace character (reading on as needed), or len(buf) at the end."""
         while True:
-            while pos < len(self.buf) and self.buf[pos] in _WHITESPACE:
+            while pos < len(self.buf) and self.buf[pos] in JSON_WHITESPACE:
                 pos += 1
             if pos < len(self.buf) or not self.more():
                 return pos

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sftprep.errors import RowError, SftprepError
-from sftprep.json_array import iter_json_array
+from sftprep.json_array import JSON_WHITESPACE, iter_json_array
 
 FILE_KINDS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
 BATCH_ROWS = 1024
-JSON_WHITESPACE = b" \t\n\r"
 
 
 @dataclass(frozen=True)
@@ -129,15 +129,9 @@ def _json_rows(path: str) -> Iterator[dict | RowError]:
     if more_follows and _is_json(first_line):
         yield from _jsonl_rows(path)  # JSON lines saved as .json
         return
-    try:
+    hint = " (JSON lines whose first line is malformed? fix that line)" if more_follows else ""
+    with _json_errors(path, hint):
         data = json.loads(Path(path).read_bytes().decode("utf-8"))  # one object: one row
-    except UnicodeDecodeError as err:
-        raise SftprepError(f"{path}: not valid UTF-8 at byte {err.start}; re-encode the file as UTF-8") from None
-    except json.JSONDecodeError as err:
-        hint = " (JSON lines whose first line is malformed? fix that line)" if more_follows else ""
-        raise SftprepError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}{hint}; fix the file") from None
-    except ValueError as err:  # a number too long to convert
-        raise SftprepError(f"{path}: malformed JSON: {err}; fix the file") from None
     if not isinstance(data, dict):
         raise SftprepError(f"{path}: expected a JSON array of objects, got {type(data).__name__}")
     yield data
@@ -147,7 +141,7 @@ def _first_value_offset(handle) -> int | None:
     """Offset of the first byte from the handle's position on that is not JSON whitespace (None: none)."""
     offset = handle.tell()
     for block in iter(lambda: handle.read(1 << 16), b""):
-        stripped = block.lstrip(JSON_WHITESPACE)
+        stripped = block.lstrip(JSON_WHITESPACE.encode())
         if stripped:
             return offset + len(block) - len(stripped)
         offset += len(block)
@@ -163,13 +157,20 @@ def _is_json(line: bytes) -> bool:
 
 
 def _json_array_rows(path: str, handle) -> Iterator[dict | RowError]:
-    try:
+    with _json_errors(path):
         for item in iter_json_array(handle):
             yield item if isinstance(item, dict) else RowError("bad_row_type", f"expected a JSON object, got {type(item).__name__}")
+
+
+@contextmanager
+def _json_errors(path: str, hint: str = ""):
+    """Turn a whole-file JSON parse failure into an SftprepError naming the file, the place and the fix."""
+    try:
+        yield
     except UnicodeDecodeError as err:
         raise SftprepError(f"{path}: not valid UTF-8 at byte {err.start}; re-encode the file as UTF-8") from None
     except json.JSONDecodeError as err:
-        raise SftprepError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}; fix the file") from None
+        raise SftprepError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}{hint}; fix the file") from None
     except ValueError as err:  # a number too long to convert
         raise SftprepError(f"{path}: malformed JSON: {err}; fix the file") from None
 
