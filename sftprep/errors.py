@@ -19,6 +19,10 @@ class RowError(SftprepError):
         self.row = row
         super().__init__(self._text())
 
+    def __reduce__(self):
+        """Rebuild from the four fields: a worker process sends RowErrors back pickled."""
+        return RowError, (self.reason, self.detail, self.source, self.row)
+
     def located(self, source: str, row: int) -> "RowError":
         """The same error, naming the file and the (0-based) row."""
         return RowError(self.reason, self.detail, source, row)

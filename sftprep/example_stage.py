@@ -14,7 +14,7 @@ from sftprep.config import BuildConfig
 from sftprep.encoding import Encoded, finish_batch, tokenize_batch
 from sftprep.errors import RowError
 from sftprep.formats import FormatSpec, make_normalizer
-from sftprep.rendering import render_example
+from sftprep.rendering import render_example, require_unicode
 from sftprep.tokenizer_loader import LoadedTokenizer, load_tokenizer
 
 
@@ -51,7 +51,7 @@ class ExampleStage:
                 continue
             try:
                 example = normalize(row)
-                rendered.append(render_example(example, self.config.loss_on, self.template, self.tokenizer.special_tokens))
+                rendered.append(require_unicode(render_example(example, self.config.loss_on, self.template, self.tokenizer.special_tokens)))
             except RowError as err:
                 results.append((row_index, err))
                 continue

@@ -4,13 +4,11 @@ split -> pack -> write. Reads like the diagram in DESIGN.md; each stage lives in
 import hashlib
 import itertools
 import json
-import multiprocessing
 import os
 import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +19,7 @@ from sftprep.encoding import Encoded
 from sftprep.errors import RowError, SftprepError
 from sftprep.example_stage import ExampleStage, has_loss, init_worker, process_in_worker
 from sftprep.formats import detect_format
+from sftprep.parallel import chunked, in_worker_processes, pipelined, worker_processes
 from sftprep.length_policy import apply_length_policy
 from sftprep.row_assembly import assemble_rows, plan_rows, split_positions, split_stats
 from sftprep.sources import Source, content_sha256, iter_rows, resolve_sources
@@ -170,16 +169,6 @@ def _existing_manifest(out: Path) -> dict | None:
         return None
 
 
-def _chunks(rows, size: int):
-    """(row_index, row) chunks of `size` rows; the first ones smaller (size/8, /4, /2), so that the
-    tokenizer thread starts after a few rows are rendered rather than a whole chunk."""
-    iterator = iter(enumerate(rows))
-    step = max(1, size // 8)
-    while chunk := list(itertools.islice(iterator, step)):
-        yield chunk
-        step = min(size, step * 2)
-
-
 def _read_source(config, tokenizer, st: SourceStats, spills: dict, progress) -> None:
     """Encode every row of one source; keep examples under the length policy; count every drop."""
     rows = iter_rows(st.source)
@@ -194,8 +183,8 @@ def _read_source(config, tokenizer, st: SourceStats, spills: dict, progress) -> 
     columns = list(head[-1]) if isinstance(head[-1], dict) else []
     spec = detect_format(columns, config, st.source.path)
     st.format = spec.name
-    tasks = ((spec, chunk) for chunk in _chunks(rows, CHUNK_ROWS))
-    batches = _map(config, tokenizer, tasks)
+    tasks = ((spec, chunk) for chunk in chunked(rows, CHUNK_ROWS))
+    batches = _map(config, tokenizer, tasks, st.source.path)
     try:
         _consume(config, st, batches, spills, progress)
     finally:
@@ -216,53 +205,16 @@ def _consume(config, st: SourceStats, batches, spills: dict, progress) -> None:
             progress(len(results), sum(len(e.input_ids) for _, e in results if isinstance(e, Encoded)))
 
 
-IN_PROCESS_UP_TO_CORES = 4
-
-
-def worker_processes(num_proc: int, cores: int) -> int:
-    """Worker processes for --num-proc (0 = choose): 1 means in this process, pipelined.
-
-    In one process the Rust tokenizer already runs on every core and Python (rendering, masks)
-    takes about a fifth of the CPU time in a thread beside it, so one process keeps up to about
-    four cores busy; measured on 2 cores it beats 2 worker processes (bench/RESULTS.md). Beyond
-    that, worker processes each render and tokenize their own chunks.
-    """
-    if num_proc:
-        return num_proc
-    return 1 if cores <= IN_PROCESS_UP_TO_CORES else cores
-
-
-def _map(config: BuildConfig, tokenizer: LoadedTokenizer, tasks):
-    """Process tasks in order: in worker processes when num_proc > 1 and there are POOL_MIN_CHUNKS chunks.
-
-    Workers are spawned, not forked: a fork after the Rust tokenizer has started its threads can
-    deadlock. Results come back in task order, so the output does not depend on the worker count.
-    """
+def _map(config: BuildConfig, tokenizer: LoadedTokenizer, tasks, source: str):
+    """Encode (spec, chunk) tasks in order: in worker processes when there are enough cores and
+    at least POOL_MIN_CHUNKS chunks (starting workers costs more than a small source takes)."""
     procs = worker_processes(config.num_proc, os.cpu_count() or 1)
     head = list(itertools.islice(tasks, POOL_MIN_CHUNKS))
     tasks = itertools.chain(head, tasks)
-    if procs <= 1 or len(head) < POOL_MIN_CHUNKS:  # a small source: starting workers would cost more
-        yield from _pipelined(ExampleStage(config, tokenizer), tasks)
-        return
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(procs, initializer=init_worker, initargs=(config,)) as pool:
-        yield from pool.imap(process_in_worker, tasks)
-
-
-def _pipelined(stage: ExampleStage, tasks):
-    """In one process, three stages overlap: while a thread tokenizes chunk k in Rust (GIL released,
-    on all cores), this thread turns chunk k-1's Encodings into ids and masks and renders chunk k+1.
-    The thread never runs Python, so it never waits for the GIL while the tokenizer could work."""
-    with ThreadPoolExecutor(max_workers=1) as tokenizer:
-        pending = None  # (prepared chunk, future of its Encodings)
-        for spec, chunk in tasks:
-            prepared = stage.render(spec, chunk)
-            submitted = (prepared, tokenizer.submit(stage.tokenize, prepared))
-            if pending is not None:
-                yield stage.finish(pending[0], pending[1].result())
-            pending = submitted
-        if pending is not None:
-            yield stage.finish(pending[0], pending[1].result())
+    if procs <= 1 or len(head) < POOL_MIN_CHUNKS:
+        stage = ExampleStage(config, tokenizer)
+        return pipelined(stage.render, stage.tokenize, stage.finish, tasks)
+    return in_worker_processes(process_in_worker, tasks, procs, init_worker, (config,), source)
 
 
 def _keep(config: BuildConfig, st: SourceStats, example_id: int, encoded: Encoded, spills: dict) -> None:

@@ -50,6 +50,28 @@ def render_example(example: Example, loss_on: str, template, special_tokens: dic
     return _render_chat(example, loss_on, template, special_tokens)
 
 
+def require_unicode(rendered: Rendered) -> Rendered:
+    """The rendered text unchanged, or a RowError(`invalid_unicode`) if it holds a lone surrogate.
+
+    JSON allows an unpaired UTF-16 escape ("\\ud83d"); Python keeps it as a surrogate code point,
+    which no tokenizer can encode (the whole batch would fail, naming no row). ASCII text, the
+    common case, is checked in O(1).
+    """
+    text = rendered.text
+    if text.isascii():
+        return rendered
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        context = text[max(0, err.start - 20) : err.start]
+        raise RowError(
+            "invalid_unicode",
+            f"the text holds a lone UTF-16 surrogate {ascii(text[err.start])} after {context!r} (an unpaired "
+            "\\uXXXX escape); pair it (e.g. \\ud83d\\ude00) or remove it",
+        ) from None
+    return rendered
+
+
 def trained_messages(example: Example, loss_on: str) -> list[bool]:
     """Which messages train: the policy, then each message's own `train` flag."""
     messages = example.messages

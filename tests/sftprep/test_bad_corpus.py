@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import sftprep.pipeline
 from sftprep.cli import app
 from tests.conftest import BUNDLED_TOKENIZER, REPO
 from tests.sftprep.build_checks import check_build, load_manifest
@@ -21,11 +22,18 @@ EXPECTED = json.loads((BAD / "expected.json").read_text())
 runner = CliRunner()
 
 
-def invoke(tmp_path, name, *extra):
-    args = ["build", str(BAD / name), "--tokenizer", str(BUNDLED_TOKENIZER), "--out", str(tmp_path / "out"), "-q", "--num-proc", "1"]
+def invoke(out, name, *extra, num_proc=1):
+    """Build one corpus file; with num_proc=2 every row is its own chunk, sent to worker processes."""
+    args = ["build", str(BAD / name), "--tokenizer", str(BUNDLED_TOKENIZER), "--out", str(out), "-q", "--num-proc", str(num_proc)]
     if "chat_template" in EXPECTED[name]:
         args += ["--chat-template", str(BAD / EXPECTED[name]["chat_template"])]
-    return runner.invoke(app, args + list(extra))
+    if num_proc == 1:
+        return runner.invoke(app, args + list(extra))
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(sftprep.pipeline, "CHUNK_ROWS", 1)
+        m.setattr(sftprep.pipeline, "POOL_MIN_CHUNKS", 1)
+        m.setattr(sftprep.pipeline, "pipelined", None)  # proves the worker pool runs: the in-process path would fail
+        return runner.invoke(app, args + list(extra))
 
 
 def test_the_corpus_is_complete():
@@ -34,26 +42,55 @@ def test_the_corpus_is_complete():
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_each_bad_file_stops_the_build_with_one_clear_line(tmp_path, name):
+def test_each_bad_file_stops_the_build_with_one_clear_line_with_or_without_workers(tmp_path, name):
     expected = EXPECTED[name]
-    result = invoke(tmp_path, name)
-    assert result.exit_code == 1, result.output
-    line = result.output.strip()
-    assert "\n" not in line and line.startswith("error: ") and "Traceback" not in line
-    assert name in line and expected["says"] in line
-    if expected["row"] is not None:
-        assert f"row {expected['row']}:" in line and f"[{expected['reason']}]" in line
-    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+    lines = []
+    for num_proc in (1, 2):
+        result = invoke(tmp_path / "out", name, num_proc=num_proc)
+        assert result.exit_code == 1, result.output
+        line = result.output.strip()
+        assert "\n" not in line and line.startswith("error: ") and "Traceback" not in line
+        assert name in line and expected["says"] in line
+        if expected["row"] is not None:
+            assert f"row {expected['row']}:" in line and f"[{expected['reason']}]" in line
+        assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+        lines.append(line)
+    assert lines[0] == lines[1]
 
 
 @pytest.mark.parametrize("name", sorted(n for n, e in EXPECTED.items() if e["row"] is not None))
-def test_skip_drops_the_bad_row_counts_it_and_completes(tmp_path, name):
-    result = invoke(tmp_path, name, "--on-error", "skip")
-    assert result.exit_code == 0, result.output
-    manifest = load_manifest(tmp_path / "out")
-    assert manifest["dropped"] == {EXPECTED[name]["reason"]: 1}
-    assert manifest["sources"][0]["rows_kept"] >= 1
-    check_build(tmp_path / "out")
+def test_skip_drops_the_bad_row_counts_it_and_completes_with_or_without_workers(tmp_path, name):
+    builds = {}
+    for num_proc in (1, 2):
+        out = tmp_path / f"out{num_proc}"
+        result = invoke(out, name, "--on-error", "skip", num_proc=num_proc)
+        assert result.exit_code == 0, result.output
+        manifest = load_manifest(out)
+        assert manifest["dropped"] == {EXPECTED[name]["reason"]: 1}
+        assert manifest["sources"][0]["rows_kept"] >= 1
+        check_build(out)
+        builds[num_proc] = (out, manifest)
+    (one, m1), (two, m2) = builds[1], builds[2]
+    assert m1["fingerprint"] == m2["fingerprint"] and m1["sources"] == m2["sources"] and m1["splits"] == m2["splits"]
+    for shard in m1["splits"]["train"]["shards"]:
+        assert (one / shard["path"]).read_bytes() == (two / shard["path"]).read_bytes()
+
+
+def test_a_worker_that_dies_stops_the_build_with_one_line_not_a_hang(tmp_path):
+    """A worker killed mid-build (here by SIGKILL from a formatter, as the OOM killer would) must
+    fail the build at once; multiprocessing.Pool.imap used to wait forever for the lost chunk."""
+    src = tmp_path / "d.jsonl"
+    rows = [{"q": "question", "a": "answer"}] * 3000
+    rows[2500] = {"q": "die", "a": "answer"}
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cmd = [sys.executable, "-m", "sftprep.cli", "build", str(src), "--tokenizer", str(BUNDLED_TOKENIZER), "--out", str(tmp_path / "out")]
+    cmd += ["-q", "--num-proc", "2", "--formatter", "tests.sftprep.formatters:sigkill_on_die"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 1, proc.stderr
+    line = proc.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line and "worker process died" in line and str(src) in line
+    assert "--num-proc 1" in line
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
 
 
 def test_a_huge_single_line_is_truncated_not_fatal(tmp_path):

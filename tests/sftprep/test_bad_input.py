@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 import sftprep
+import sftprep.pipeline
 from sftprep.cli import app
 from sftprep.errors import SftprepError
 from tests.conftest import BUNDLED_TOKENIZER
@@ -46,12 +47,17 @@ def test_a_bad_row_stops_the_build_naming_file_row_and_reason(tmp_path, reason):
     assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == ["d.jsonl"]
 
 
-def test_skip_drops_and_counts_every_bad_row_by_reason(tmp_path):
+@pytest.mark.parametrize("num_proc", [1, 2])
+def test_skip_drops_and_counts_every_bad_row_by_reason(tmp_path, monkeypatch, num_proc):
     lines = [json.dumps(GOOD)]
     for line in BAD_LINES.values():
         lines += [line, json.dumps(GOOD)]
     src = write_lines(tmp_path / "d.jsonl", lines)
-    manifest = run(tmp_path, src, on_error="skip")
+    if num_proc > 1:  # one row per chunk, every chunk through the worker pool
+        monkeypatch.setattr(sftprep.pipeline, "CHUNK_ROWS", 1)
+        monkeypatch.setattr(sftprep.pipeline, "POOL_MIN_CHUNKS", 1)
+        monkeypatch.setattr(sftprep.pipeline, "pipelined", None)
+    manifest = run(tmp_path, src, on_error="skip", num_proc=num_proc)
     check_build(tmp_path / "out")
     assert manifest["dropped"] == {reason: 1 for reason in BAD_LINES}
     assert manifest["sources"][0]["rows_read"] == len(lines) and manifest["sources"][0]["rows_kept"] == len(BAD_LINES) + 1

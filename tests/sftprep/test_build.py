@@ -222,7 +222,7 @@ def test_a_build_imports_neither_torch_nor_transformers_nor_pandas(tmp_path):
 
 
 def test_num_proc_zero_runs_in_one_process_on_few_cores_and_one_worker_per_core_beyond():
-    from sftprep.pipeline import IN_PROCESS_UP_TO_CORES, worker_processes
+    from sftprep.parallel import IN_PROCESS_UP_TO_CORES, worker_processes
 
     assert worker_processes(3, 64) == 3  # an explicit count is obeyed
     assert worker_processes(0, 2) == 1

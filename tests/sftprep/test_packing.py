@@ -110,7 +110,7 @@ def test_output_is_byte_identical_for_any_worker_count_and_seeded(tmp_path, monk
     monkeypatch.setattr(sftprep.pipeline, "CHUNK_ROWS", 100)  # 999 rows, 13 chunks: the worker pool really runs
     a, ma, _ = build(tmp_path, "a", source, tokenizer=tok, num_proc=1)
     with monkeypatch.context() as m:  # prove that the pool runs: the in-process path would fail
-        m.setattr(sftprep.pipeline, "_pipelined", None)
+        m.setattr(sftprep.pipeline, "pipelined", None)
         b, mb, _ = build(tmp_path, "b", source, tokenizer=tok, num_proc=2)
     c, mc, _ = build(tmp_path, "c", source, tokenizer=tok, num_proc=1, seed=1)
     assert ma["fingerprint"] == mb["fingerprint"] != mc["fingerprint"]

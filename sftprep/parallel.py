@@ -1,0 +1,87 @@
+"""How chunks of rows are processed: in this process with a tokenizer thread beside it, or in worker
+processes. Either way results come back in chunk order, so the output is byte-identical for any
+worker count; a worker that dies stops the build with one line, never a hang."""
+
+import itertools
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from sftprep.errors import SftprepError
+
+IN_PROCESS_UP_TO_CORES = 4
+IN_FLIGHT_PER_WORKER = 2  # chunks queued per worker: enough to keep it busy, bounded memory
+
+
+def chunked(rows: Iterable, size: int) -> Iterator[list]:
+    """(row_index, row) chunks of `size` rows; the first ones smaller (size/8, /4, /2), so that the
+    tokenizer thread starts after a few rows are rendered rather than a whole chunk."""
+    iterator = iter(enumerate(rows))
+    step = max(1, size // 8)
+    while chunk := list(itertools.islice(iterator, step)):
+        yield chunk
+        step = min(size, step * 2)
+
+
+def worker_processes(num_proc: int, cores: int) -> int:
+    """Worker processes for --num-proc (0 = choose): 1 means in this process, pipelined.
+
+    In one process the Rust tokenizer already runs on every core and Python (rendering, masks)
+    takes about a fifth of the CPU time in a thread beside it, so one process keeps up to about
+    four cores busy; measured on 2 cores it beats 2 worker processes (bench/RESULTS.md). Beyond
+    that, worker processes each render and tokenize their own chunks.
+    """
+    if num_proc:
+        return num_proc
+    return 1 if cores <= IN_PROCESS_UP_TO_CORES else cores
+
+
+def in_worker_processes(function: Callable, tasks: Iterable, procs: int, initializer: Callable, initargs: tuple, what: str) -> Iterator:
+    """`function(task)` for each task in `procs` spawned processes, yielded in task order.
+
+    Spawned, not forked: a fork after the Rust tokenizer has started its threads can deadlock.
+    `concurrent.futures` rather than `multiprocessing.Pool`: when a worker dies (killed, out of
+    memory, or a result that cannot be unpickled), Pool.imap waits forever for the lost task,
+    while a ProcessPoolExecutor marks every pending future broken. At most
+    IN_FLIGHT_PER_WORKER tasks per worker are queued, so a big source is never read ahead whole.
+    """
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(procs, mp_context=context, initializer=initializer, initargs=initargs)
+    pending: deque = deque()
+    try:
+        for task in tasks:
+            pending.append(pool.submit(function, task))
+            if len(pending) >= procs * IN_FLIGHT_PER_WORKER:
+                yield _result(pending.popleft(), what)
+        while pending:
+            yield _result(pending.popleft(), what)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # also when the consumer stopped early or raised
+
+
+def _result(future, what: str):
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise SftprepError(
+            f"{what}: a worker process died (killed, or out of memory) and the build stopped; "
+            "rerun with --num-proc 1 to build in one process, or give the machine more memory"
+        ) from None
+
+
+def pipelined(render: Callable, tokenize: Callable, finish: Callable, tasks: Iterable) -> Iterator:
+    """In one process, three steps overlap: while a thread tokenizes chunk k in Rust (GIL released,
+    on all cores), this thread turns chunk k-1's Encodings into ids and masks and renders chunk k+1.
+    The thread never runs Python, so it never waits for the GIL while the tokenizer could work."""
+    with ThreadPoolExecutor(max_workers=1) as tokenizer:
+        pending = None  # (prepared chunk, future of its Encodings)
+        for task in tasks:
+            prepared = render(*task)
+            submitted = (prepared, tokenizer.submit(tokenize, prepared))
+            if pending is not None:
+                yield finish(pending[0], pending[1].result())
+            pending = submitted
+        if pending is not None:
+            yield finish(pending[0], pending[1].result())
