@@ -412,7 +412,7 @@ def ok(r) -> bool:
     return r is not None and "error" not in r
 
 
-def report(ds: dict, res: dict, a) -> None:
+def report(ds: dict, res: dict, a) -> None:  # noqa: C901 - one flat table, a row per measured method
     print(f"\n== {ds['name']} (scale {ds['scale']}x, {ds['n_rows']:,} rows) | tokenizer {Path(a.tokenizer).name} | "
           f"--num-proc {a.num_proc} (sftprep {a.sftprep_num_proc}) | max-length {a.max_length}, bfd" + (f" | template {Path(ds['template']).name}" if ds.get("template") else ""))
     if a.repeat > 1:
@@ -513,7 +513,7 @@ def versions() -> str:
     return ", ".join(out)
 
 
-def main(argv=None) -> int:
+def main(argv=None) -> int:  # noqa: C901, PLR0915 - argument handling and the run order, read top to bottom
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_worker"]:
         return worker_main(argv[1:])

@@ -79,9 +79,8 @@ def _binds_in_scope(nodes) -> bool:
             continue  # its body is a function of its own, like a macro's
         if isinstance(node, _SCOPE_STATEMENTS):
             return True
-        if isinstance(node, (jinja2.nodes.Assign, jinja2.nodes.AssignBlock)):
-            if not isinstance(node.target, jinja2.nodes.NSRef):
-                return True
+        if isinstance(node, (jinja2.nodes.Assign, jinja2.nodes.AssignBlock)) and not isinstance(node.target, jinja2.nodes.NSRef):
+            return True
         if _binds_in_scope(node.iter_child_nodes()):
             return True
     return False

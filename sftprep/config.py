@@ -1,40 +1,34 @@
 """The build config: one typed, validated place for every option and its default.
 
 CLI flags and YAML keys map onto the same fields (flag `--max-length` is key `max_length`); flags
-override the file.
+override the file. Types are checked on construction (schemas/config_fields.py), whether the
+values come from YAML, flags or Python; `validate()` then checks values and combinations.
 """
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Literal
 
-import yaml
-
-from sftprep.errors import SftprepError
-
-FORMATS = ("auto", "text", "messages", "prompt-completion")
-LOSS_POLICIES = ("assistant", "last-assistant", "all")
-PACKINGS = ("bfd", "wrapped", "none")
-OVERLONG = ("truncate", "drop", "split")
-TRUNCATION_SIDES = ("right", "left")
-ON_ERROR = ("raise", "skip")
+from schemas.config_fields import check_types, construct, read_yaml, unknown_keys
+from sftprep.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class BuildConfig:
     """Everything that decides what `sftprep build` writes."""
 
-    sources: tuple[str, ...] = ()
+    sources: tuple[str, ...] = field(default=(), metadata={"metavar": "SOURCE...", "flag": "SOURCE"})
     """Training data: files (JSON, JSONL, Parquet, CSV, Arrow), globs, save_to_disk folders or hub names."""
     tokenizer: str = ""
     """Tokenizer folder (tokenizer.json + tokenizer_config.json) or hub name."""
     out: str = ""
     """Build folder to write (created atomically)."""
-    eval_sources: tuple[str, ...] = ()
+    eval_sources: tuple[str, ...] = field(default=(), metadata={"flag": "--eval"})
     """Sources of the eval split (`--eval`); exclusive with eval_fraction."""
     eval_fraction: float = 0.0
     """Fraction of the training examples held out as the eval split, chosen by a seeded hash."""
-    format: str = "auto"
+    format: Literal["auto", "text", "messages", "prompt-completion"] = "auto"
     """auto | text | messages | prompt-completion."""
     text_field: str | None = None
     """Column holding plain text (default: `text`)."""
@@ -54,15 +48,15 @@ class BuildConfig:
     """Jinja file overriding the tokenizer's template, or `chatml` to set up ChatML."""
     pad_vocab_to_multiple_of: int | None = None
     """With added tokens (chatml), ask the trainer to resize embeddings to a multiple of this."""
-    loss_on: str = "assistant"
+    loss_on: Literal["assistant", "last-assistant", "all"] = "assistant"
     """assistant | last-assistant | all. A message's own `train: true/false` overrides it."""
     max_length: int = 2048
     """Tokens per row."""
-    packing: str = "bfd"
+    packing: Literal["bfd", "wrapped", "none"] = "bfd"
     """bfd | wrapped | none."""
-    overlong: str = "truncate"
+    overlong: Literal["truncate", "drop", "split"] = "truncate"
     """What to do with an example longer than max_length: truncate | drop | split."""
-    truncation_side: str = "right"
+    truncation_side: Literal["right", "left"] = "right"
     """right keeps the start of an overlong example, left keeps its end."""
     concat_token: bool = True
     """wrapped packing: put EOS between documents."""
@@ -70,7 +64,7 @@ class BuildConfig:
     """text format: let the tokenizer add its special tokens (BOS) and append EOS."""
     seed: int = 0
     """Seeds the eval split and the order of rows."""
-    on_error: str = "raise"
+    on_error: Literal["raise", "skip"] = "raise"
     """raise: stop at the first bad row. skip: drop it and count it by reason."""
     shard_size_mb: int = 256
     """Approximate size of one shard file."""
@@ -79,27 +73,25 @@ class BuildConfig:
     overwrite: bool = False
     """Replace a different build already in `out`."""
 
+    def __post_init__(self):
+        check_types(self, ConfigError)
+
     def validate(self) -> "BuildConfig":
-        """Check every field at once; raise one SftprepError listing all problems."""
+        """Check values and combinations at once; raise one ConfigError listing all problems."""
+        problems = self.value_problems()
+        if problems:
+            raise ConfigError.listing(problems)
+        return self
+
+    def value_problems(self, mistyped: frozenset = frozenset()) -> list[str]:
+        """Values out of range, missing or conflicting (types are already checked). Keys in
+        `mistyped` had a value of the wrong type, already reported: they are not called missing."""
         problems = []
-
-        def choice(name, allowed):
-            value = getattr(self, name)
-            if value not in allowed:
-                flag = "--" + name.replace("_", "-")
-                problems.append(f"{flag} (config `{name}`) is {value!r}; choose one of {', '.join(allowed)}")
-
-        choice("format", FORMATS)
-        choice("loss_on", LOSS_POLICIES)
-        choice("packing", PACKINGS)
-        choice("overlong", OVERLONG)
-        choice("truncation_side", TRUNCATION_SIDES)
-        choice("on_error", ON_ERROR)
-        if not self.sources:
+        if not self.sources and "sources" not in mistyped:
             problems.append("no SOURCE given: pass at least one data file, folder or dataset name")
-        if not self.tokenizer:
+        if not self.tokenizer and "tokenizer" not in mistyped:
             problems.append("--tokenizer (config `tokenizer`) is required")
-        if not self.out:
+        if not self.out and "out" not in mistyped:
             problems.append("--out (config `out`) is required")
         if self.max_length < 2:
             problems.append(f"--max-length is {self.max_length}; it must be at least 2")
@@ -117,45 +109,29 @@ class BuildConfig:
             problems.append("--pad-vocab-to-multiple-of must be a positive integer")
         if self.shard_size_mb < 1:
             problems.append("--shard-size-mb must be at least 1")
-        if problems:
-            raise SftprepError("invalid build config:\n  - " + "\n  - ".join(problems))
-        return self
+        return problems
 
     def to_dict(self) -> dict:
         """All fields as plain JSON values (tuples become lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
-FIELD_NAMES = tuple(f.name for f in fields(BuildConfig))
-LIST_FIELDS = ("sources", "eval_sources")
+FIELD_NAMES = [f.name for f in fields(BuildConfig)]
 
 
 def load_config(path: str | None, overrides: dict) -> BuildConfig:
-    """Merge a YAML file (if any) with explicit overrides (flags given on the command line)."""
+    """Merge a YAML file (if any) with explicit overrides (flags given, or a Python dict);
+    every problem (unknown keys, types, values) is reported at once in one ConfigError."""
     values: dict = {}
+    problems: list[str] = []
     if path:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise SftprepError(f"--config {path}: file not found") from None
-        except yaml.YAMLError as err:
-            raise SftprepError(f"--config {path}: not valid YAML ({err})") from None
-        if not isinstance(loaded, dict):
-            raise SftprepError(f"--config {path}: expected a mapping of option names to values")
-        unknown = sorted(set(loaded) - set(FIELD_NAMES))
-        if unknown:
-            raise SftprepError(
-                f"--config {path}: unknown keys {', '.join(unknown)}; known keys: {', '.join(FIELD_NAMES)}"
-            )
-        base = Path(path).parent
-        values.update(_resolve_paths(loaded, base))
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    for name in LIST_FIELDS:
-        if name in values and isinstance(values[name], str):
-            values[name] = (values[name],)
-        if name in values:
-            values[name] = tuple(values[name])
-    return BuildConfig(**values).validate()
+        loaded = read_yaml(path, ConfigError)
+        problems += unknown_keys(loaded, FIELD_NAMES, f"--config {path}")
+        values.update(_resolve_paths(loaded, Path(path).parent))
+    given = {k: v for k, v in overrides.items() if v is not None}
+    problems += unknown_keys(given, FIELD_NAMES, "build config")
+    values.update(given)
+    return construct(BuildConfig, {k: v for k, v in values.items() if k in FIELD_NAMES}, problems, ConfigError)
 
 
 def _resolve_paths(loaded: dict, base: Path) -> dict:
@@ -169,7 +145,8 @@ def _resolve_paths(loaded: dict, base: Path) -> dict:
     for name in ("sources", "eval_sources"):
         if name in out:
             items = [out[name]] if isinstance(out[name], str) else out[name]
-            out[name] = [resolve(v) for v in items]
+            if isinstance(items, list):  # anything else is reported by the type check
+                out[name] = [resolve(v) if isinstance(v, str) else v for v in items]
     for name in ("tokenizer", "chat_template"):
         if isinstance(out.get(name), str) and out[name] != "chatml":
             out[name] = resolve(out[name])

@@ -1,12 +1,20 @@
 """The one exception sftprep raises for anything the user can fix.
 
-The CLI prints it as a single line and exits 1; any other exception is a bug and keeps its
+The CLI prints it as a single line and exits 1 (2 for a ConfigError); any other exception is a bug and keeps its
 traceback.
 """
+
+from schemas.config_fields import ConfigProblems
 
 
 class SftprepError(Exception):
     """A problem with the user's input or config; the message says what, where and how to fix it."""
+
+
+class ConfigError(ConfigProblems, SftprepError):
+    """Bad config values or combinations (YAML, flags or Python), one line each; the CLI exits 2."""
+
+    title = "invalid build config"
 
 
 class RowError(SftprepError):

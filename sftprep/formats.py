@@ -143,7 +143,7 @@ def _content_text(content, where: str) -> str:
     raise RowError("bad_field_type", f"{where}: content must be a string or a list of text parts, got {type(content).__name__}")
 
 
-def normalize_messages(raw) -> tuple:
+def normalize_messages(raw) -> tuple:  # noqa: C901, PLR0912 - one check per way a message can be wrong
     """Canonical messages from {role, content} or ShareGPT {from, value} dicts; checks every message."""
     if isinstance(raw, str):
         try:

@@ -123,9 +123,11 @@ def print_rich(view: BuildView, shown: list[Shown], console: Console) -> None:
             console.print(text, soft_wrap=True)
 
 
-def run_inspect(build_dir: str, split: str | None = None, row: int | None = None, example: int | None = None,
-                html: str | None = None, sample: int = 20, seed: int = 0, tokenizer: str | None = None,
-                console: Console | None = None) -> None:
+def run_inspect(  # noqa: PLR0913 - one argument per `sftprep inspect` option
+    build_dir: str, split: str | None = None, row: int | None = None, example: int | None = None,
+    html: str | None = None, sample: int = 20, seed: int = 0, tokenizer: str | None = None,
+    console: Console | None = None,
+) -> None:
     """The `sftprep inspect` command: print rows, or with `html` write a page of sampled rows."""
     view = BuildView(build_dir, tokenizer)
     console = console or Console()

@@ -19,8 +19,8 @@ from sftprep.encoding import Encoded
 from sftprep.errors import RowError, SftprepError
 from sftprep.example_stage import ExampleStage, has_loss, init_worker, process_in_worker
 from sftprep.formats import detect_format
-from sftprep.parallel import chunked, in_worker_processes, pipelined, worker_processes
 from sftprep.length_policy import apply_length_policy
+from sftprep.parallel import chunked, in_worker_processes, pipelined, worker_processes
 from sftprep.row_assembly import assemble_rows, plan_rows, split_positions, split_stats
 from sftprep.sources import Source, content_sha256, iter_rows, resolve_sources
 from sftprep.spill import Spill

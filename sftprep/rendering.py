@@ -76,10 +76,7 @@ def trained_messages(example: Example, loss_on: str) -> list[bool]:
     """Which messages train: the policy, then each message's own `train` flag."""
     messages = example.messages
     assistants = [i for i, m in enumerate(messages) if m["role"] == "assistant" and i >= example.prompt_messages]
-    if loss_on == "last-assistant":
-        chosen = set(assistants[-1:])
-    else:
-        chosen = set(assistants)
+    chosen = set(assistants[-1:]) if loss_on == "last-assistant" else set(assistants)
     flags = [i in chosen for i in range(len(messages))]
     return [m.get("train", flag) if isinstance(m.get("train"), bool) else flag for m, flag in zip(messages, flags)]
 

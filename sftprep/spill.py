@@ -23,8 +23,8 @@ class Spill:
     def __init__(self, folder: Path, name: str):
         folder.mkdir(parents=True, exist_ok=True)
         self._ids_path, self._mask_path = folder / f"{name}.ids", folder / f"{name}.mask"
-        self._ids = open(self._ids_path, "wb", buffering=WRITE_BUFFER)
-        self._mask = open(self._mask_path, "wb", buffering=WRITE_BUFFER)
+        self._ids = open(self._ids_path, "wb", buffering=WRITE_BUFFER)  # noqa: SIM115 - closed by close()
+        self._mask = open(self._mask_path, "wb", buffering=WRITE_BUFFER)  # noqa: SIM115
         self.example_ids = array("q")
         self.starts = array("q")
         self.lengths = array("l")

@@ -12,7 +12,6 @@ import inspect
 import json
 import os
 import sys
-import typing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,15 +19,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sfttrain.config import (
-    TrainConfig,
-    default_of,
-    field_docs,
-    field_names,
-    flag,
-    load_config,
-)
-from sfttrain.errors import SfttrainError
+from schemas.config_fields import cli_parameters, flag
+from sfttrain.config import TrainConfig, load_config
+from sfttrain.errors import ConfigError, SfttrainError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train on a build made by `sftprep build`.")
 JSON_KEYS = ("model_kwargs", "training_args")
@@ -52,7 +45,7 @@ def run(config: Path | None = None, **flags: Any) -> None:
             print_summary(result)
     except SfttrainError as e:
         typer.echo(f"error: {e}", err=True)
-        code = 1
+        code = 2 if isinstance(e, ConfigError) else 1
     exit_if_distributed(code)
     if code:
         raise typer.Exit(code)
@@ -108,41 +101,15 @@ def _parse_json(key: str, value: Any) -> Any:
     return parsed
 
 
-def _option_type(key: str) -> type:
-    """The Python type of a flag: bool, int, float or str (dict keys take JSON text)."""
-    hint = typing.get_type_hints(TrainConfig)[key]
-    for candidate in (bool, int, float, str):
-        if candidate in typing.get_args(hint) or hint is candidate:
-            return candidate
-    return str  # dicts come in as JSON text
-
-
 def _signature() -> inspect.Signature:
     """run()'s parameters: --config, then one option per config key, all defaulting to "not given"."""
-    docs = field_docs()
-    params = [
-        inspect.Parameter(
-            "config",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=None,
-            annotation=Annotated[Path | None, typer.Option("--config", help="YAML file of config keys; flags override it.")],
-        )
-    ]
-    for key in field_names():
-        kind = _option_type(key)
-        names = f"{flag(key)}/--no-{key.replace('_', '-')}" if kind is bool else flag(key)
-        default = default_of(key)
-        shown = json.dumps(default) if key in JSON_KEYS else default
-        help_text = docs.get(key, "") + (" (JSON)" if key in JSON_KEYS else "") + f" [default: {shown}]"
-        params.append(
-            inspect.Parameter(
-                key,
-                inspect.Parameter.KEYWORD_ONLY,
-                default=None,
-                annotation=Annotated[kind | None, typer.Option(names, help=help_text, show_default=False)],
-            )
-        )
-    return inspect.Signature(params)
+    config = inspect.Parameter(
+        "config",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[Path | None, typer.Option("--config", help="YAML file of config keys; flags override it.")],
+    )
+    return inspect.Signature([config] + cli_parameters(TrainConfig))
 
 
 run.__signature__ = _signature()

@@ -8,23 +8,15 @@ transformers, so `sfttrain --help` and config errors are instant.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
-import itertools
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import yaml
-
-from sfttrain.errors import SfttrainError
-
-DTYPES = ("auto", "bf16", "fp16", "fp32")
-ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "sdpa", "flex_attention", "eager")
+from schemas.config_fields import check_types, construct, flag, read_yaml, unknown_keys
+from schemas.config_fields import field_docs as _field_docs
+from sfttrain.errors import ConfigError
 
 # TrainingArguments fields that sfttrain sets itself: `training_args` may not set them.
 # Each maps to the config key to use instead (None: fixed by how sfttrain batches data).
@@ -71,9 +63,9 @@ class TrainConfig:
     # --- model loading ---
     random_init: bool = False
     """Build the model from `model`'s config.json with random weights (quickstart, benchmarks)."""
-    dtype: str = "auto"
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     """Weights and autocast dtype: bf16, fp16, fp32, or auto (bf16 on a bf16-capable GPU, else fp32); fp16 full fine-tuning keeps fp32 weights."""
-    attn: str = "auto"
+    attn: Literal["auto", "flash_attention_2", "sdpa", "flex_attention", "eager"] = "auto"
     """Attention kernel: auto (flash_attention_2 if flash-attn is installed and CUDA is there, else sdpa), flash_attention_2, sdpa, flex_attention or eager."""
     model_kwargs: dict = field(default_factory=dict)
     """Extra keyword arguments for from_pretrained (applied last, so they override the above)."""
@@ -144,6 +136,13 @@ class TrainConfig:
     training_args: dict = field(default_factory=dict)
     """Any other transformers.TrainingArguments field, e.g. {save_total_limit: 2, optim: adamw_torch_fused}."""
 
+    def __post_init__(self):
+        check_types(self, ConfigError)
+
+    def value_problems(self, mistyped: frozenset = frozenset()) -> list[str]:
+        """See the module-level value_problems."""
+        return value_problems(self, mistyped)
+
     @property
     def uses_adapter(self) -> bool:
         """True when training a PEFT adapter (new LoRA or a continued one) instead of all weights."""
@@ -155,64 +154,34 @@ def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainConfig)]
 
 
-def default_of(name: str) -> Any:
-    """The default value of one config key (for --help texts)."""
-    f = TrainConfig.__dataclass_fields__[name]
-    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-
-
 def field_docs() -> dict[str, str]:
-    """Each config key's docstring, read from this file's source (the --help text of its flag)."""
-    tree = ast.parse(inspect.getsource(TrainConfig))
-    body = tree.body[0].body
-    return {
-        node.target.id: nxt.value.value
-        for node, nxt in itertools.pairwise(body)
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-    }
-
-
-def flag(name: str) -> str:
-    """The CLI flag of a config key: learning_rate -> --learning-rate."""
-    return "--" + name.replace("_", "-")
+    """Each config key's docstring (the --help text of its flag)."""
+    return _field_docs(TrainConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a YAML config (optional), apply overrides (CLI flags that were given), validate."""
+    """Read a YAML config (optional), apply overrides (CLI flags that were given), validate;
+    every problem (unknown keys, types, values) is reported at once in one ConfigError."""
     values: dict[str, Any] = {}
     problems: list[str] = []
+    known = field_names()
+    hint = " (TrainingArguments fields go under `training_args:`)"
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise SfttrainError(f"config file {path} does not exist (--config)")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise SfttrainError(f"config file {path} must be a mapping of keys to values, got {type(loaded).__name__}")
-        known = set(field_names())
-        unknown = sorted(set(loaded) - known)
-        if unknown:
-            problems.append(
-                f"unknown key(s) in {path}: {', '.join(unknown)} "
-                "(TrainingArguments fields go under `training_args:`)"
-            )
-        values.update(_resolve_paths({k: v for k, v in loaded.items() if k in known}, path.parent))
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    problems += _type_problems(values)
-    if problems:
-        raise SfttrainError("; ".join(problems))
-    config = TrainConfig(**values)
-    validate(config)
-    return config
+        loaded = read_yaml(path, ConfigError)
+        problems += unknown_keys(loaded, known, f"--config {path}", hint)
+        values.update(_resolve_paths(loaded, Path(path).parent))
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    problems += unknown_keys(given, known, "train config", hint)
+    values.update(given)
+    return construct(TrainConfig, {k: v for k, v in values.items() if k in known}, problems, ConfigError)
 
 
-def validate(config: TrainConfig) -> None:
-    """Check values and combinations; raise one SfttrainError listing every problem."""
+def value_problems(config: TrainConfig, mistyped: frozenset = frozenset()) -> list[str]:  # noqa: C901, PLR0912 - a flat list of checks
+    """Values out of range, missing or conflicting (types are already checked). Keys in
+    `mistyped` had a value of the wrong type, already reported: they are not called missing."""
     c = config
-    problems = [f"{flag(k)} (config key `{k}`) is required" for k in ("data", "model", "output_dir") if getattr(c, k) is None]
-    if c.dtype not in DTYPES:
-        problems.append(f"--dtype must be one of {', '.join(DTYPES)}, got {c.dtype!r}")
-    if c.attn not in ATTN_IMPLEMENTATIONS:
-        problems.append(f"--attn must be one of {', '.join(ATTN_IMPLEMENTATIONS)}, got {c.attn!r}")
+    required = ("data", "model", "output_dir")
+    problems = [f"{flag(k)} (config key `{k}`) is required" for k in required if getattr(c, k) is None and k not in mistyped]
     for name in ("batch_tokens", "grad_accum", "max_steps", "logging_steps", "eval_steps", "save_steps", "pad_vocab_to_multiple_of", "lora_alpha"):
         value = getattr(c, name)
         if value is not None and value < 1:
@@ -245,8 +214,7 @@ def validate(config: TrainConfig) -> None:
             own = OWNED_TRAINING_ARGS[key]
             hint = f"use {flag(own)} (config key `{own}`)" if own else "sfttrain sets it itself"
             problems.append(f"training_args.{key} cannot be set there: {hint}")
-    if problems:
-        raise SfttrainError("; ".join(problems))
+    return problems
 
 
 def _resolve_paths(loaded: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -262,23 +230,3 @@ def _resolve_paths(loaded: dict[str, Any], base: Path) -> dict[str, Any]:
             if key not in ("model", "tokenizer") or Path(candidate).exists():
                 out[key] = candidate
     return out
-
-
-def _type_problems(values: dict[str, Any]) -> list[str]:
-    """Type errors of raw values against the dataclass annotations, one message per key."""
-    hints = typing.get_type_hints(TrainConfig)
-    problems = []
-    for key, value in values.items():
-        allowed = _allowed_types(hints[key])
-        ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
-        if not ok:
-            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
-            problems.append(f"{flag(key)} (config key `{key}`) must be {names}, got {value!r}")
-    return problems
-
-
-def _allowed_types(hint: Any) -> tuple[type, ...]:
-    """Python types a value of this annotation may have (an int is fine where a float is expected)."""
-    args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
-    allowed = tuple(typing.get_origin(a) or a for a in args)
-    return allowed + (int,) if float in allowed else allowed

@@ -5,6 +5,14 @@ bug and keeps its traceback. Messages say what was wrong, what was received, and
 config key to change.
 """
 
+from schemas.config_fields import ConfigProblems
+
 
 class SfttrainError(Exception):
     """A problem with the user's input (config, build folder, model) rather than a bug."""
+
+
+class ConfigError(ConfigProblems, SfttrainError):
+    """Bad config values or combinations (YAML, flags or Python), one line each; the CLI exits 2."""
+
+    title = "invalid train config"

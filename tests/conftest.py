@@ -1,7 +1,7 @@
 """Fixtures shared by all tests: where the bundled and shared assets are, and HF reference tokenizers."""
 
 import os
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -28,7 +28,7 @@ def shared_data(name: str) -> Path:
     return path
 
 
-@lru_cache(maxsize=None)
+@cache
 def hf_tokenizer(path: str, chat_template: str | None = None):
     """transformers' own tokenizer, the independent reference for ids and template masks."""
     from transformers import AutoTokenizer

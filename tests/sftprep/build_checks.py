@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from schemas import EXAMPLE_IDS, INPUT_IDS, LOSS_MASK, MANIFEST_NAME, NUM_LOSS_TOKENS, NUM_TOKENS, SEQ_LENS, row_schema
+from schemas import (
+    EXAMPLE_IDS,
+    INPUT_IDS,
+    LOSS_MASK,
+    MANIFEST_NAME,
+    NUM_LOSS_TOKENS,
+    NUM_TOKENS,
+    SEQ_LENS,
+    row_schema,
+)
 
 
 def load_manifest(build: Path) -> dict:

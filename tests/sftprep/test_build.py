@@ -186,14 +186,14 @@ def test_cli_config_file_with_flag_overrides(tmp_path):
     check_build(out)
 
 
-def test_cli_reports_config_problems_on_one_line_each_and_exits_1(tmp_path):
+def test_cli_reports_config_problems_on_one_line_each_and_exits_2(tmp_path):
     result = runner.invoke(app, ["build", "x.jsonl", "--out", str(tmp_path / "o"), "--packing", "tight", "--loss-on", "everything"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "--packing" in result.output and "--loss-on" in result.output and "--tokenizer" in result.output
     bad = tmp_path / "c.yaml"
     bad.write_text("max_lenght: 5\n")
     result = runner.invoke(app, ["build", "--config", str(bad)])
-    assert result.exit_code == 1 and "max_lenght" in result.output
+    assert result.exit_code == 2 and "max_lenght" in result.output
 
 
 def test_build_help_documents_every_config_key():

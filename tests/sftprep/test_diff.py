@@ -63,7 +63,7 @@ def test_one_changed_token_is_found(builds):
     assert "chat.jsonl (train) content_sha256: a: " in out and "chat.jsonl (train) path: a: " in out
     assert "1 differ in tokens, 0 only in the loss mask" in out
     head = f"example {CHANGED_ROW} — "
-    line = next(l for l in out.splitlines() if head in l)
+    line = next(text for text in out.splitlines() if head in text)
     assert f"row {CHANGED_ROW}: {len(ids_a)} → {len(ids_b)} tokens; first different token at position {position}" in line
     assert f"{tok.decode([ids_a[position]])!r} (id {ids_a[position]})" in out
     assert f"{tok.decode([ids_b[position]])!r} (id {ids_b[position]})" in out
@@ -77,8 +77,8 @@ def test_changed_option_names_the_key_and_the_mask(builds):
     assert "0 differ in tokens" in out and "only in the loss mask" in out
     assert "loss mask first differs at position 1 (b trains it, a does not" in out
     assert "train loss_tokens: a: " in out
-    shown = [l for l in out.splitlines() if l.startswith("  example ")]
-    assert len(shown) == 3 and len([l for l in diff(builds["a"], builds["c"], "--examples", "1").splitlines() if l.startswith("  example ")]) == 1
+    shown = [text for text in out.splitlines() if text.startswith("  example ")]
+    assert len(shown) == 3 and len([text for text in diff(builds["a"], builds["c"], "--examples", "1").splitlines() if text.startswith("  example ")]) == 1
 
 
 def test_not_a_build(builds, tmp_path):

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 import sftprep
-from tests.conftest import TOKENIZER_NAMES, hf_tokenizer, shared_data, shared_tokenizer, trl_template
+from tests.conftest import (
+    TOKENIZER_NAMES,
+    hf_tokenizer,
+    shared_data,
+    shared_tokenizer,
+    trl_template,
+)
 from tests.sftprep.build_checks import check_build, examples_by_id, load_manifest
 
 TRAINING_TEMPLATES = {"smollm2": "qwen2_5_training", "qwen3": "qwen3_training", "llama3": "llama3_training"}

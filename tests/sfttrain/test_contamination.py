@@ -57,9 +57,9 @@ def test_packed_logits_and_loss_equal_examples_alone(tmp_path, base_config, attn
     assert packed.dtype == torch.float32
     assert _worst_difference(packed, [logits for _, logits in alone]) < 1e-5
     targets = [n - 1 for n in LENGTHS]  # loss_mask is 0 on each example's first token only
-    weighted = sum(l.item() * n for (l, _), n in zip(alone, targets)) / sum(targets)
+    weighted = sum(loss_.item() * n for (loss_, _), n in zip(alone, targets)) / sum(targets)
     assert loss.item() == pytest.approx(weighted, abs=1e-5)
-    assert abs(weighted - np.mean([l.item() for l, _ in alone])) > 1e-4  # the weighting matters here
+    assert abs(weighted - np.mean([loss_.item() for loss_, _ in alone])) > 1e-4  # the weighting matters here
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
