@@ -19,6 +19,7 @@ import dataclasses
 import inspect
 import itertools
 import json
+import types
 import typing
 from functools import cache
 from pathlib import Path
@@ -221,16 +222,16 @@ def _describe(field: dataclasses.Field, value: Any, errors: list[dict], nullable
 
 def _cli_type(annotation) -> tuple[type, tuple]:
     """The flag's Python type (bool, int, float, str, list[str] or dict) and its choices, if any."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
-    if typing.get_origin(annotation) is typing.Literal:
-        return str, typing.get_args(annotation)
-    for arg in args:
-        if typing.get_origin(arg) is typing.Literal:
-            return str, typing.get_args(arg)
-        if typing.get_origin(arg) is tuple or arg is tuple:
+    origin = typing.get_origin(annotation)
+    members = typing.get_args(annotation) if origin in (typing.Union, types.UnionType) else (annotation,)
+    for member in (m for m in members if m is not type(None)):
+        kind = typing.get_origin(member) or member
+        if kind is typing.Literal:
+            return str, typing.get_args(member)
+        if kind is tuple:
             return list[str], ()
-        if typing.get_origin(arg) is dict or arg is dict:
+        if kind is dict:
             return dict, ()
-        if arg in (bool, int, float, str):
-            return arg, ()
+        if kind in (bool, int, float, str):
+            return kind, ()
     return str, ()

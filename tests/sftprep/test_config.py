@@ -73,3 +73,18 @@ def test_bad_yaml_and_a_missing_file_are_one_line(tmp_path):
 def test_a_bad_flag_value_is_a_usage_error(tmp_path):
     result = runner.invoke(app, ["build", "a.jsonl", "--tokenizer", "t", "--out", "o", "--max-length", "abc"])
     assert result.exit_code == 2 and "Traceback" not in result.output and "--max-length" in result.output
+
+
+def test_flags_are_generated_with_the_right_kinds(tmp_path):
+    """Several SOURCEs and repeated --eval are lists, bools take --no-, choices are listed."""
+    from sftprep.cli import build
+
+    params = build.__signature__.parameters
+    assert str(params["sources"].annotation.__origin__) == "list[str] | None"
+    assert str(params["eval_sources"].annotation.__origin__) == "list[str] | None"
+    assert params["max_length"].annotation.__origin__ == int | None
+    result = runner.invoke(app, ["build", "a.jsonl", "b.jsonl", "--eval", "c.jsonl", "--eval", "d.jsonl", "--eval-fraction", "0.1"])
+    assert result.exit_code == 2 and "Got unexpected extra" not in result.output
+    assert "--eval-fraction and --eval both given" in result.output and "--tokenizer (config `tokenizer`) is required" in result.output
+    help_text = runner.invoke(app, ["build", "--help"], env={"COLUMNS": "250"}).output
+    assert "--no-concat-token" in help_text and "One of: bfd, wrapped, none." in help_text
