@@ -128,8 +128,15 @@ def run_measured(cmd: list, env: dict, log_path: Path, timeout: float) -> dict:
             time.sleep(0.01)
         wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"wall_s": wall, "rc": proc.returncode, "rss_max_mb": ru.ru_maxrss / 1024, "pss_sum_mb": peak_pss / 1024,
-            "process_cpu_s": ru.ru_utime + ru.ru_stime, "load_before": load0, "load_after": os.getloadavg()[0]}
+    return {
+        "wall_s": wall,
+        "rc": proc.returncode,
+        "rss_max_mb": ru.ru_maxrss / 1024,
+        "pss_sum_mb": peak_pss / 1024,
+        "process_cpu_s": ru.ru_utime + ru.ru_stime,
+        "load_before": load0,
+        "load_after": os.getloadavg()[0],
+    }
 
 
 def _log_tail(path: Path, n: int = 30) -> str:
@@ -147,8 +154,22 @@ def run_sftprep(ds: dict, a, work: Path) -> dict:
     exe = Path(sys.executable).parent / "sftprep"
     out = Path(tempfile.mkdtemp(prefix="sftprep-out-", dir=work))
     shutil.rmtree(out)  # a fresh, absent --out
-    cmd = [str(exe) if exe.exists() else "sftprep", "build", str(ds["sftprep_path"]), "--tokenizer", str(a.tokenizer),
-           "--out", str(out), "--max-length", str(a.max_length), "--packing", "bfd", "--num-proc", str(a.sftprep_num_proc), "-q"]
+    cmd = [
+        str(exe) if exe.exists() else "sftprep",
+        "build",
+        str(ds["sftprep_path"]),
+        "--tokenizer",
+        str(a.tokenizer),
+        "--out",
+        str(out),
+        "--max-length",
+        str(a.max_length),
+        "--packing",
+        "bfd",
+        "--num-proc",
+        str(a.sftprep_num_proc),
+        "-q",
+    ]
     if ds.get("template"):
         cmd[3:3] = ["--chat-template", str(ds["template"])]
     log = work / f"{ds['key']}-sftprep.log"
@@ -160,11 +181,20 @@ def run_sftprep(ds: dict, a, work: Path) -> dict:
     split = man["splits"]["train"]
     src = man["sources"][0]
     m.update(
-        tokens=split["tokens"], loss_tokens=split["loss_tokens"], rows=split["rows"],
-        packing_efficiency=split["packing_efficiency"], examples=split["examples"],
-        truncated=sum(s.get("truncated", 0) for s in man["sources"]), dropped=man.get("dropped", {}),
-        build_s=man.get("elapsed_s"), seconds=m["wall_s"], cpu_s=m["process_cpu_s"], rows_read=src["rows_read"],
-        out_mb=sum(s.get("bytes", s.get("size", 0)) for s in split["shards"]) / 1e6 if split.get("shards") else None,
+        tokens=split["tokens"],
+        loss_tokens=split["loss_tokens"],
+        rows=split["rows"],
+        packing_efficiency=split["packing_efficiency"],
+        examples=split["examples"],
+        truncated=sum(s.get("truncated", 0) for s in man["sources"]),
+        dropped=man.get("dropped", {}),
+        build_s=man.get("elapsed_s"),
+        seconds=m["wall_s"],
+        cpu_s=m["process_cpu_s"],
+        rows_read=src["rows_read"],
+        out_mb=sum(s.get("bytes", s.get("size", 0)) for s in split["shards"]) / 1e6
+        if split.get("shards")
+        else None,
     )
     shutil.rmtree(out, ignore_errors=True)
     return m
@@ -172,13 +202,36 @@ def run_sftprep(ds: dict, a, work: Path) -> dict:
 
 def run_worker(method: str, ds: dict, a, work: Path) -> dict:
     result = work / f"{ds['key']}-{method}.json"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "_worker", method, "--data", str(ds["trl_path"] if method == "trl" else ds["sftprep_path"]),
-           "--kind", ds["kind"], "--tokenizer", str(a.tokenizer), "--num-proc", str(a.num_proc),
-           "--max-length", str(a.max_length), "--result", str(result), "--tmp", str(work)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "_worker",
+        method,
+        "--data",
+        str(ds["trl_path"] if method == "trl" else ds["sftprep_path"]),
+        "--kind",
+        ds["kind"],
+        "--tokenizer",
+        str(a.tokenizer),
+        "--num-proc",
+        str(a.num_proc),
+        "--max-length",
+        str(a.max_length),
+        "--result",
+        str(result),
+        "--tmp",
+        str(work),
+    ]
     if ds.get("template"):
         cmd += ["--template", str(ds["template"])]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_VERBOSITY="error",
-               HF_DATASETS_DISABLE_PROGRESS_BARS="1", TOKENIZERS_PARALLELISM="true")
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_VERBOSITY="error",
+        HF_DATASETS_DISABLE_PROGRESS_BARS="1",
+        TOKENIZERS_PARALLELISM="true",
+    )
     log = work / f"{ds['key']}-{method}.log"
     m = run_measured(cmd, env, log, a.timeout)
     if m["rc"] != 0 or not result.exists():
@@ -200,7 +253,9 @@ def cpu_now() -> float:
 
 
 def worker_trl(w) -> dict:
-    cache = tempfile.mkdtemp(prefix="hf-cache-", dir=w.tmp)  # fresh: no cached map() results to reuse
+    cache = tempfile.mkdtemp(
+        prefix="hf-cache-", dir=w.tmp
+    )  # fresh: no cached map() results to reuse
     os.environ["HF_DATASETS_CACHE"] = cache
     t0 = time.perf_counter()
     import datasets
@@ -222,9 +277,18 @@ def worker_trl(w) -> dict:
     load_cpu = cpu_now() - c0
 
     t = time.perf_counter()
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=w.max_length,
-                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=w.max_length,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     model = LlamaForCausalLM(config)
     model_s = time.perf_counter() - t
 
@@ -241,9 +305,16 @@ def worker_trl(w) -> dict:
             return out
 
     args = SFTConfig(
-        output_dir=os.path.join(cache, "run"), report_to="none", packing=True, packing_strategy="bfd",
-        max_length=w.max_length, dataset_num_proc=w.num_proc if w.num_proc > 1 else None,
-        assistant_only_loss=w.kind == "messages", use_cpu=True, save_strategy="no", logging_strategy="no",
+        output_dir=os.path.join(cache, "run"),
+        report_to="none",
+        packing=True,
+        packing_strategy="bfd",
+        max_length=w.max_length,
+        dataset_num_proc=w.num_proc if w.num_proc > 1 else None,
+        assistant_only_loss=w.kind == "messages",
+        use_cpu=True,
+        save_strategy="no",
+        logging_strategy="no",
     )
     t = time.perf_counter()
     trainer = TimedSFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
@@ -257,10 +328,19 @@ def worker_trl(w) -> dict:
     loss_tokens = int(pc.sum(pc.not_equal(labels, -100)).as_py())
     rows = len(out)
     res = {
-        "tokens": tokens, "loss_tokens": loss_tokens, "rows": rows, "rows_read": len(ds),
-        "packing_efficiency": tokens / (rows * w.max_length), "import_s": import_s, "load_s": load_s,
-        "model_s": model_s, "trainer_s": trainer_s, "prepare_s": sum(prep),
-        "seconds": load_s + sum(prep), "cpu_s": load_cpu + sum(prep_cpu), "completion_only_loss": trainer.completion_only_loss,
+        "tokens": tokens,
+        "loss_tokens": loss_tokens,
+        "rows": rows,
+        "rows_read": len(ds),
+        "packing_efficiency": tokens / (rows * w.max_length),
+        "import_s": import_s,
+        "load_s": load_s,
+        "model_s": model_s,
+        "trainer_s": trainer_s,
+        "prepare_s": sum(prep),
+        "seconds": load_s + sum(prep),
+        "cpu_s": load_cpu + sum(prep_cpu),
+        "completion_only_loss": trainer.completion_only_loss,
         "assistant_only_loss": args.assistant_only_loss,
     }
     shutil.rmtree(cache, ignore_errors=True)
@@ -279,15 +359,26 @@ def _ceiling_init(template: str, special: dict, kind: str) -> None:
 def _ceiling_conversation(line: str, kind: str) -> list:
     row = json.loads(line)
     if kind == "alpaca":
-        return [{"role": "user", "content": alpaca_user(row)}, {"role": "assistant", "content": row["output"]}]
+        return [
+            {"role": "user", "content": alpaca_user(row)},
+            {"role": "assistant", "content": row["output"]},
+        ]
     return row["messages"]
 
 
 def _ceiling_render(lines: list) -> list:
     """Parse and render a chunk of JSONL lines (in a pool worker, or inline)."""
     template, special, kind = _CEIL["template"], _CEIL["special"], _CEIL["kind"]
-    return [template.render(messages=_ceiling_conversation(line, kind), tools=None, documents=None,
-                            add_generation_prompt=False, **special) for line in lines]
+    return [
+        template.render(
+            messages=_ceiling_conversation(line, kind),
+            tools=None,
+            documents=None,
+            add_generation_prompt=False,
+            **special,
+        )
+        for line in lines
+    ]
 
 
 def worker_ceiling(w) -> dict:
@@ -332,7 +423,9 @@ def worker_ceiling(w) -> dict:
         encode_s += time.perf_counter() - te
 
     if w.num_proc > 1:
-        ctx = multiprocessing.get_context("fork")  # nothing Rust-parallel has run in this process yet
+        ctx = multiprocessing.get_context(
+            "fork"
+        )  # nothing Rust-parallel has run in this process yet
         with ctx.Pool(w.num_proc) as pool:  # inherits the compiled template through the fork
             for texts in pool.imap(_ceiling_render, chunks):
                 consume(texts)
@@ -341,9 +434,15 @@ def worker_ceiling(w) -> dict:
             consume(_ceiling_render(c))
     total_s = time.perf_counter() - t
     return {
-        "tokens_untruncated": untruncated, "tokens": tokens, "rows_read": rows, "read_s": read_s,
-        "encode_s": encode_s, "render_s": total_s - read_s - encode_s, "import_s": import_s,
-        "seconds": total_s, "cpu_s": cpu_now() - c0,
+        "tokens_untruncated": untruncated,
+        "tokens": tokens,
+        "rows_read": rows,
+        "read_s": read_s,
+        "encode_s": encode_s,
+        "render_s": total_s - read_s - encode_s,
+        "import_s": import_s,
+        "seconds": total_s,
+        "cpu_s": cpu_now() - c0,
     }
 
 
@@ -354,8 +453,18 @@ def worker_main(argv: list) -> int:
     ap.add_argument("--kind", required=True, choices=("alpaca", "messages"))
     ap.add_argument("--tokenizer", required=True)
     ap.add_argument("--template")
-    ap.add_argument("--num-proc", type=int, default=2, help="processes for TRL (dataset_num_proc) and the ceiling's renderers")
-    ap.add_argument("--sftprep-num-proc", type=int, default=None, help="sftprep --num-proc (default: --num-proc; 0 = sftprep's own choice)")
+    ap.add_argument(
+        "--num-proc",
+        type=int,
+        default=2,
+        help="processes for TRL (dataset_num_proc) and the ceiling's renderers",
+    )
+    ap.add_argument(
+        "--sftprep-num-proc",
+        type=int,
+        default=None,
+        help="sftprep --num-proc (default: --num-proc; 0 = sftprep's own choice)",
+    )
     ap.add_argument("--max-length", type=int, default=2048)
     ap.add_argument("--result", required=True)
     ap.add_argument("--tmp", required=True)
@@ -383,20 +492,62 @@ def make_datasets(a, scale: int, work: Path) -> list:
         with open(src, "w", encoding="utf-8") as fa, open(pc_, "w", encoding="utf-8") as fp:
             for _ in range(reps):
                 for r in rows:
-                    fa.write(json.dumps({"instruction": r["instruction"], "input": r["input"], "output": r["output"]}, ensure_ascii=False) + "\n")
-                    fp.write(json.dumps({"prompt": [{"role": "user", "content": alpaca_user(r)}],
-                                         "completion": [{"role": "assistant", "content": r["output"]}]}, ensure_ascii=False) + "\n")
-        out.append({"key": f"alpaca-x{reps}", "name": f"alpaca x{reps}", "kind": "alpaca", "sftprep_path": src, "trl_path": pc_,
-                    "template": None, "n_rows": len(rows) * reps, "scale": scale, "dataset": "alpaca"})
+                    fa.write(
+                        json.dumps(
+                            {
+                                "instruction": r["instruction"],
+                                "input": r["input"],
+                                "output": r["output"],
+                            },
+                            ensure_ascii=False,
+                        )
+                        + "\n"
+                    )
+                    fp.write(
+                        json.dumps(
+                            {
+                                "prompt": [{"role": "user", "content": alpaca_user(r)}],
+                                "completion": [{"role": "assistant", "content": r["output"]}],
+                            },
+                            ensure_ascii=False,
+                        )
+                        + "\n"
+                    )
+        out.append(
+            {
+                "key": f"alpaca-x{reps}",
+                "name": f"alpaca x{reps}",
+                "kind": "alpaca",
+                "sftprep_path": src,
+                "trl_path": pc_,
+                "template": None,
+                "n_rows": len(rows) * reps,
+                "scale": scale,
+                "dataset": "alpaca",
+            }
+        )
     if "synthetic" in a.datasets:
         n = a.synthetic_rows * scale
         path = d / f"synthetic-{n}.jsonl"
         t = time.perf_counter()
         make_synthetic.write_jsonl(str(path), n, a.seed)
-        print(f"[data] synthetic: {n:,} conversations, {path.stat().st_size / 1e6:.0f} MB in {time.perf_counter() - t:.0f}s", flush=True)
-        out.append({"key": f"synthetic-{n}", "name": f"synthetic {n // 1000}k conv" if n >= 1000 else f"synthetic {n} conv",
-                    "kind": "messages", "sftprep_path": path, "trl_path": path, "template": trl_template_path(),
-                    "n_rows": n, "scale": scale, "dataset": "synthetic"})
+        print(
+            f"[data] synthetic: {n:,} conversations, {path.stat().st_size / 1e6:.0f} MB in {time.perf_counter() - t:.0f}s",
+            flush=True,
+        )
+        out.append(
+            {
+                "key": f"synthetic-{n}",
+                "name": f"synthetic {n // 1000}k conv" if n >= 1000 else f"synthetic {n} conv",
+                "kind": "messages",
+                "sftprep_path": path,
+                "trl_path": path,
+                "template": trl_template_path(),
+                "n_rows": n,
+                "scale": scale,
+                "dataset": "synthetic",
+            }
+        )
     return out
 
 
@@ -413,11 +564,24 @@ def ok(r) -> bool:
 
 
 def report(ds: dict, res: dict, a) -> None:  # noqa: C901 - one flat table, a row per measured method
-    print(f"\n== {ds['name']} (scale {ds['scale']}x, {ds['n_rows']:,} rows) | tokenizer {Path(a.tokenizer).name} | "
-          f"--num-proc {a.num_proc} (sftprep {a.sftprep_num_proc}) | max-length {a.max_length}, bfd" + (f" | template {Path(ds['template']).name}" if ds.get("template") else ""))
+    print(
+        f"\n== {ds['name']} (scale {ds['scale']}x, {ds['n_rows']:,} rows) | tokenizer {Path(a.tokenizer).name} | "
+        f"--num-proc {a.num_proc} (sftprep {a.sftprep_num_proc}) | max-length {a.max_length}, bfd"
+        + (f" | template {Path(ds['template']).name}" if ds.get("template") else "")
+    )
     if a.repeat > 1:
-        print("   " + "; ".join(f"{LABELS[m]} seconds {r['all_seconds']} CPU s {r['all_cpu_s']}" for m, r in res.items() if ok(r)) + f" (best of {a.repeat} shown)")
-    print(f"   {'method':8} {'tokens':>11} {'loss tok':>11} {'rows':>7} {'pack eff':>8} {'seconds':>8} {'tok/s':>8} {'CPU s':>7} {'tok/CPU-s':>9} {'RSS max':>9} {'PSS sum':>9} {'load':>9}")
+        print(
+            "   "
+            + "; ".join(
+                f"{LABELS[m]} seconds {r['all_seconds']} CPU s {r['all_cpu_s']}"
+                for m, r in res.items()
+                if ok(r)
+            )
+            + f" (best of {a.repeat} shown)"
+        )
+    print(
+        f"   {'method':8} {'tokens':>11} {'loss tok':>11} {'rows':>7} {'pack eff':>8} {'seconds':>8} {'tok/s':>8} {'CPU s':>7} {'tok/CPU-s':>9} {'RSS max':>9} {'PSS sum':>9} {'load':>9}"
+    )
     for meth, r in res.items():
         if "error" not in r and "cpu_s" not in r:
             r["cpu_s"] = r["process_cpu_s"]
@@ -427,24 +591,34 @@ def report(ds: dict, res: dict, a) -> None:  # noqa: C901 - one flat table, a ro
         loss = f"{r['loss_tokens']:,}" if "loss_tokens" in r else "-"
         rows = f"{r['rows']:,}" if "rows" in r else "-"
         eff = f"{r['packing_efficiency']:.4f}" if "packing_efficiency" in r else "-"
-        print(f"   {LABELS[meth]:8} {r['tokens']:>11,} {loss:>11} {rows:>7} {eff:>8} {r['seconds']:>8.2f} {_m(r['tokens'] / r['seconds']):>8} "
-              f"{r['cpu_s']:>7.1f} {_m(r['tokens'] / r['cpu_s']):>9} {r['rss_max_mb']:>7.0f}MB {r['pss_sum_mb']:>7.0f}MB {r['load_before']:>4.1f}>{r['load_after']:<4.1f}")
+        print(
+            f"   {LABELS[meth]:8} {r['tokens']:>11,} {loss:>11} {rows:>7} {eff:>8} {r['seconds']:>8.2f} {_m(r['tokens'] / r['seconds']):>8} "
+            f"{r['cpu_s']:>7.1f} {_m(r['tokens'] / r['cpu_s']):>9} {r['rss_max_mb']:>7.0f}MB {r['pss_sum_mb']:>7.0f}MB {r['load_before']:>4.1f}>{r['load_after']:<4.1f}"
+        )
     s, t, c = res.get("sftprep"), res.get("trl"), res.get("ceiling")
     if ok(s):
-        print(f"   sftprep: CLI wall {s['wall_s']:.2f}s = build {s['build_s']:.2f}s (manifest elapsed_s) + {s['wall_s'] - s['build_s']:.2f}s interpreter/imports/CLI; "
-              f"truncated {s['truncated']}, dropped {s['dropped'] or 'none'}")
+        print(
+            f"   sftprep: CLI wall {s['wall_s']:.2f}s = build {s['build_s']:.2f}s (manifest elapsed_s) + {s['wall_s'] - s['build_s']:.2f}s interpreter/imports/CLI; "
+            f"truncated {s['truncated']}, dropped {s['dropped'] or 'none'}"
+        )
     if ok(t):
-        print(f"   TRL: load_dataset {t['load_s']:.2f}s + _prepare_dataset {t['prepare_s']:.2f}s counted; not counted: imports {t['import_s']:.1f}s, "
-              f"model {t['model_s']:.2f}s, rest of SFTTrainer.__init__ {t['trainer_s'] - t['prepare_s']:.2f}s; "
-              f"completion_only_loss={t['completion_only_loss']}, assistant_only_loss={t['assistant_only_loss']}")
+        print(
+            f"   TRL: load_dataset {t['load_s']:.2f}s + _prepare_dataset {t['prepare_s']:.2f}s counted; not counted: imports {t['import_s']:.1f}s, "
+            f"model {t['model_s']:.2f}s, rest of SFTTrainer.__init__ {t['trainer_s'] - t['prepare_s']:.2f}s; "
+            f"completion_only_loss={t['completion_only_loss']}, assistant_only_loss={t['assistant_only_loss']}"
+        )
     if ok(c):
-        print(f"   ceiling: read {c['read_s']:.2f}s, encode_batch {c['encode_s']:.2f}s, waiting on rendering {c['render_s']:.2f}s; "
-              f"untruncated tokens {c['tokens_untruncated']:,} (tokens column: each capped at {a.max_length}); imports {c['import_s']:.1f}s not counted")
+        print(
+            f"   ceiling: read {c['read_s']:.2f}s, encode_batch {c['encode_s']:.2f}s, waiting on rendering {c['render_s']:.2f}s; "
+            f"untruncated tokens {c['tokens_untruncated']:,} (tokens column: each capped at {a.max_length}); imports {c['import_s']:.1f}s not counted"
+        )
     if ok(s) and ok(t):
         diff = (t["tokens"] - s["tokens"]) / s["tokens"]
         ldiff = (t["loss_tokens"] - s["loss_tokens"]) / s["loss_tokens"]
         flag = "" if abs(diff) < 0.01 else "  <-- MORE THAN 1% APART"
-        print(f"   same tokens? sftprep {s['tokens']:,} vs TRL {t['tokens']:,} ({diff:+.3%}); loss tokens {s['loss_tokens']:,} vs {t['loss_tokens']:,} ({ldiff:+.2%}){flag}")
+        print(
+            f"   same tokens? sftprep {s['tokens']:,} vs TRL {t['tokens']:,} ({diff:+.3%}); loss tokens {s['loss_tokens']:,} vs {t['loss_tokens']:,} ({ldiff:+.2%}){flag}"
+        )
     if ok(s) and ok(c):
         diff = (c["tokens"] - s["tokens"]) / s["tokens"]
         print(f"   ceiling vs sftprep tokens: {c['tokens']:,} vs {s['tokens']:,} ({diff:+.3%})")
@@ -452,20 +626,29 @@ def report(ds: dict, res: dict, a) -> None:  # noqa: C901 - one flat table, a ro
     for meth in ("sftprep", "trl", "ceiling"):
         r = res.get(meth)
         if ok(r):
-            parts.append(f"{LABELS[meth]} {_m(r['tokens'] / r['seconds'])} tok/s ({r['seconds']:.1f}s, {r['pss_sum_mb']:.0f}MB)")
+            parts.append(
+                f"{LABELS[meth]} {_m(r['tokens'] / r['seconds'])} tok/s ({r['seconds']:.1f}s, {r['pss_sum_mb']:.0f}MB)"
+            )
     line = f"{ds['name']}: " + " | ".join(parts)
     if ok(s) and ok(t):
-        line += (f" | ratio sftprep/TRL {(s['tokens'] / s['seconds']) / (t['tokens'] / t['seconds']):.1f}x"
-                 f" (build {(s['tokens'] / s['build_s']) / (t['tokens'] / t['seconds']):.1f}x;"
-                 f" per CPU-s {(s['tokens'] / s['cpu_s']) / (t['tokens'] / t['cpu_s']):.1f}x)")
+        line += (
+            f" | ratio sftprep/TRL {(s['tokens'] / s['seconds']) / (t['tokens'] / t['seconds']):.1f}x"
+            f" (build {(s['tokens'] / s['build_s']) / (t['tokens'] / t['seconds']):.1f}x;"
+            f" per CPU-s {(s['tokens'] / s['cpu_s']) / (t['tokens'] / t['cpu_s']):.1f}x)"
+        )
     if ok(s) and ok(c):
-        line += (f" | sftprep/ceiling {(s['tokens'] / s['seconds']) / (c['tokens'] / c['seconds']):.2f}"
-                 f" (build {(s['tokens'] / s['build_s']) / (c['tokens'] / c['seconds']):.2f};"
-                 f" per CPU-s {(s['tokens'] / s['cpu_s']) / (c['tokens'] / c['cpu_s']):.2f})")
+        line += (
+            f" | sftprep/ceiling {(s['tokens'] / s['seconds']) / (c['tokens'] / c['seconds']):.2f}"
+            f" (build {(s['tokens'] / s['build_s']) / (c['tokens'] / c['seconds']):.2f};"
+            f" per CPU-s {(s['tokens'] / s['cpu_s']) / (c['tokens'] / c['cpu_s']):.2f})"
+        )
     print(line, flush=True)
     if ok(s) and (ok(t) or ok(c)):
-        print("   ratios: first on sftprep's CLI wall (interpreter start and imports included), then on its build time\n"
-              "   (manifest elapsed_s: imports excluded, as they are for TRL and the ceiling; tokenizer loading included)", flush=True)
+        print(
+            "   ratios: first on sftprep's CLI wall (interpreter start and imports included), then on its build time\n"
+            "   (manifest elapsed_s: imports excluded, as they are for TRL and the ceiling; tokenizer loading included)",
+            flush=True,
+        )
 
 
 def report_scaling(all_res: list) -> None:
@@ -483,17 +666,21 @@ def report_scaling(all_res: list) -> None:
             a, b = r0.get(meth), r1.get(meth)
             if not a or not b or "error" in a or "error" in b:
                 continue
-            print(f"{name} {LABELS[meth]} {d1['scale']}x/{d0['scale']}x: tokens {b['tokens'] / a['tokens']:.2f}x, time {b['seconds'] / a['seconds']:.2f}x "
-                  f"({a['seconds']:.1f}s -> {b['seconds']:.1f}s), throughput {_m(a['tokens'] / a['seconds'])} -> {_m(b['tokens'] / b['seconds'])} tok/s, "
-                  f"CPU {b['cpu_s'] / a['cpu_s']:.2f}x, RSS max {b['rss_max_mb'] / a['rss_max_mb']:.2f}x ({a['rss_max_mb']:.0f} -> {b['rss_max_mb']:.0f}MB), "
-                  f"PSS sum {b['pss_sum_mb'] / a['pss_sum_mb']:.2f}x ({a['pss_sum_mb']:.0f} -> {b['pss_sum_mb']:.0f}MB)")
+            print(
+                f"{name} {LABELS[meth]} {d1['scale']}x/{d0['scale']}x: tokens {b['tokens'] / a['tokens']:.2f}x, time {b['seconds'] / a['seconds']:.2f}x "
+                f"({a['seconds']:.1f}s -> {b['seconds']:.1f}s), throughput {_m(a['tokens'] / a['seconds'])} -> {_m(b['tokens'] / b['seconds'])} tok/s, "
+                f"CPU {b['cpu_s'] / a['cpu_s']:.2f}x, RSS max {b['rss_max_mb'] / a['rss_max_mb']:.2f}x ({a['rss_max_mb']:.0f} -> {b['rss_max_mb']:.0f}MB), "
+                f"PSS sum {b['pss_sum_mb'] / a['pss_sum_mb']:.2f}x ({a['pss_sum_mb']:.0f} -> {b['pss_sum_mb']:.0f}MB)"
+            )
 
 
 def machine() -> str:
     cpu, mem = "?", 0.0
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?")
+            cpu = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?"
+            )
         with open("/proc/meminfo") as f:
             mem = next((int(ln.split()[1]) / 2**20 for ln in f if ln.startswith("MemTotal")), 0.0)
     except OSError:
@@ -517,21 +704,60 @@ def main(argv=None) -> int:  # noqa: C901, PLR0915 - argument handling and the r
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_worker"]:
         return worker_main(argv[1:])
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    ap.add_argument("--scale", default="1", help="data multiplier, or a comma list (e.g. 1,10) to print scaling ratios")
-    ap.add_argument("--num-proc", type=int, default=2, help="processes for TRL (dataset_num_proc) and the ceiling's renderers")
-    ap.add_argument("--sftprep-num-proc", type=int, default=None, help="sftprep --num-proc (default: --num-proc; 0 = sftprep's own choice)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    ap.add_argument(
+        "--scale",
+        default="1",
+        help="data multiplier, or a comma list (e.g. 1,10) to print scaling ratios",
+    )
+    ap.add_argument(
+        "--num-proc",
+        type=int,
+        default=2,
+        help="processes for TRL (dataset_num_proc) and the ceiling's renderers",
+    )
+    ap.add_argument(
+        "--sftprep-num-proc",
+        type=int,
+        default=None,
+        help="sftprep --num-proc (default: --num-proc; 0 = sftprep's own choice)",
+    )
     ap.add_argument("--tokenizer", default=str(DEFAULT_TOKENIZER))
     ap.add_argument("--only", default=",".join(METHODS), help="comma list of sftprep,trl,ceiling")
     ap.add_argument("--datasets", default="alpaca,synthetic", help="comma list of alpaca,synthetic")
-    ap.add_argument("--quick", action="store_true", help="small smoke run (alpaca x1, 500 synthetic conversations)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="small smoke run (alpaca x1, 500 synthetic conversations)",
+    )
     ap.add_argument("--max-length", type=int, default=2048)
-    ap.add_argument("--alpaca-repeat", type=int, default=None, help="alpaca repeats at 1x (default 20; 1 with --quick)")
-    ap.add_argument("--synthetic-rows", type=int, default=None, help="synthetic conversations at 1x (default 7000; 500 with --quick)")
-    ap.add_argument("--repeat", type=int, default=1, help="run each method R times and keep the fastest (the machine may be shared)")
+    ap.add_argument(
+        "--alpaca-repeat",
+        type=int,
+        default=None,
+        help="alpaca repeats at 1x (default 20; 1 with --quick)",
+    )
+    ap.add_argument(
+        "--synthetic-rows",
+        type=int,
+        default=None,
+        help="synthetic conversations at 1x (default 7000; 500 with --quick)",
+    )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run each method R times and keep the fastest (the machine may be shared)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=1800, help="per method run, seconds")
-    ap.add_argument("--workdir", help="where data and outputs go (default: a temp dir, removed at the end)")
+    ap.add_argument(
+        "--workdir", help="where data and outputs go (default: a temp dir, removed at the end)"
+    )
     ap.add_argument("--json", help="write all results to this file")
     a = ap.parse_args(argv)
     a.only = [m.strip().lower() for m in a.only.split(",") if m.strip()]
@@ -550,20 +776,31 @@ def main(argv=None) -> int:  # noqa: C901, PLR0915 - argument handling and the r
 
     work = Path(a.workdir or tempfile.mkdtemp(prefix="sftprep-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"[bench] {versions()}; {machine()}; {platform.platform()}; load avg {os.getloadavg()[0]:.1f}")
-    print(f"[bench] methods {','.join(a.only)}; datasets {','.join(a.datasets)}; scales {scales}; --num-proc {a.num_proc} (sftprep {a.sftprep_num_proc}); --repeat {a.repeat}; work dir {work}", flush=True)
+    print(
+        f"[bench] {versions()}; {machine()}; {platform.platform()}; load avg {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"[bench] methods {','.join(a.only)}; datasets {','.join(a.datasets)}; scales {scales}; --num-proc {a.num_proc} (sftprep {a.sftprep_num_proc}); --repeat {a.repeat}; work dir {work}",
+        flush=True,
+    )
     all_res = []
     t_start = time.perf_counter()
     try:
         for scale in scales:
             for ds in make_datasets(a, scale, work):
                 res, runs = {}, {meth: [] for meth in METHODS if meth in a.only}
-                for _ in range(a.repeat):  # rounds of one run per method: a busy spell hits all methods alike
+                for _ in range(
+                    a.repeat
+                ):  # rounds of one run per method: a busy spell hits all methods alike
                     for meth in runs:
                         if meth in res:
                             continue  # failed before
                         try:
-                            runs[meth].append(run_sftprep(ds, a, work) if meth == "sftprep" else run_worker(meth, ds, a, work))
+                            runs[meth].append(
+                                run_sftprep(ds, a, work)
+                                if meth == "sftprep"
+                                else run_worker(meth, ds, a, work)
+                            )
                         except Exception as err:  # noqa: BLE001 -- report it and go on with the other methods
                             res[meth] = {"error": str(err)}
                             print(f"[{meth}] {ds['name']}: FAILED\n{err}", flush=True)
@@ -571,7 +808,9 @@ def main(argv=None) -> int:  # noqa: C901, PLR0915 - argument handling and the r
                     if meth not in res:
                         res[meth] = min(done, key=lambda r: r["seconds"])  # best of --repeat
                         res[meth]["all_seconds"] = [round(r["seconds"], 2) for r in done]
-                        res[meth]["all_cpu_s"] = [round(r.get("cpu_s", r["process_cpu_s"]), 2) for r in done]
+                        res[meth]["all_cpu_s"] = [
+                            round(r.get("cpu_s", r["process_cpu_s"]), 2) for r in done
+                        ]
                 report(ds, res, a)
                 all_res.append((ds, res))
             shutil.rmtree(work / f"data-x{scale}", ignore_errors=True)
@@ -581,7 +820,16 @@ def main(argv=None) -> int:  # noqa: C901, PLR0915 - argument handling and the r
             shutil.rmtree(work, ignore_errors=True)
     print(f"\n[bench] total wall {time.perf_counter() - t_start:.0f}s")
     if a.json:
-        Path(a.json).write_text(json.dumps([{"dataset": {k: str(v) for k, v in ds.items()}, "results": res} for ds, res in all_res], indent=1, default=str))
+        Path(a.json).write_text(
+            json.dumps(
+                [
+                    {"dataset": {k: str(v) for k, v in ds.items()}, "results": res}
+                    for ds, res in all_res
+                ],
+                indent=1,
+                default=str,
+            )
+        )
     failed = any("error" in r for _, res in all_res for r in res.values())
     return 1 if failed else 0
 

@@ -44,13 +44,33 @@ SMOLLM2_360M = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true", help="tiny model and data: runs on CPU in seconds")
-    parser.add_argument("--out", type=Path, default=None, help="working folder (default: a temporary one)")
-    parser.add_argument("--examples", type=int, default=None, help="synthetic chat examples (default 3000, tiny 24)")
-    parser.add_argument("--max-length", type=int, default=None, help="build max_length = batch tokens (default 2048, tiny 128)")
-    parser.add_argument("--check-steps", type=int, default=None, help="steps of the bf16 and QLoRA checks (default 10, tiny 1)")
-    parser.add_argument("--skip-checks", action="store_true", help="skip (a), the bf16 and QLoRA steps")
-    parser.add_argument("--skip-speed", action="store_true", help="skip (b), the comparison with TRL")
+    parser.add_argument(
+        "--tiny", action="store_true", help="tiny model and data: runs on CPU in seconds"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="working folder (default: a temporary one)"
+    )
+    parser.add_argument(
+        "--examples", type=int, default=None, help="synthetic chat examples (default 3000, tiny 24)"
+    )
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="build max_length = batch tokens (default 2048, tiny 128)",
+    )
+    parser.add_argument(
+        "--check-steps",
+        type=int,
+        default=None,
+        help="steps of the bf16 and QLoRA checks (default 10, tiny 1)",
+    )
+    parser.add_argument(
+        "--skip-checks", action="store_true", help="skip (a), the bf16 and QLoRA steps"
+    )
+    parser.add_argument(
+        "--skip-speed", action="store_true", help="skip (b), the comparison with TRL"
+    )
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="train_speed-"))
     examples = args.examples or (24 if args.tiny else 3000)
@@ -60,10 +80,18 @@ def main() -> None:
     import torch
 
     cuda = torch.cuda.is_available()
-    print(f"device: {torch.cuda.get_device_name() if cuda else 'cpu'}; torch {torch.__version__}; out: {out}", flush=True)
+    print(
+        f"device: {torch.cuda.get_device_name() if cuda else 'cpu'}; torch {torch.__version__}; out: {out}",
+        flush=True,
+    )
     model_dir = write_model_config(out / "model", args.tiny)
     build_dir = make_build(out, examples, max_length, args.tiny)
-    results: dict = {"device": torch.cuda.get_device_name() if cuda else "cpu", "tiny": args.tiny, "examples": examples, "max_length": max_length}
+    results: dict = {
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "tiny": args.tiny,
+        "examples": examples,
+        "max_length": max_length,
+    }
     if not args.skip_checks:
         results["checks"] = run_checks(out, model_dir, build_dir, check_steps, cuda)
     if not args.skip_speed:
@@ -90,7 +118,10 @@ def make_build(out: Path, count: int, max_length: int, tiny: bool) -> Path:
     import sftprep
 
     rng = np.random.default_rng(0)
-    words = ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), rng.integers(2, 9))) for _ in range(3000)]
+    words = [
+        "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), rng.integers(2, 9)))
+        for _ in range(3000)
+    ]
     median_words = 10 if tiny else 120
 
     def text(scale: float) -> str:
@@ -100,14 +131,27 @@ def make_build(out: Path, count: int, max_length: int, tiny: bool) -> Path:
     source = out / "chats.jsonl"
     with source.open("w") as f:
         for _ in range(count):
-            messages = [{"role": "user", "content": text(0.5)}, {"role": "assistant", "content": text(1.0)}]
+            messages = [
+                {"role": "user", "content": text(0.5)},
+                {"role": "assistant", "content": text(1.0)},
+            ]
             f.write(json.dumps({"messages": messages}) + "\n")
     build_dir = out / "build"
-    sftprep.build({"sources": [str(source)], "tokenizer": str(TOKENIZER), "out": str(build_dir), "max_length": max_length, "packing": "bfd"})
+    sftprep.build(
+        {
+            "sources": [str(source)],
+            "tokenizer": str(TOKENIZER),
+            "out": str(build_dir),
+            "max_length": max_length,
+            "packing": "bfd",
+        }
+    )
     return build_dir
 
 
-def sfttrain_config(out: Path, model_dir: Path, build_dir: Path, name: str, cuda: bool, **extra) -> dict:
+def sfttrain_config(
+    out: Path, model_dir: Path, build_dir: Path, name: str, cuda: bool, **extra
+) -> dict:
     return {
         "data": str(build_dir), "model": str(model_dir), "output_dir": str(out / name), "random_init": True,
         "dtype": "bf16" if cuda else "fp32", "learning_rate": 1e-4, "logging_steps": 10**6, "seed": 0,
@@ -124,14 +168,24 @@ def run_checks(out: Path, model_dir: Path, build_dir: Path, steps: int, cuda: bo
     import sfttrain
 
     checks = {}
-    runs = {"bf16": {"dtype": "bf16"}, "qlora": {"dtype": "bf16", "lora_r": 16, "load_in_4bit": True, "gradient_checkpointing": True}}
+    runs = {
+        "bf16": {"dtype": "bf16"},
+        "qlora": {
+            "dtype": "bf16",
+            "lora_r": 16,
+            "load_in_4bit": True,
+            "gradient_checkpointing": True,
+        },
+    }
     for name, extra in runs.items():
         if name == "qlora" and not (cuda and importlib.util.find_spec("bitsandbytes")):
             checks[name] = {"skipped": "needs CUDA and bitsandbytes (pip install 'sftprep[gpu]')"}
             continue
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        config = sfttrain_config(out, model_dir, build_dir, f"check-{name}", cuda, max_steps=steps, **extra)
+        config = sfttrain_config(
+            out, model_dir, build_dir, f"check-{name}", cuda, max_steps=steps, **extra
+        )
         config["logging_steps"] = 1
         result = sfttrain.train(config)
         checks[name] = {
@@ -151,17 +205,25 @@ def run_speed(out: Path, model_dir: Path, build_dir: Path, budget: int, cuda: bo
     real_tokens = sum(len(e["input_ids"]) for e in examples)
     speed = {"real_tokens": real_tokens, "examples": len(examples), "batch_tokens": budget}
 
-    result = sfttrain.train(sfttrain_config(out, model_dir, build_dir, "speed-sfttrain", cuda, epochs=1, batch_tokens=budget))
+    result = sfttrain.train(
+        sfttrain_config(
+            out, model_dir, build_dir, "speed-sfttrain", cuda, epochs=1, batch_tokens=budget
+        )
+    )
     speed["sfttrain"] = _rate(real_tokens, result.metrics["train_runtime"])
     assert result.tokens == real_tokens, (result.tokens, real_tokens)
 
     mean_length = real_tokens / len(examples)
     batch_size = max(1, round(budget / mean_length))
-    speed["trl_padded"] = run_trl(out, model_dir, examples, budget, cuda, packing=False, batch_size=batch_size)
+    speed["trl_padded"] = run_trl(
+        out, model_dir, examples, budget, cuda, packing=False, batch_size=batch_size
+    )
     speed["trl_padded"]["batch_size"] = batch_size
     speed["trl_bfd"] = run_trl(out, model_dir, examples, budget, cuda, packing=True, batch_size=1)
     for name in ("trl_padded", "trl_bfd"):
-        speed[f"ratio_vs_{name}"] = round(speed["sfttrain"]["tokens_per_second"] / speed[name]["tokens_per_second"], 3)
+        speed[f"ratio_vs_{name}"] = round(
+            speed["sfttrain"]["tokens_per_second"] / speed[name]["tokens_per_second"], 3
+        )
     print(
         f"tokens/s  sfttrain {speed['sfttrain']['tokens_per_second']:,.0f}  "
         f"TRL padded {speed['trl_padded']['tokens_per_second']:,.0f} (x{speed['ratio_vs_trl_padded']})  "
@@ -187,7 +249,15 @@ def build_examples(build_dir: Path) -> list[dict]:
     return examples
 
 
-def run_trl(out: Path, model_dir: Path, examples: list[dict], budget: int, cuda: bool, packing: bool, batch_size: int) -> dict:
+def run_trl(
+    out: Path,
+    model_dir: Path,
+    examples: list[dict],
+    budget: int,
+    cuda: bool,
+    packing: bool,
+    batch_size: int,
+) -> dict:
     """One epoch of TRL's SFTTrainer on the pre-tokenized examples; real tokens per second."""
     import importlib.util
 
@@ -199,14 +269,21 @@ def run_trl(out: Path, model_dir: Path, examples: list[dict], budget: int, cuda:
     dtype = torch.bfloat16 if cuda else torch.float32
     attn = "flash_attention_2" if cuda and importlib.util.find_spec("flash_attn") else "sdpa"
     set_seed(0)
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir), dtype=dtype, attn_implementation=attn)
+    model = AutoModelForCausalLM.from_config(
+        AutoConfig.from_pretrained(model_dir), dtype=dtype, attn_implementation=attn
+    )
     name = "trl-bfd" if packing else "trl-padded"
     config = SFTConfig(
         output_dir=str(out / name), num_train_epochs=1, per_device_train_batch_size=batch_size, learning_rate=1e-4,
         max_length=budget, packing=packing, packing_strategy="bfd", bf16=cuda, gradient_checkpointing=False,
         save_strategy="no", logging_steps=10**6, report_to="none", disable_tqdm=True, seed=0, use_cpu=not cuda,
     )  # fmt: skip
-    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(examples), processing_class=AutoTokenizer.from_pretrained(TOKENIZER))
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(examples),
+        processing_class=AutoTokenizer.from_pretrained(TOKENIZER),
+    )
     started = time.perf_counter()
     metrics = trainer.train().metrics
     wall = time.perf_counter() - started

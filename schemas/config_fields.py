@@ -48,7 +48,9 @@ class ConfigProblems(Exception):
 
     title = "invalid config"
 
-    def __init__(self, message: str, problems: list[str] | None = None, bad_keys: set | None = None):
+    def __init__(
+        self, message: str, problems: list[str] | None = None, bad_keys: set | None = None
+    ):
         self.problems = problems if problems is not None else [message]
         self.bad_keys = bad_keys or set()
         """Config keys whose value had the wrong type."""
@@ -121,7 +123,9 @@ def type_problems(config) -> dict[str, str]:
         try:
             _adapter(hints[field.name]).validate_python(value)
         except pydantic.ValidationError as err:
-            problems[field.name] = _describe(field, value, err.errors(), type(None) in typing.get_args(hints[field.name]))
+            problems[field.name] = _describe(
+                field, value, err.errors(), type(None) in typing.get_args(hints[field.name])
+            )
     return problems
 
 
@@ -137,7 +141,9 @@ def read_yaml(path: str | Path, error: type[Exception]) -> dict:
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
         raise error(f"--config {path}: not valid YAML{at}; fix the file") from None
     if not isinstance(loaded, dict):
-        raise error(f"--config {path}: expected a mapping of config keys to values, got {type(loaded).__name__}")
+        raise error(
+            f"--config {path}: expected a mapping of config keys to values, got {type(loaded).__name__}"
+        )
     return loaded
 
 
@@ -155,13 +161,19 @@ def field_docs(cls: type) -> dict[str, str]:
     return {
         node.target.id: " ".join(nxt.value.value.split())
         for node, nxt in itertools.pairwise(body)
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+        if isinstance(node, ast.AnnAssign)
+        and isinstance(nxt, ast.Expr)
+        and isinstance(nxt.value, ast.Constant)
     }
 
 
 def default_of(field: dataclasses.Field) -> Any:
     """A field's default value (calling its default_factory)."""
-    return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+    return (
+        field.default_factory()
+        if field.default_factory is not dataclasses.MISSING
+        else field.default
+    )
 
 
 def cli_parameters(cls: type, positional: str | None = None) -> list[inspect.Parameter]:
@@ -181,7 +193,11 @@ def cli_parameters(cls: type, positional: str | None = None) -> list[inspect.Par
             help_text += " (JSON)"
             kind, default = str, json.dumps(default)
         if field.name == positional:
-            option = typer.Argument(metavar=field.metadata.get("metavar", field.name.upper() + "..."), help=help_text, show_default=False)
+            option = typer.Argument(
+                metavar=field.metadata.get("metavar", field.name.upper() + "..."),
+                help=help_text,
+                show_default=False,
+            )
         else:
             names = field_flag(field)
             if kind is bool:
@@ -189,7 +205,11 @@ def cli_parameters(cls: type, positional: str | None = None) -> list[inspect.Par
             shown = f" [default: {default}]" if default not in (None, (), "") else ""
             option = typer.Option(names, help=help_text + shown, show_default=False)
         annotation = typing.Annotated[kind | None, option]
-        params.append(inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation))
+        params.append(
+            inspect.Parameter(
+                field.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation
+            )
+        )
     return params
 
 
@@ -216,14 +236,20 @@ def _describe(field: dataclasses.Field, value: Any, errors: list[dict], nullable
     if item is not None:  # one bad entry of a list
         wanted = EXPECTED.get(item["type"], item["msg"].lower())
         return f"{field.name}[{item['loc'][-1]}] ({field_flag(field)}): expected {wanted}, got {item['input']!r}"
-    wanted = sorted({EXPECTED.get(e["type"], e["msg"].lower()) for e in errors} | ({"null"} if nullable else set()), key=lambda w: w == "null")
+    wanted = sorted(
+        {EXPECTED.get(e["type"], e["msg"].lower()) for e in errors}
+        | ({"null"} if nullable else set()),
+        key=lambda w: w == "null",
+    )
     return f"{head}: expected {' or '.join(wanted)}, got {value!r}"
 
 
 def _cli_type(annotation) -> tuple[type, tuple]:
     """The flag's Python type (bool, int, float, str, list[str] or dict) and its choices, if any."""
     origin = typing.get_origin(annotation)
-    members = typing.get_args(annotation) if origin in (typing.Union, types.UnionType) else (annotation,)
+    members = (
+        typing.get_args(annotation) if origin in (typing.Union, types.UnionType) else (annotation,)
+    )
     for member in (m for m in members if m is not type(None)):
         kind = typing.get_origin(member) or member
         if kind is typing.Literal:

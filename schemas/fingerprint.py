@@ -19,5 +19,7 @@ def tokenizer_fingerprint(backend) -> str:
     """sha256 hex of a `tokenizers.Tokenizer`'s vocabulary and its ids for a fixed probe text."""
     vocab = sorted(backend.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1])
     probe = backend.encode(PROBE_TEXT, add_special_tokens=False).ids
-    payload = json.dumps({"vocab": vocab, "probe": probe}, ensure_ascii=False, separators=(",", ":"))
+    payload = json.dumps(
+        {"vocab": vocab, "probe": probe}, ensure_ascii=False, separators=(",", ":")
+    )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()

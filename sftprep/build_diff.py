@@ -16,9 +16,39 @@ from sftprep.errors import SftprepError
 
 NOT_OUTPUT_KEYS = ("out", "num_proc", "overwrite")
 """Config keys that never change what a build holds; not reported."""
-TOKENIZER_KEYS = ("fingerprint", "chat_template_sha256", "chat_template_source", "length", "bos_id", "eos_id", "pad_id", "special_tokens", "added_tokens")
-SOURCE_KEYS = ("content_sha256", "format", "example_id_start", "rows_read", "rows_kept", "dropped", "truncated", "truncated_tokens", "split_examples", "tokens", "loss_tokens")
-SPLIT_KEYS = ("examples", "rows", "tokens", "loss_tokens", "packing_efficiency", "max_length", "packing")
+TOKENIZER_KEYS = (
+    "fingerprint",
+    "chat_template_sha256",
+    "chat_template_source",
+    "length",
+    "bos_id",
+    "eos_id",
+    "pad_id",
+    "special_tokens",
+    "added_tokens",
+)
+SOURCE_KEYS = (
+    "content_sha256",
+    "format",
+    "example_id_start",
+    "rows_read",
+    "rows_kept",
+    "dropped",
+    "truncated",
+    "truncated_tokens",
+    "split_examples",
+    "tokens",
+    "loss_tokens",
+)
+SPLIT_KEYS = (
+    "examples",
+    "rows",
+    "tokens",
+    "loss_tokens",
+    "packing_efficiency",
+    "max_length",
+    "packing",
+)
 CONTEXT = 6
 """Tokens of context shown on each side of a differing token."""
 
@@ -70,7 +100,11 @@ def index_examples(view: BuildView) -> Examples:
             flat_mask = table.column(LOSS_MASK).chunk(0).values.to_numpy()
             lens = table.column(SEQ_LENS).chunk(0).values.to_numpy()
             starts = np.concatenate([[0], np.cumsum(lens)[:-1]]) if len(lens) else lens
-            for example_id, start, length in zip(table.column(EXAMPLE_IDS).chunk(0).values.to_numpy().tolist(), starts.tolist(), lens.tolist()):
+            for example_id, start, length in zip(
+                table.column(EXAMPLE_IDS).chunk(0).values.to_numpy().tolist(),
+                starts.tolist(),
+                lens.tolist(),
+            ):
                 count[example_id] = count.get(example_id, 0) + 1
                 where[example_id] = (flat_ids, flat_mask, start, length)
     spread = [e for e, n in count.items() if n > 1]
@@ -98,7 +132,11 @@ def _context(view: BuildView, ids: np.ndarray, position: int) -> str:
         return f"{'…' if lo else ''}[{before}] ▶ {token} ◀ [{after}]{'…' if hi < len(ids) else ''}"
     texts = token_texts(backend, window)
     before, after = "".join(texts[: position - lo]), "".join(texts[position - lo + 1 :])
-    token = f"{texts[position - lo]!r} (id {window[position - lo]})" if position < len(ids) else "(end of example)"
+    token = (
+        f"{texts[position - lo]!r} (id {window[position - lo]})"
+        if position < len(ids)
+        else "(end of example)"
+    )
     return f"{'…' if lo else ''}{before!r} ▶ {token} ◀ {after!r}{'…' if hi < len(ids) else ''}"
 
 
@@ -124,22 +162,39 @@ def token_lines(a: Examples, b: Examples, limit: int) -> list[str]:
         head = f"  example {example_id} — {_origin(a.view, b.view, example_id)}: "
         if not same_ids:
             n = min(len(ids_a), len(ids_b))
-            position = int(np.flatnonzero(ids_a[:n] != ids_b[:n])[0]) if (ids_a[:n] != ids_b[:n]).any() else n
-            lines += [head + f"{len(ids_a)} → {len(ids_b)} tokens; first different token at position {position}",
-                      f"    a: {_context(a.view, ids_a, position)}", f"    b: {_context(b.view, ids_b, position)}"]
+            position = (
+                int(np.flatnonzero(ids_a[:n] != ids_b[:n])[0])
+                if (ids_a[:n] != ids_b[:n]).any()
+                else n
+            )
+            lines += [
+                head
+                + f"{len(ids_a)} → {len(ids_b)} tokens; first different token at position {position}",
+                f"    a: {_context(a.view, ids_a, position)}",
+                f"    b: {_context(b.view, ids_b, position)}",
+            ]
         else:
             mask_a, mask_b = a.mask(example_id), b.mask(example_id)
             position = int(np.flatnonzero(mask_a != mask_b)[0])
             verdict = "a trains it, b does not" if mask_a[position] else "b trains it, a does not"
-            lines += [head + f"same {len(ids_a)} tokens; loss mask first differs at position {position} ({verdict}; "
-                      f"trained tokens a: {int(mask_a.sum())} → b: {int(mask_b.sum())})",
-                      f"    {_context(a.view, ids_a, position)}"]
+            lines += [
+                head
+                + f"same {len(ids_a)} tokens; loss mask first differs at position {position} ({verdict}; "
+                f"trained tokens a: {int(mask_a.sum())} → b: {int(mask_b.sum())})",
+                f"    {_context(a.view, ids_a, position)}",
+            ]
     only_a, only_b = len(set(a.where) - set(b.where)), len(set(b.where) - set(a.where))
     if not (id_diffs or mask_diffs or only_a or only_b):
         return []
-    summary = (f"  {len(common):,} examples in both: {id_diffs:,} differ in tokens, {mask_diffs:,} only in the loss mask; "
-               f"{only_a:,} only in a, {only_b:,} only in b")
-    spread = f" ({a.spread:,} in a and {b.spread:,} in b span several segments and are not compared)" if a.spread or b.spread else ""
+    summary = (
+        f"  {len(common):,} examples in both: {id_diffs:,} differ in tokens, {mask_diffs:,} only in the loss mask; "
+        f"{only_a:,} only in a, {only_b:,} only in b"
+    )
+    spread = (
+        f" ({a.spread:,} in a and {b.spread:,} in b span several segments and are not compared)"
+        if a.spread or b.spread
+        else ""
+    )
     return [summary + spread] + lines
 
 
@@ -148,7 +203,9 @@ def diff_builds(dir_a: str, dir_b: str, examples: int = 3) -> list[str]:
     a, b = BuildView(dir_a), BuildView(dir_b)
     ma, mb = a.manifest, b.manifest
     if ma["fingerprint"] == mb["fingerprint"]:
-        return [f"identical: both builds have fingerprint {ma['fingerprint'][:12]} (same config, sources, tokenizer and sftprep version)"]
+        return [
+            f"identical: both builds have fingerprint {ma['fingerprint'][:12]} (same config, sources, tokenizer and sftprep version)"
+        ]
     keys = sorted((set(ma["config"]) | set(mb["config"])) - set(NOT_OUTPUT_KEYS))
     sections = {
         "build": changed("", ma, mb, ("format_version", "sftprep_version")),
@@ -158,12 +215,16 @@ def diff_builds(dir_a: str, dir_b: str, examples: int = 3) -> list[str]:
         "splits": _split_lines(ma["splits"], mb["splits"]),
         "tokens": token_lines(index_examples(a), index_examples(b), examples),
     }
-    lines = [f"differ: a {a.dir} (fingerprint {ma['fingerprint'][:12]}) vs b {b.dir} (fingerprint {mb['fingerprint'][:12]})"]
+    lines = [
+        f"differ: a {a.dir} (fingerprint {ma['fingerprint'][:12]}) vs b {b.dir} (fingerprint {mb['fingerprint'][:12]})"
+    ]
     for name, found in sections.items():
         if found:
             lines += [f"{name}:"] + found
     if len(lines) == 1:
-        lines.append("  no difference in config, tokenizer, sources, splits or tokens beyond the fingerprint")
+        lines.append(
+            "  no difference in config, tokenizer, sources, splits or tokens beyond the fingerprint"
+        )
     return lines
 
 
@@ -175,7 +236,12 @@ def _source_lines(sa: list[dict], sb: list[dict]) -> list[str]:
             s, side = (sa[i], "a") if i < len(sa) else (sb[i], "b")
             lines.append(f"  source {i} {s['path']} ({s['split']}): only in {side}")
         else:
-            lines += changed(f"source {i} {sa[i]['path']} ({sa[i]['split']}) ", sa[i], sb[i], ("path", "split") + SOURCE_KEYS)
+            lines += changed(
+                f"source {i} {sa[i]['path']} ({sa[i]['split']}) ",
+                sa[i],
+                sb[i],
+                ("path", "split") + SOURCE_KEYS,
+            )
     return lines
 
 

@@ -17,12 +17,31 @@ PLOT_HINT = "pip install 'sftprep[plot]'"
 def split_table(manifest: dict) -> Table:
     """Per split: examples, rows, tokens, loss tokens, loss-token ratio, packing efficiency."""
     table = Table(title="splits", title_justify="left")
-    for col in ("split", "examples", "rows", "tokens", "loss tokens", "loss ratio", "packing", "efficiency", "shards"):
+    for col in (
+        "split",
+        "examples",
+        "rows",
+        "tokens",
+        "loss tokens",
+        "loss ratio",
+        "packing",
+        "efficiency",
+        "shards",
+    ):
         table.add_column(col, justify="left" if col in ("split", "packing") else "right")
     for name, s in manifest["splits"].items():
         ratio = s["loss_tokens"] / s["tokens"] if s["tokens"] else 0.0
-        table.add_row(name, f"{s['examples']:,}", f"{s['rows']:,}", f"{s['tokens']:,}", f"{s['loss_tokens']:,}", f"{ratio:.2%}",
-                      f"{s['packing']} @ {s['max_length']}", f"{s['packing_efficiency']:.2%}", str(len(s["shards"])))
+        table.add_row(
+            name,
+            f"{s['examples']:,}",
+            f"{s['rows']:,}",
+            f"{s['tokens']:,}",
+            f"{s['loss_tokens']:,}",
+            f"{ratio:.2%}",
+            f"{s['packing']} @ {s['max_length']}",
+            f"{s['packing_efficiency']:.2%}",
+            str(len(s["shards"])),
+        )
     return table
 
 
@@ -31,22 +50,50 @@ def source_table(manifest: dict) -> Table:
     with --overlong split also how many examples were split."""
     table = Table(title="sources", title_justify="left")
     show_split = manifest["config"].get("overlong") == "split"
-    columns = ["source", "format", "split", "read", "kept", "dropped (reason)", "truncated (tokens cut)"]
+    columns = [
+        "source",
+        "format",
+        "split",
+        "read",
+        "kept",
+        "dropped (reason)",
+        "truncated (tokens cut)",
+    ]
     for col in columns + ["split examples"] * show_split + ["tokens", "loss tokens"]:
-        table.add_column(col, justify="left" if col in ("source", "format", "split", "dropped (reason)") else "right", overflow="fold")
+        table.add_column(
+            col,
+            justify="left" if col in ("source", "format", "split", "dropped (reason)") else "right",
+            overflow="fold",
+        )
     for s in manifest["sources"]:
         dropped = ", ".join(f"{n:,} {reason}" for reason, n in sorted(s["dropped"].items())) or "0"
-        cells = [s["path"], s["format"], s["split"], f"{s['rows_read']:,}", f"{s['rows_kept']:,}", dropped,
-                 f"{s['truncated']:,} ({s['truncated_tokens']:,})"]
-        table.add_row(*cells, *[f"{s.get('split_examples', 0):,}"] * show_split, f"{s['tokens']:,}", f"{s['loss_tokens']:,}")
+        cells = [
+            s["path"],
+            s["format"],
+            s["split"],
+            f"{s['rows_read']:,}",
+            f"{s['rows_kept']:,}",
+            dropped,
+            f"{s['truncated']:,} ({s['truncated_tokens']:,})",
+        ]
+        table.add_row(
+            *cells,
+            *[f"{s.get('split_examples', 0):,}"] * show_split,
+            f"{s['tokens']:,}",
+            f"{s['loss_tokens']:,}",
+        )
     return table
 
 
 def print_stats(view: BuildView, console: Console) -> None:
     """Both tables and the build's identity."""
     m = view.manifest
-    console.print(f"build {view.dir} · fingerprint {m['fingerprint'][:12]} · sftprep {m['sftprep_version']} · "
-                  f"tokenizer {m['tokenizer']['name_or_path']} ({m['tokenizer']['length']:,} ids)", highlight=False, soft_wrap=True)
+    console.print(
+        f"build {view.dir} · fingerprint {m['fingerprint'][:12]} · sftprep {m['sftprep_version']} · "
+        f"tokenizer {m['tokenizer']['name_or_path']} ({m['tokenizer']['length']:,} ids)",
+        highlight=False,
+        soft_wrap=True,
+    )
     console.print(split_table(m))
     console.print(source_table(m))
     dropped = ", ".join(f"{n:,} {reason}" for reason, n in sorted(m["dropped"].items())) or "none"
@@ -59,7 +106,9 @@ def _figure_class():
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise SftprepError(f"--plot needs matplotlib, which is not installed: {PLOT_HINT}") from None
+        raise SftprepError(
+            f"--plot needs matplotlib, which is not installed: {PLOT_HINT}"
+        ) from None
     return Figure, FigureCanvasAgg
 
 
@@ -72,11 +121,21 @@ def write_plot(view: BuildView, path: str | Path) -> None:
     for name, s in view.manifest["splits"].items():
         hist = s["length_histogram"]
         edges, counts = hist["bin_edges"], hist["counts"]
-        lengths.stairs(counts, edges, fill=True, alpha=0.5, label=f"{name} ({s['examples']:,} examples)")
+        lengths.stairs(
+            counts, edges, fill=True, alpha=0.5, label=f"{name} ({s['examples']:,} examples)"
+        )
         rows = view.column(name, NUM_TOKENS) / s["max_length"]
         if len(rows):
-            fill.hist(rows, bins=20, range=(0, 1), alpha=0.5, label=f"{name} ({len(rows):,} rows, mean {rows.mean():.1%})")
-    lengths.set(title="example length (tokens, after the length policy)", xlabel="tokens", ylabel="examples")
+            fill.hist(
+                rows,
+                bins=20,
+                range=(0, 1),
+                alpha=0.5,
+                label=f"{name} ({len(rows):,} rows, mean {rows.mean():.1%})",
+            )
+    lengths.set(
+        title="example length (tokens, after the length policy)", xlabel="tokens", ylabel="examples"
+    )
     fill.set(title="row fill (num_tokens / max_length)", xlabel="fill", ylabel="rows", xlim=(0, 1))
     for ax in (lengths, fill):
         ax.legend(loc="best", fontsize="small")
@@ -84,7 +143,9 @@ def write_plot(view: BuildView, path: str | Path) -> None:
     try:
         fig.savefig(path, format="png", dpi=110)
     except OSError as err:
-        raise SftprepError(f"--plot {path}: cannot write it ({err.strerror}); choose a writable path") from None
+        raise SftprepError(
+            f"--plot {path}: cannot write it ({err.strerror}); choose a writable path"
+        ) from None
 
 
 def run_stats(build_dir: str, plot: str | None = None, console: Console | None = None) -> None:

@@ -70,11 +70,15 @@ class BuildView:
         self.dir = Path(build_dir)
         path = self.dir / MANIFEST_NAME
         if not path.is_file():
-            raise SftprepError(f"{self.dir}: no {MANIFEST_NAME}, so this is not a complete build; run `sftprep build --out {self.dir}` first")
+            raise SftprepError(
+                f"{self.dir}: no {MANIFEST_NAME}, so this is not a complete build; run `sftprep build --out {self.dir}` first"
+            )
         try:
             self.manifest = json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            raise SftprepError(f"{path}: not valid JSON ({err}); rebuild with `sftprep build`") from None
+            raise SftprepError(
+                f"{path}: not valid JSON ({err}); rebuild with `sftprep build`"
+            ) from None
         self._tokenizer_path = tokenizer
         self._tables: dict[tuple[str, int], pa.Table] = {}
 
@@ -85,7 +89,9 @@ class BuildView:
     def split_info(self, split: str) -> dict:
         """The manifest's entry for `split`; an error naming the splits there are otherwise."""
         if split not in self.manifest["splits"]:
-            raise SftprepError(f"--split {split}: this build has no such split; it has {', '.join(self.splits)}")
+            raise SftprepError(
+                f"--split {split}: this build has no such split; it has {', '.join(self.splits)}"
+            )
         return self.manifest["splits"][split]
 
     def table(self, split: str, shard: int) -> pa.Table:
@@ -97,12 +103,17 @@ class BuildView:
                 with pa.memory_map(str(where)) as source:
                     self._tables[key] = pa.ipc.open_stream(source).read_all().combine_chunks()
             except (OSError, pa.ArrowInvalid) as err:
-                raise SftprepError(f"{where}: cannot read this shard ({err}); check the build with `sftprep verify {self.dir}`") from None
+                raise SftprepError(
+                    f"{where}: cannot read this shard ({err}); check the build with `sftprep verify {self.dir}`"
+                ) from None
         return self._tables[key]
 
     def column(self, split: str, name: str) -> np.ndarray:
         """A scalar column (e.g. num_tokens) of every row of a split, shards in order."""
-        parts = [self.table(split, i).column(name).to_numpy() for i in range(len(self.split_info(split)["shards"]))]
+        parts = [
+            self.table(split, i).column(name).to_numpy()
+            for i in range(len(self.split_info(split)["shards"]))
+        ]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def row(self, split: str, index: int) -> dict:
@@ -114,7 +125,9 @@ class BuildView:
             if index < shard["rows"]:
                 return self.table(split, shard_index).slice(index, 1).to_pylist()[0]
             index -= shard["rows"]
-        raise SftprepError(f"split {split}: the shards hold fewer rows than the manifest says; run `sftprep verify {self.dir}`")
+        raise SftprepError(
+            f"split {split}: the shards hold fewer rows than the manifest says; run `sftprep verify {self.dir}`"
+        )
 
     def find_example(self, example_id: int, splits: list[str]) -> list[tuple[str, int]]:
         """(split, row) of every row holding a segment of `example_id`, searched in `splits`."""
@@ -122,7 +135,11 @@ class BuildView:
         for split in splits:
             first_row = 0
             for shard_index, shard in enumerate(self.split_info(split)["shards"]):
-                ids = self.table(split, shard_index).column(EXAMPLE_IDS).chunk(0) if shard["rows"] else None
+                ids = (
+                    self.table(split, shard_index).column(EXAMPLE_IDS).chunk(0)
+                    if shard["rows"]
+                    else None
+                )
                 if ids is not None:
                     hits = np.flatnonzero(ids.values.to_numpy() == example_id)
                     rows = np.searchsorted(ids.offsets.to_numpy(), hits, side="right") - 1
@@ -161,10 +178,22 @@ class BuildView:
         segments, start = [], 0
         for length, example_id in zip(row[SEQ_LENS], row[EXAMPLE_IDS]):
             source, source_row = self.source_of(example_id)
-            ids, mask = row[INPUT_IDS][start : start + length], row[LOSS_MASK][start : start + length]
-            segments.append(Segment(example_id, source, source_row, decode_tokens(self.tokenizer, ids, mask)))
+            ids, mask = (
+                row[INPUT_IDS][start : start + length],
+                row[LOSS_MASK][start : start + length],
+            )
+            segments.append(
+                Segment(example_id, source, source_row, decode_tokens(self.tokenizer, ids, mask))
+            )
             start += length
-        return DecodedRow(split, index, row[NUM_TOKENS], row[NUM_LOSS_TOKENS], self.split_info(split)["max_length"], segments)
+        return DecodedRow(
+            split,
+            index,
+            row[NUM_TOKENS],
+            row[NUM_LOSS_TOKENS],
+            self.split_info(split)["max_length"],
+            segments,
+        )
 
 
 def special_ids(backend) -> set[int]:
@@ -178,10 +207,17 @@ def decode_tokens(backend, ids: list[int], mask: list[int]) -> list[Token]:
     special = special_ids(backend)
     try:
         from tokenizers.decoders import DecodeStream
-    except ImportError:  # tokenizers < 0.21: token by token, multi-byte characters may show as U+FFFD
-        return [Token(i, backend.decode([i], skip_special_tokens=False), bool(m), i in special) for i, m in zip(ids, mask)]
+    except (
+        ImportError
+    ):  # tokenizers < 0.21: token by token, multi-byte characters may show as U+FFFD
+        return [
+            Token(i, backend.decode([i], skip_special_tokens=False), bool(m), i in special)
+            for i, m in zip(ids, mask)
+        ]
     stream = DecodeStream(skip_special_tokens=False)
-    return [Token(i, stream.step(backend, i) or "", bool(m), i in special) for i, m in zip(ids, mask)]
+    return [
+        Token(i, stream.step(backend, i) or "", bool(m), i in special) for i, m in zip(ids, mask)
+    ]
 
 
 def token_texts(backend, ids: list[int]) -> list[str]:

@@ -79,7 +79,9 @@ def _binds_in_scope(nodes) -> bool:
             continue  # its body is a function of its own, like a macro's
         if isinstance(node, _SCOPE_STATEMENTS):
             return True
-        if isinstance(node, (jinja2.nodes.Assign, jinja2.nodes.AssignBlock)) and not isinstance(node.target, jinja2.nodes.NSRef):
+        if isinstance(node, (jinja2.nodes.Assign, jinja2.nodes.AssignBlock)) and not isinstance(
+            node.target, jinja2.nodes.NSRef
+        ):
             return True
         if _binds_in_scope(node.iter_child_nodes()):
             return True
@@ -103,7 +105,9 @@ class _Namespace(jinja2.utils.Namespace):
     @staticmethod
     def _check(name):
         if isinstance(name, str) and name.startswith("_"):
-            raise jinja2.exceptions.SecurityError(f"templates cannot set underscore attributes ({name!r})")
+            raise jinja2.exceptions.SecurityError(
+                f"templates cannot set underscore attributes ({name!r})"
+            )
 
 
 _DICT_ATTRIBUTES = frozenset(dir(dict))
@@ -118,7 +122,20 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     is computed once by the parent class and then looked up; any other type is checked every time.
     """
 
-    _CACHEABLE = frozenset({str, dict, list, tuple, int, float, bool, type(None), jinja2.runtime.LoopContext, _Namespace})
+    _CACHEABLE = frozenset(
+        {
+            str,
+            dict,
+            list,
+            tuple,
+            int,
+            float,
+            bool,
+            type(None),
+            jinja2.runtime.LoopContext,
+            _Namespace,
+        }
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -151,7 +168,9 @@ def _raise_exception(message):
 
 
 def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
 
 
 def _strftime_now(fmt):
@@ -170,13 +189,20 @@ def compile_template(source: str) -> jinja2.Template:
     )
     env.filters["tojson"] = _tojson
     env.globals.update(
-        raise_exception=_raise_exception, strftime_now=_strftime_now, dict=_plain_dict, namespace=_Namespace
+        raise_exception=_raise_exception,
+        strftime_now=_strftime_now,
+        dict=_plain_dict,
+        namespace=_Namespace,
     )
     try:
         template = env.from_string(source)
     except jinja2.TemplateSyntaxError as err:
-        raise SftprepError(f"the chat template does not compile: {err.message} (line {err.lineno})") from None
-    except SyntaxError as err:  # Jinja compiled it to Python that does not compile (a misplaced break)
+        raise SftprepError(
+            f"the chat template does not compile: {err.message} (line {err.lineno})"
+        ) from None
+    except (
+        SyntaxError
+    ) as err:  # Jinja compiled it to Python that does not compile (a misplaced break)
         raise SftprepError(f"the chat template does not compile: {err.msg}") from None
     # Jinja keeps a template's globals as a ChainMap over the environment's, and copies them into
     # a new dict on every render; a flat dict makes that copy several times cheaper (same names).
@@ -217,11 +243,24 @@ def render(
     """
     try:
         return template.render(
-            messages=messages, tools=tools, documents=None, add_generation_prompt=add_generation_prompt, **special_tokens
+            messages=messages,
+            tools=tools,
+            documents=None,
+            add_generation_prompt=add_generation_prompt,
+            **special_tokens,
         )
     except jinja2.exceptions.SecurityError as err:
-        raise RowError("template_error", f"the chat template tried an unsafe operation: {err}") from None
-    except (jinja2.exceptions.TemplateError, TypeError, ValueError, AttributeError, IndexError, KeyError) as err:
+        raise RowError(
+            "template_error", f"the chat template tried an unsafe operation: {err}"
+        ) from None
+    except (
+        jinja2.exceptions.TemplateError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        IndexError,
+        KeyError,
+    ) as err:
         raise RowError(
             "template_error",
             f"the chat template rejected this conversation: {err}; fix the roles/order of the messages "

@@ -17,7 +17,11 @@ from sftprep.errors import ConfigError, SftprepError
 from sftprep.pipeline import run_build
 from sftprep.summary import build_progress, print_summary
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Prepare SFT data once: exact ids, loss masks, packed Arrow shards.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Prepare SFT data once: exact ids, loss masks, packed Arrow shards.",
+)
 
 
 @contextmanager
@@ -44,11 +48,16 @@ def build(config: Path | None = None, quiet: bool = False, **flags) -> None:
     flags = {k: tuple(v) if isinstance(v, list) else v for k, v in flags.items()}
     started = time.perf_counter()
     with user_errors("interrupted: nothing was written; the previous build (if any) is intact"):
-        cfg = load_config(str(config) if config else None, {k: v or None if isinstance(v, tuple) else v for k, v in flags.items()})
+        cfg = load_config(
+            str(config) if config else None,
+            {k: v or None if isinstance(v, tuple) else v for k, v in flags.items()},
+        )
         with build_progress(enabled=not quiet) as progress:
             result = run_build(cfg, progress)
     if result.up_to_date:
-        typer.echo(f"up to date: {cfg.out} already holds this build (fingerprint {result.manifest['fingerprint'][:12]})")
+        typer.echo(
+            f"up to date: {cfg.out} already holds this build (fingerprint {result.manifest['fingerprint'][:12]})"
+        )
         return
     if not quiet:
         print_summary(result.manifest, cfg.out, time.perf_counter() - started)
@@ -57,10 +66,23 @@ def build(config: Path | None = None, quiet: bool = False, **flags) -> None:
 def _build_signature() -> inspect.Signature:
     """build()'s parameters: SOURCE..., one option per BuildConfig field, then --config and -q."""
     extra = [
-        inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
-                          annotation=Annotated[Path | None, typer.Option("--config", help="YAML file of config keys; flags override it.")]),
-        inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=False,
-                          annotation=Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")]),
+        inspect.Parameter(
+            "config",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                Path | None,
+                typer.Option("--config", help="YAML file of config keys; flags override it."),
+            ],
+        ),
+        inspect.Parameter(
+            "quiet",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=False,
+            annotation=Annotated[
+                bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")
+            ],
+        ),
     ]
     return inspect.Signature(cli_parameters(BuildConfig, positional="sources") + extra)
 
@@ -71,11 +93,16 @@ app.command()(build)
 
 @app.command()
 def verify(
-    build_dir: Path = typer.Argument(..., metavar="DIR", help="A build folder written by `sftprep build`."),
-    quick: bool = typer.Option(False, "--quick", help="Only the manifest and shard sizes (no hashing, no row checks)."),
+    build_dir: Path = typer.Argument(
+        ..., metavar="DIR", help="A build folder written by `sftprep build`."
+    ),
+    quick: bool = typer.Option(
+        False, "--quick", help="Only the manifest and shard sizes (no hashing, no row checks)."
+    ),
 ) -> None:
     """Check a build: manifest schema, shard sizes and sha256, Arrow schema, and the packing invariants."""
     from sftprep.verify import verify_build
+
     problems = verify_build(build_dir, deep=not quick)
     for problem in problems:
         typer.echo(f"error: {problem}", err=True)
@@ -86,14 +113,28 @@ def verify(
 
 @app.command("inspect")
 def inspect_command(
-    build_dir: Path = typer.Argument(..., metavar="DIR", help="A build folder written by `sftprep build`."),
-    split: str | None = typer.Option(None, "--split", help="train | eval (default: train; --example searches every split)."),
-    row: int | None = typer.Option(None, "--row", help="Show this row (0-based, over all shards of the split; default 0)."),
-    example: int | None = typer.Option(None, "--example", help="Show only this example id, in the row(s) holding it."),
-    html: Path | None = typer.Option(None, "--html", help="Write one self-contained HTML page of a seeded sample of rows instead."),
+    build_dir: Path = typer.Argument(
+        ..., metavar="DIR", help="A build folder written by `sftprep build`."
+    ),
+    split: str | None = typer.Option(
+        None, "--split", help="train | eval (default: train; --example searches every split)."
+    ),
+    row: int | None = typer.Option(
+        None, "--row", help="Show this row (0-based, over all shards of the split; default 0)."
+    ),
+    example: int | None = typer.Option(
+        None, "--example", help="Show only this example id, in the row(s) holding it."
+    ),
+    html: Path | None = typer.Option(
+        None,
+        "--html",
+        help="Write one self-contained HTML page of a seeded sample of rows instead.",
+    ),
     rows: int = typer.Option(20, "--rows", help="--html: how many rows to sample."),
     seed: int = typer.Option(0, "--seed", help="--html: seeds the sample of rows."),
-    tokenizer: str | None = typer.Option(None, "--tokenizer", help="Tokenizer folder, when the path the manifest records has moved."),
+    tokenizer: str | None = typer.Option(
+        None, "--tokenizer", help="Tokenizer folder, when the path the manifest records has moved."
+    ),
 ) -> None:
     """Decode a packed row token by token: trained tokens highlighted, examples and their source rows named.
 
@@ -101,17 +142,27 @@ def inspect_command(
     """
     with user_errors():
         from sftprep.inspect_build import run_inspect
-        run_inspect(str(build_dir), split, row, example, str(html) if html else None, rows, seed, tokenizer)
+
+        run_inspect(
+            str(build_dir), split, row, example, str(html) if html else None, rows, seed, tokenizer
+        )
 
 
 @app.command("stats")
 def stats_command(
-    build_dir: Path = typer.Argument(..., metavar="DIR", help="A build folder written by `sftprep build`."),
-    plot: Path | None = typer.Option(None, "--plot", help="Also write a PNG: example-length histogram and per-row fill (needs sftprep[plot])."),
+    build_dir: Path = typer.Argument(
+        ..., metavar="DIR", help="A build folder written by `sftprep build`."
+    ),
+    plot: Path | None = typer.Option(
+        None,
+        "--plot",
+        help="Also write a PNG: example-length histogram and per-row fill (needs sftprep[plot]).",
+    ),
 ) -> None:
     """A build's numbers: per split (examples, rows, tokens, loss tokens and ratio, packing efficiency) and per source."""
     with user_errors():
         from sftprep.build_stats import run_stats
+
         run_stats(str(build_dir), str(plot) if plot else None)
 
 
@@ -119,7 +170,9 @@ def stats_command(
 def diff_command(
     dir_a: Path = typer.Argument(..., metavar="DIR_A", help="A build folder."),
     dir_b: Path = typer.Argument(..., metavar="DIR_B", help="Another build folder."),
-    examples: int = typer.Option(3, "--examples", help="Show the first N differing examples in detail."),
+    examples: int = typer.Option(
+        3, "--examples", help="Show the first N differing examples in detail."
+    ),
 ) -> None:
     """What differs between two builds: config, tokenizer, sources, splits and the first differing tokens.
 
@@ -127,6 +180,7 @@ def diff_command(
     """
     with user_errors():
         from sftprep.build_diff import diff_builds
+
         lines = diff_builds(str(dir_a), str(dir_b), examples)
     typer.echo("\n".join(lines))
 

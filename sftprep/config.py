@@ -18,7 +18,9 @@ from sftprep.errors import ConfigError
 class BuildConfig:
     """Everything that decides what `sftprep build` writes."""
 
-    sources: tuple[str, ...] = field(default=(), metadata={"metavar": "SOURCE...", "flag": "SOURCE"})
+    sources: tuple[str, ...] = field(
+        default=(), metadata={"metavar": "SOURCE...", "flag": "SOURCE"}
+    )
     """Training data: files (JSON, JSONL, Parquet, CSV, Arrow), globs, save_to_disk folders or hub names."""
     tokenizer: str = ""
     """Tokenizer folder (tokenizer.json + tokenizer_config.json) or hub name."""
@@ -131,7 +133,9 @@ def load_config(path: str | None, overrides: dict) -> BuildConfig:
     given = {k: v for k, v in overrides.items() if v is not None}
     problems += unknown_keys(given, FIELD_NAMES, "build config")
     values.update(given)
-    return construct(BuildConfig, {k: v for k, v in values.items() if k in FIELD_NAMES}, problems, ConfigError)
+    return construct(
+        BuildConfig, {k: v for k, v in values.items() if k in FIELD_NAMES}, problems, ConfigError
+    )
 
 
 def _resolve_paths(loaded: dict, base: Path) -> dict:
@@ -139,7 +143,12 @@ def _resolve_paths(loaded: dict, base: Path) -> dict:
 
     def resolve(value: str) -> str:
         candidate = os.path.normpath(base / value)
-        return candidate if not Path(value).is_absolute() and (Path(candidate).exists() or any(c in value for c in "*?[")) else value
+        return (
+            candidate
+            if not Path(value).is_absolute()
+            and (Path(candidate).exists() or any(c in value for c in "*?["))
+            else value
+        )
 
     out = dict(loaded)
     for name in ("sources", "eval_sources"):

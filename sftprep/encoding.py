@@ -38,16 +38,34 @@ def tokenize_batch(rendered: list[Rendered], backend, special_tokens: bool = Tru
     """
     out: list = [None] * len(rendered)
     for add_special in (True, False):
-        idx = [i for i, r in enumerate(rendered) if (r.add_special_tokens and special_tokens) == add_special]
+        idx = [
+            i
+            for i, r in enumerate(rendered)
+            if (r.add_special_tokens and special_tokens) == add_special
+        ]
         if idx:
-            for i, enc in zip(idx, backend.encode_batch([rendered[i].text for i in idx], add_special_tokens=add_special)):
+            for i, enc in zip(
+                idx,
+                backend.encode_batch(
+                    [rendered[i].text for i in idx], add_special_tokens=add_special
+                ),
+            ):
                 out[i] = enc
     return out
 
 
-def finish_batch(rendered: list[Rendered], encodings: list, bos_id: int | None, eos_id: int | None, special_tokens: bool = True) -> list[Encoded]:
+def finish_batch(
+    rendered: list[Rendered],
+    encodings: list,
+    bos_id: int | None,
+    eos_id: int | None,
+    special_tokens: bool = True,
+) -> list[Encoded]:
     """The Python half: ids as numpy and the loss mask of each tokenized example."""
-    return [_encode_one(enc, r, bos_id, eos_id, r.append_eos and special_tokens) for r, enc in zip(rendered, encodings)]
+    return [
+        _encode_one(enc, r, bos_id, eos_id, r.append_eos and special_tokens)
+        for r, enc in zip(rendered, encodings)
+    ]
 
 
 def token_range(enc, start: int, end: int) -> tuple[int, int] | None:
@@ -56,7 +74,9 @@ def token_range(enc, start: int, end: int) -> tuple[int, int] | None:
     if first is None:
         return None
     last = next(t for c in range(end - 1, start - 1, -1) if (t := enc.char_to_token(c)) is not None)
-    while last + 1 < len(enc):  # a character can span several tokens (byte-level BPE): take them all
+    while last + 1 < len(
+        enc
+    ):  # a character can span several tokens (byte-level BPE): take them all
         chars = enc.token_to_chars(last + 1)
         if chars is None or chars[0] >= end or chars[1] <= chars[0]:
             break
@@ -72,7 +92,13 @@ def _encode_one(enc, rendered: Rendered, bos_id, eos_id, append_eos: bool) -> En
         found = token_range(enc, s0, s1)
         if found is not None:
             mask[found[0] : found[1]] = 1
-    if bos_id is not None and len(ids) >= 2 and ids[0] == bos_id and ids[1] == bos_id and enc.token_to_chars(0) in (None, (0, 0)):
+    if (
+        bos_id is not None
+        and len(ids) >= 2
+        and ids[0] == bos_id
+        and ids[1] == bos_id
+        and enc.token_to_chars(0) in (None, (0, 0))
+    ):
         ids, mask = ids[1:], mask[1:]  # the text already began with BOS: never a second one
     if append_eos and eos_id is not None and (len(ids) == 0 or ids[-1] != eos_id):
         ids = np.append(ids, np.int32(eos_id))

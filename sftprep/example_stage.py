@@ -31,7 +31,9 @@ class ExampleStage:
         self.bos_id = self.tokenizer.token_id("bos_token")
         self.eos_id = self.tokenizer.token_id("eos_token")
         self._normalizers: dict[tuple, Callable] = {}
-        self.special_tokens = self.config.special_tokens and (self.config.packing != "wrapped" or self.config.concat_token)
+        self.special_tokens = self.config.special_tokens and (
+            self.config.packing != "wrapped" or self.config.concat_token
+        )
 
     def process(self, spec: FormatSpec, chunk: list) -> list:
         """Encode a chunk of (row_index, row | RowError); bad rows come back as RowError."""
@@ -51,7 +53,16 @@ class ExampleStage:
                 continue
             try:
                 example = normalize(row)
-                rendered.append(require_unicode(render_example(example, self.config.loss_on, self.template, self.tokenizer.special_tokens)))
+                rendered.append(
+                    require_unicode(
+                        render_example(
+                            example,
+                            self.config.loss_on,
+                            self.template,
+                            self.tokenizer.special_tokens,
+                        )
+                    )
+                )
             except RowError as err:
                 results.append((row_index, err))
                 continue
@@ -70,7 +81,9 @@ class ExampleStage:
     def finish(self, prepared: tuple[list, list, list], encodings: list) -> list:
         """Python: ids and masks from the Encodings, slotted back among the chunk's bad rows."""
         results, rendered, slots = prepared
-        for slot, enc in zip(slots, finish_batch(rendered, encodings, self.bos_id, self.eos_id, self.special_tokens)):
+        for slot, enc in zip(
+            slots, finish_batch(rendered, encodings, self.bos_id, self.eos_id, self.special_tokens)
+        ):
             results[slot] = (results[slot][0], enc)
         return results
 
@@ -85,7 +98,9 @@ def init_worker(config: BuildConfig) -> None:
     # The workers are the parallelism: one tokenizer thread each, not a thread pool per worker
     # fighting the others for the same cores.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    tokenizer = load_tokenizer(config.tokenizer, config.chat_template, config.pad_vocab_to_multiple_of)
+    tokenizer = load_tokenizer(
+        config.tokenizer, config.chat_template, config.pad_vocab_to_multiple_of
+    )
     _WORKER = ExampleStage(config, tokenizer)
 
 

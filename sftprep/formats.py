@@ -24,9 +24,20 @@ from sftprep.config import BuildConfig
 from sftprep.errors import RowError, SftprepError
 
 SHAREGPT_ROLES = {
-    "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
-    "model": "assistant", "bard": "assistant", "bing": "assistant", "system": "system", "tool": "tool",
-    "function": "tool", "function_response": "tool", "observation": "tool", "ipython": "tool",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "model": "assistant",
+    "bard": "assistant",
+    "bing": "assistant",
+    "system": "system",
+    "tool": "tool",
+    "function": "tool",
+    "function_response": "tool",
+    "observation": "tool",
+    "ipython": "tool",
 }
 ROLES = ("system", "user", "assistant", "tool", "developer")
 
@@ -61,19 +72,35 @@ def detect_format(columns: list[str], config: BuildConfig, source: str) -> Forma
     if config.formatter:
         return FormatSpec("formatter", {"function": config.formatter})
     if config.prompt_template:
-        return FormatSpec("prompt-template", {"prompt": config.prompt_template, "completion": config.completion_template})
+        return FormatSpec(
+            "prompt-template",
+            {"prompt": config.prompt_template, "completion": config.completion_template},
+        )
     wanted = config.format
-    messages_field = config.messages_field or next((c for c in ("messages", "conversations") if c in cols), None)
+    messages_field = config.messages_field or next(
+        (c for c in ("messages", "conversations") if c in cols), None
+    )
     prompt_field = config.prompt_field or "prompt"
     completion_field = config.completion_field or "completion"
     text_field = config.text_field or "text"
     if wanted in ("auto", "messages") and messages_field in cols:
-        name = "sharegpt" if messages_field == "conversations" and not config.messages_field else "messages"
+        name = (
+            "sharegpt"
+            if messages_field == "conversations" and not config.messages_field
+            else "messages"
+        )
         return FormatSpec(name, {"messages": messages_field, "tools": "tools"})
     if wanted in ("auto", "prompt-completion"):
         if prompt_field in cols and completion_field in cols:
-            return FormatSpec("prompt-completion", {"prompt": prompt_field, "completion": completion_field, "tools": "tools"})
-        if "instruction" in cols and "output" in cols and not (config.prompt_field or config.completion_field):
+            return FormatSpec(
+                "prompt-completion",
+                {"prompt": prompt_field, "completion": completion_field, "tools": "tools"},
+            )
+        if (
+            "instruction" in cols
+            and "output" in cols
+            and not (config.prompt_field or config.completion_field)
+        ):
             return FormatSpec("alpaca", {})
     if wanted in ("auto", "text") and text_field in cols:
         return FormatSpec("text", {"text": text_field})
@@ -96,11 +123,15 @@ def make_normalizer(spec: FormatSpec) -> Callable[[dict], Example]:
         return lambda row: _text_example(_field(row, spec.fields["text"]))
     if spec.name in ("messages", "sharegpt"):
         return lambda row: Example(
-            "chat", messages=normalize_messages(_field(row, spec.fields["messages"])), tools=_tools(row, spec.fields["tools"])
+            "chat",
+            messages=normalize_messages(_field(row, spec.fields["messages"])),
+            tools=_tools(row, spec.fields["tools"]),
         )
     if spec.name == "prompt-completion":
         return lambda row: _prompt_completion(
-            _field(row, spec.fields["prompt"]), _field(row, spec.fields["completion"]), _tools(row, spec.fields["tools"])
+            _field(row, spec.fields["prompt"]),
+            _field(row, spec.fields["completion"]),
+            _tools(row, spec.fields["tools"]),
         )
     if spec.name == "alpaca":
         return _alpaca_example
@@ -113,7 +144,9 @@ def make_normalizer(spec: FormatSpec) -> Callable[[dict], Example]:
 
 def _field(row: dict, name: str):
     if name not in row or row[name] is None:
-        raise RowError("missing_field", f"the `{name}` field is missing or null; fill it or drop the row")
+        raise RowError(
+            "missing_field", f"the `{name}` field is missing or null; fill it or drop the row"
+        )
     return row[name]
 
 
@@ -134,13 +167,23 @@ def _content_text(content, where: str) -> str:
         for part in content:
             if isinstance(part, str):
                 pieces.append(part)
-            elif isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(part.get("text"), str):
+            elif (
+                isinstance(part, dict)
+                and part.get("type", "text") == "text"
+                and isinstance(part.get("text"), str)
+            ):
                 pieces.append(part["text"])
             else:
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise RowError("unsupported_content", f"{where}: content part of type {kind!r} is not text; only text parts are supported")
+                raise RowError(
+                    "unsupported_content",
+                    f"{where}: content part of type {kind!r} is not text; only text parts are supported",
+                )
         return "".join(pieces)
-    raise RowError("bad_field_type", f"{where}: content must be a string or a list of text parts, got {type(content).__name__}")
+    raise RowError(
+        "bad_field_type",
+        f"{where}: content must be a string or a list of text parts, got {type(content).__name__}",
+    )
 
 
 def normalize_messages(raw) -> tuple:  # noqa: C901, PLR0912 - one check per way a message can be wrong
@@ -149,7 +192,10 @@ def normalize_messages(raw) -> tuple:  # noqa: C901, PLR0912 - one check per way
         try:
             raw = json.loads(raw)
         except json.JSONDecodeError:
-            raise RowError("bad_field_type", "messages is a string that is not JSON; it must be a list of messages") from None
+            raise RowError(
+                "bad_field_type",
+                "messages is a string that is not JSON; it must be a list of messages",
+            ) from None
     if not isinstance(raw, (list, tuple)):
         raise RowError("bad_field_type", f"messages must be a list, got {type(raw).__name__}")
     if not raw:
@@ -158,7 +204,10 @@ def normalize_messages(raw) -> tuple:  # noqa: C901, PLR0912 - one check per way
     for i, message in enumerate(raw):
         where = f"message {i}"
         if not isinstance(message, dict):
-            raise RowError("bad_message", f"{where} must be an object with role and content, got {type(message).__name__}")
+            raise RowError(
+                "bad_message",
+                f"{where} must be an object with role and content, got {type(message).__name__}",
+            )
         message = {k: v for k, v in message.items() if v is not None}
         if "role" in message:
             role = message.pop("role")
@@ -166,35 +215,56 @@ def normalize_messages(raw) -> tuple:  # noqa: C901, PLR0912 - one check per way
             role = message.pop("from")
             role = SHAREGPT_ROLES.get(role.lower(), role) if isinstance(role, str) else role
         else:
-            raise RowError("bad_message", f"{where} has no `role` (or ShareGPT `from`); keys: {', '.join(sorted(message))}")
+            raise RowError(
+                "bad_message",
+                f"{where} has no `role` (or ShareGPT `from`); keys: {', '.join(sorted(message))}",
+            )
         if role not in ROLES:
-            raise RowError("unknown_role", f"{where} has role {role!r}; use one of {', '.join(ROLES)} (ShareGPT: human, gpt, system, tool)")
+            raise RowError(
+                "unknown_role",
+                f"{where} has role {role!r}; use one of {', '.join(ROLES)} (ShareGPT: human, gpt, system, tool)",
+            )
         content = message.pop("content", message.pop("value", None))
         if content is None:
             if not message.get("tool_calls"):
-                raise RowError("missing_content", f"{where} ({role}) has no content; give it one or drop the row")
+                raise RowError(
+                    "missing_content",
+                    f"{where} ({role}) has no content; give it one or drop the row",
+                )
             content = ""
         text = _content_text(content, where)
         if not text.strip() and not message.get("tool_calls"):
-            raise RowError("empty_content", f"{where} ({role}) has empty content; fill it or drop the row")
+            raise RowError(
+                "empty_content", f"{where} ({role}) has empty content; fill it or drop the row"
+            )
         clean = {"role": role, "content": text, **message}
         if "tool_calls" in clean:
             clean["tool_calls"] = _check_tool_calls(clean["tool_calls"], where)
         if "train" in clean and not isinstance(clean["train"], bool):
-            raise RowError("bad_field_type", f"{where}: `train` must be true or false, got {clean['train']!r}")
+            raise RowError(
+                "bad_field_type", f"{where}: `train` must be true or false, got {clean['train']!r}"
+            )
         out.append(clean)
     return tuple(out)
 
 
 def _check_tool_calls(calls, where: str) -> list:
     if not isinstance(calls, list):
-        raise RowError("bad_tool_calls", f"{where}: tool_calls must be a list, got {type(calls).__name__}")
+        raise RowError(
+            "bad_tool_calls", f"{where}: tool_calls must be a list, got {type(calls).__name__}"
+        )
     for j, call in enumerate(calls):
         fn = call.get("function", call) if isinstance(call, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or "arguments" not in fn:
-            raise RowError("bad_tool_calls", f"{where}: tool_calls[{j}] needs a function name and arguments, e.g. {{\"function\": {{\"name\": \"f\", \"arguments\": {{}}}}}}")
+            raise RowError(
+                "bad_tool_calls",
+                f'{where}: tool_calls[{j}] needs a function name and arguments, e.g. {{"function": {{"name": "f", "arguments": {{}}}}}}',
+            )
         if not isinstance(fn["arguments"], (str, dict)):
-            raise RowError("bad_tool_calls", f"{where}: tool_calls[{j}].arguments must be an object or a JSON string")
+            raise RowError(
+                "bad_tool_calls",
+                f"{where}: tool_calls[{j}].arguments must be an object or a JSON string",
+            )
     return calls
 
 
@@ -206,7 +276,9 @@ def _tools(row: dict, name: str | None):
         try:
             tools = json.loads(tools)
         except json.JSONDecodeError:
-            raise RowError("bad_tools", "`tools` is a string that is not JSON; give a list of tool schemas") from None
+            raise RowError(
+                "bad_tools", "`tools` is a string that is not JSON; give a list of tool schemas"
+            ) from None
     if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
         raise RowError("bad_tools", "`tools` must be a list of JSON tool schemas")
     return tools or None
@@ -217,12 +289,21 @@ def _prompt_completion(prompt, completion, tools=None) -> Example:
         if not completion:
             raise RowError("empty_completion", "the completion is empty; drop the row")
         return Example("completion", prompt=prompt, completion=completion)
-    prompt_messages = normalize_messages(prompt) if not isinstance(prompt, str) else ({"role": "user", "content": prompt},)
+    prompt_messages = (
+        normalize_messages(prompt)
+        if not isinstance(prompt, str)
+        else ({"role": "user", "content": prompt},)
+    )
     if isinstance(completion, str):
         completion_messages = ({"role": "assistant", "content": completion},)
     else:
         completion_messages = normalize_messages(completion)
-    return Example("chat", messages=prompt_messages + completion_messages, tools=tools, prompt_messages=len(prompt_messages))
+    return Example(
+        "chat",
+        messages=prompt_messages + completion_messages,
+        tools=tools,
+        prompt_messages=len(prompt_messages),
+    )
 
 
 def _alpaca_example(row: dict) -> Example:
@@ -230,27 +311,52 @@ def _alpaca_example(row: dict) -> Example:
     extra = row.get("input") or ""
     for name, value in (("instruction", instruction), ("output", output), ("input", extra)):
         if not isinstance(value, str):
-            raise RowError("bad_field_type", f"`{name}` must be a string, got {type(value).__name__}")
+            raise RowError(
+                "bad_field_type", f"`{name}` must be a string, got {type(value).__name__}"
+            )
     if not output:
         raise RowError("empty_completion", "`output` is empty; drop the row")
     prompt = []
     if isinstance(row.get("system"), str) and row["system"]:
         prompt.append({"role": "system", "content": row["system"]})
     for pair in row.get("history") or []:
-        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
-            raise RowError("bad_field_type", "`history` must be a list of [user, assistant] string pairs")
-        prompt += [{"role": "user", "content": pair[0], "train": False}, {"role": "assistant", "content": pair[1], "train": False}]
+        if not (
+            isinstance(pair, (list, tuple))
+            and len(pair) == 2
+            and all(isinstance(p, str) for p in pair)
+        ):
+            raise RowError(
+                "bad_field_type", "`history` must be a list of [user, assistant] string pairs"
+            )
+        prompt += [
+            {"role": "user", "content": pair[0], "train": False},
+            {"role": "assistant", "content": pair[1], "train": False},
+        ]
     prompt.append({"role": "user", "content": instruction + ("\n\n" + extra if extra else "")})
-    return Example("chat", messages=tuple(prompt) + ({"role": "assistant", "content": output},), prompt_messages=len(prompt))
+    return Example(
+        "chat",
+        messages=tuple(prompt) + ({"role": "assistant", "content": output},),
+        prompt_messages=len(prompt),
+    )
 
 
-def _template_normalizer(prompt_template: str, completion_template: str | None) -> Callable[[dict], Example]:
-    names = {f for t in (prompt_template, completion_template or "") for _, f, _, _ in string.Formatter().parse(t) if f}
+def _template_normalizer(
+    prompt_template: str, completion_template: str | None
+) -> Callable[[dict], Example]:
+    names = {
+        f
+        for t in (prompt_template, completion_template or "")
+        for _, f, _, _ in string.Formatter().parse(t)
+        if f
+    }
 
     def normalize(row: dict) -> Example:
         missing = sorted(n for n in names if n.split(".")[0].split("[")[0] not in row)
         if missing:
-            raise RowError("missing_field", f"--prompt-template/--completion-template use {', '.join(missing)}, which this row lacks")
+            raise RowError(
+                "missing_field",
+                f"--prompt-template/--completion-template use {', '.join(missing)}, which this row lacks",
+            )
         prompt = prompt_template.format_map(row)
         if completion_template is None:
             return _text_example(prompt)
@@ -279,15 +385,22 @@ def _formatter_normalizer(function: Callable) -> Callable[[dict], Example]:
         try:
             result = function(row)
         except Exception as err:
-            raise RowError("formatter_error", f"--formatter raised {type(err).__name__}: {err}") from None
+            raise RowError(
+                "formatter_error", f"--formatter raised {type(err).__name__}: {err}"
+            ) from None
         if isinstance(result, str):
             return _text_example(result)
         if isinstance(result, dict) and "prompt" in result and "completion" in result:
             return _prompt_completion(result["prompt"], result["completion"], result.get("tools"))
         if isinstance(result, dict) and "messages" in result:
-            return Example("chat", messages=normalize_messages(result["messages"]), tools=result.get("tools"))
+            return Example(
+                "chat", messages=normalize_messages(result["messages"]), tools=result.get("tools")
+            )
         if isinstance(result, list):
             return Example("chat", messages=normalize_messages(result))
-        raise RowError("formatter_error", f"--formatter returned {type(result).__name__}; return text, {{prompt, completion}} or a list of messages")
+        raise RowError(
+            "formatter_error",
+            f"--formatter returned {type(result).__name__}; return text, {{prompt, completion}} or a list of messages",
+        )
 
     return normalize

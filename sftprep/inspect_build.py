@@ -36,10 +36,19 @@ class Shown:
 
     @property
     def segments(self) -> list[Segment]:
-        return [s for s in self.row.segments if self.example is None or s.example_id == self.example]
+        return [
+            s for s in self.row.segments if self.example is None or s.example_id == self.example
+        ]
 
 
-def select(view: BuildView, split: str | None, row: int | None, example: int | None, sample: int | None = None, seed: int = 0) -> list[Shown]:
+def select(
+    view: BuildView,
+    split: str | None,
+    row: int | None,
+    example: int | None,
+    sample: int | None = None,
+    seed: int = 0,
+) -> list[Shown]:
     """The rows to show: `--row N`, the row(s) holding `--example ID`, a seeded sample of `sample`
     rows, or else row 0 of the split (train by default; --example searches every split unless --split)."""
     if row is not None and example is not None:
@@ -48,7 +57,9 @@ def select(view: BuildView, split: str | None, row: int | None, example: int | N
         found = view.find_example(example, [split] if split else view.splits)
         if not found:
             where = f"split {split}" if split else "any split"
-            raise SftprepError(f"--example {example}: no row of {where} holds it (dropped, or not in this build; see `sftprep stats {view.dir}`)")
+            raise SftprepError(
+                f"--example {example}: no row of {where} holds it (dropped, or not in this build; see `sftprep stats {view.dir}`)"
+            )
         return [Shown(view.decode(s, i), example) for s, i in found]
     split = split or "train"
     total = view.split_info(split)["rows"]
@@ -67,15 +78,23 @@ def select(view: BuildView, split: str | None, row: int | None, example: int | N
 def row_title(view: BuildView, row: DecodedRow) -> str:
     """`train row 0 of 2 · 471 tokens · 102 loss tokens · 9 segments · 92.0% full (max_length 512)`."""
     total = view.split_info(row.split)["rows"]
-    return (f"{row.split} row {row.index} of {total} · {row.num_tokens:,} tokens · {row.num_loss_tokens:,} loss tokens · "
-            f"{len(row.segments)} segment{'s' if len(row.segments) != 1 else ''} · {row.fill:.1%} full (max_length {row.max_length})")
+    return (
+        f"{row.split} row {row.index} of {total} · {row.num_tokens:,} tokens · {row.num_loss_tokens:,} loss tokens · "
+        f"{len(row.segments)} segment{'s' if len(row.segments) != 1 else ''} · {row.fill:.1%} full (max_length {row.max_length})"
+    )
 
 
 def segment_title(segment: Segment) -> str:
     """`example 17 — data/chat.jsonl row 3 · 41 tokens, 12 trained`."""
-    where = segment.source if segment.source_row is None else f"{segment.source} row {segment.source_row}"
+    where = (
+        segment.source
+        if segment.source_row is None
+        else f"{segment.source} row {segment.source_row}"
+    )
     trained = sum(t.trained for t in segment.tokens)
-    return f"example {segment.example_id} — {where} · {len(segment.tokens)} tokens, {trained} trained"
+    return (
+        f"example {segment.example_id} — {where} · {len(segment.tokens)} tokens, {trained} trained"
+    )
 
 
 def visible(text: str) -> str:
@@ -85,7 +104,9 @@ def visible(text: str) -> str:
 
 def render_plain(view: BuildView, shown: list[Shown]) -> str:
     """Plain text: trained tokens inside ⟦ ⟧ (runs of them share one pair), newlines as ↵."""
-    lines = [f"legend: {TRAINED_OPEN}trained{TRAINED_CLOSE} = loss_mask 1; {NEWLINE_MARK} = newline; special tokens as written, e.g. <|im_end|>"]
+    lines = [
+        f"legend: {TRAINED_OPEN}trained{TRAINED_CLOSE} = loss_mask 1; {NEWLINE_MARK} = newline; special tokens as written, e.g. <|im_end|>"
+    ]
     for item in shown:
         lines += ["", row_title(view, item.row)]
         for segment in item.segments:
@@ -105,7 +126,9 @@ def render_plain(view: BuildView, shown: list[Shown]) -> str:
 def print_rich(view: BuildView, shown: list[Shown], console: Console) -> None:
     """Colour for a terminal: trained tokens on green, special tokens bold magenta."""
     legend = Text("legend: ")
-    legend.append("trained", TRAINED_STYLE).append("  untrained  ").append("<|special|>", SPECIAL_STYLE)
+    legend.append("trained", TRAINED_STYLE).append("  untrained  ").append(
+        "<|special|>", SPECIAL_STYLE
+    )
     legend.append("  ").append(NEWLINE_MARK, "dim").append(" newline")
     console.print(legend)
     for item in shown:
@@ -115,7 +138,11 @@ def print_rich(view: BuildView, shown: list[Shown], console: Console) -> None:
             console.rule(Text(segment_title(segment)), align="left", style="cyan")
             text = Text()
             for token in segment.tokens:
-                style = " ".join(s for s, on in ((SPECIAL_STYLE, token.special), (TRAINED_STYLE, token.trained)) if on)
+                style = " ".join(
+                    s
+                    for s, on in ((SPECIAL_STYLE, token.special), (TRAINED_STYLE, token.trained))
+                    if on
+                )
                 for i, line in enumerate(token.text.split("\n")):
                     if i:
                         text.append(NEWLINE_MARK, f"dim {style}".strip()).append("\n")
@@ -124,8 +151,14 @@ def print_rich(view: BuildView, shown: list[Shown], console: Console) -> None:
 
 
 def run_inspect(  # noqa: PLR0913 - one argument per `sftprep inspect` option
-    build_dir: str, split: str | None = None, row: int | None = None, example: int | None = None,
-    html: str | None = None, sample: int = 20, seed: int = 0, tokenizer: str | None = None,
+    build_dir: str,
+    split: str | None = None,
+    row: int | None = None,
+    example: int | None = None,
+    html: str | None = None,
+    sample: int = 20,
+    seed: int = 0,
+    tokenizer: str | None = None,
     console: Console | None = None,
 ) -> None:
     """The `sftprep inspect` command: print rows, or with `html` write a page of sampled rows."""
@@ -137,7 +170,12 @@ def run_inspect(  # noqa: PLR0913 - one argument per `sftprep inspect` option
         by_sample = row is None and example is None
         shown = select(view, split, row, example, sample if by_sample else None, seed)
         count = f"{len(shown)} row{'s' if len(shown) != 1 else ''}"
-        write_html(view, shown, html, f"seeded sample of {count} (--rows {sample} --seed {seed})" if by_sample else "")
+        write_html(
+            view,
+            shown,
+            html,
+            f"seeded sample of {count} (--rows {sample} --seed {seed})" if by_sample else "",
+        )
         console.print(f"wrote {html}: {count}", highlight=False)
         return
     shown = select(view, split, row, example)

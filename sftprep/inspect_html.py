@@ -47,7 +47,11 @@ LEGEND = (
 
 def token_span(token: Token, position: int) -> str:
     """One token as an escaped `<span>` with its class and a title holding its id."""
-    classes = "tok " + ("trained" if token.trained else "untrained") + (" special" if token.special else "")
+    classes = (
+        "tok "
+        + ("trained" if token.trained else "untrained")
+        + (" special" if token.special else "")
+    )
     parts = html.escape(token.text).split("\n")
     body = f'<span class="nl">{NEWLINE_MARK}</span>\n'.join(parts)
     return f'<span class="{classes}" title="id {token.id} · pos {position}">{body}</span>'
@@ -56,15 +60,21 @@ def token_span(token: Token, position: int) -> str:
 def row_section(view: BuildView, item: Shown) -> str:
     """A row's header, its stats and every shown segment's tokens."""
     row = item.row
-    stats = (f"<span>tokens <b>{row.num_tokens:,}</b></span><span>loss tokens <b>{row.num_loss_tokens:,}</b></span>"
-             f"<span>segments <b>{len(row.segments)}</b></span><span>fill <b>{row.fill:.1%}</b> of {row.max_length}</span>")
+    stats = (
+        f"<span>tokens <b>{row.num_tokens:,}</b></span><span>loss tokens <b>{row.num_loss_tokens:,}</b></span>"
+        f"<span>segments <b>{len(row.segments)}</b></span><span>fill <b>{row.fill:.1%}</b> of {row.max_length}</span>"
+    )
     total = view.split_info(row.split)["rows"]
-    parts = [f'<section class="row"><h2>{html.escape(row.split)} row {row.index} of {total}</h2><div class="stats">{stats}</div>']
+    parts = [
+        f'<section class="row"><h2>{html.escape(row.split)} row {row.index} of {total}</h2><div class="stats">{stats}</div>'
+    ]
     position = 0
     for segment in row.segments:
         if item.example is None or segment.example_id == item.example:
             spans = "".join(token_span(t, position + i) for i, t in enumerate(segment.tokens))
-            parts.append(f'<div class="seg-head">{html.escape(segment_title(segment))}</div><div class="tokens">{spans}</div>')
+            parts.append(
+                f'<div class="seg-head">{html.escape(segment_title(segment))}</div><div class="tokens">{spans}</div>'
+            )
         position += len(segment.tokens)
     parts.append("</section>")
     return "".join(parts)
@@ -73,13 +83,15 @@ def row_section(view: BuildView, item: Shown) -> str:
 def render_html(view: BuildView, shown: list[Shown], note: str = "") -> str:
     """The whole page as a string."""
     m = view.manifest
-    meta = (f"build {view.dir} · fingerprint {m['fingerprint'][:12]} · tokenizer {m['tokenizer']['name_or_path']} · "
-            f"sftprep {m['sftprep_version']}" + (f" · {note}" if note else ""))
+    meta = (
+        f"build {view.dir} · fingerprint {m['fingerprint'][:12]} · tokenizer {m['tokenizer']['name_or_path']} · "
+        f"sftprep {m['sftprep_version']}" + (f" · {note}" if note else "")
+    )
     body = "".join(row_section(view, item) for item in shown) or "<p>no rows in this split</p>"
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>sftprep inspect {html.escape(view.dir.name)}</title><style>{CSS}</style></head><body>"
-        f"<h1>sftprep inspect</h1><div class=\"meta\">{html.escape(meta)}</div>{LEGEND}{body}</body></html>\n"
+        f'<h1>sftprep inspect</h1><div class="meta">{html.escape(meta)}</div>{LEGEND}{body}</body></html>\n'
     )
 
 
@@ -88,4 +100,6 @@ def write_html(view: BuildView, shown: list[Shown], path: str | Path, note: str 
     try:
         Path(path).write_text(render_html(view, shown, note), encoding="utf-8")
     except OSError as err:
-        raise SftprepError(f"--html {path}: cannot write it ({err.strerror}); choose a writable path") from None
+        raise SftprepError(
+            f"--html {path}: cannot write it ({err.strerror}); choose a writable path"
+        ) from None

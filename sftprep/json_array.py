@@ -85,7 +85,10 @@ class _Text:
         characters), or the start of a string that is still open. Anywhere else the error is
         final: reading more could not change it.
         """
-        return err.msg.startswith("Unterminated string") or err.pos >= len(self.buf) - _LONGEST_TOKEN_CUT
+        return (
+            err.msg.startswith("Unterminated string")
+            or err.pos >= len(self.buf) - _LONGEST_TOKEN_CUT
+        )
 
 
 def iter_json_array(handle: BinaryIO, block_bytes: int | None = None) -> Iterator:
@@ -128,7 +131,10 @@ def _parse_item(text: _Text, pos: int):
             pos = text.drop(pos)
             text.more(len(text.buf))
             continue
-        if text.eof or (end < len(text.buf) and (text.buf[end] not in _NUMBER_CHARS or text.buf[end:].lstrip(_NUMBER_CHARS))):
+        if text.eof or (
+            end < len(text.buf)
+            and (text.buf[end] not in _NUMBER_CHARS or text.buf[end:].lstrip(_NUMBER_CHARS))
+        ):
             return item, end
         # A number cut by the end of the buffer ("2." of "2.5e3") may go on in the next block.
         pos = text.drop(pos)

@@ -9,7 +9,9 @@ import numpy as np
 from sftprep.encoding import Encoded
 
 
-def apply_length_policy(encoded: Encoded, max_length: int, overlong: str, side: str) -> tuple[list[Encoded], int]:
+def apply_length_policy(
+    encoded: Encoded, max_length: int, overlong: str, side: str
+) -> tuple[list[Encoded], int]:
     """Pieces to keep (empty = drop as too_long) and the number of tokens cut off."""
     n = len(encoded.input_ids)
     if n <= max_length:

@@ -38,7 +38,14 @@ def worker_processes(num_proc: int, cores: int) -> int:
     return 1 if cores <= IN_PROCESS_UP_TO_CORES else cores
 
 
-def in_worker_processes(function: Callable, tasks: Iterable, procs: int, initializer: Callable, initargs: tuple, what: str) -> Iterator:
+def in_worker_processes(
+    function: Callable,
+    tasks: Iterable,
+    procs: int,
+    initializer: Callable,
+    initargs: tuple,
+    what: str,
+) -> Iterator:
     """`function(task)` for each task in `procs` spawned processes, yielded in task order.
 
     Spawned, not forked: a fork after the Rust tokenizer has started its threads can deadlock.
@@ -48,7 +55,9 @@ def in_worker_processes(function: Callable, tasks: Iterable, procs: int, initial
     IN_FLIGHT_PER_WORKER tasks per worker are queued, so a big source is never read ahead whole.
     """
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(procs, mp_context=context, initializer=initializer, initargs=initargs)
+    pool = ProcessPoolExecutor(
+        procs, mp_context=context, initializer=initializer, initargs=initargs
+    )
     pending: deque = deque()
     try:
         for task in tasks:
@@ -58,7 +67,9 @@ def in_worker_processes(function: Callable, tasks: Iterable, procs: int, initial
         while pending:
             yield _result(pending.popleft(), what)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # also when the consumer stopped early or raised
+        pool.shutdown(
+            wait=True, cancel_futures=True
+        )  # also when the consumer stopped early or raised
 
 
 def _result(future, what: str):

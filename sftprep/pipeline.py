@@ -29,9 +29,19 @@ from sftprep.version import __version__
 from sftprep.writer import atomic_build_dir, write_manifest, write_split
 
 CHUNK_ROWS = 1024
-POOL_MIN_CHUNKS = 5  # worker processes only for a source of at least this many chunks (about 3k rows)
+POOL_MIN_CHUNKS = (
+    5  # worker processes only for a source of at least this many chunks (about 3k rows)
+)
 SPILL_DIR = ".spill"
-FINGERPRINT_EXCLUDED = ("out", "overwrite", "num_proc", "sources", "eval_sources", "tokenizer", "chat_template")
+FINGERPRINT_EXCLUDED = (
+    "out",
+    "overwrite",
+    "num_proc",
+    "sources",
+    "eval_sources",
+    "tokenizer",
+    "chat_template",
+)
 
 
 @dataclass
@@ -91,15 +101,21 @@ def as_config(config) -> BuildConfig:
         return load_config(str(config), {})
     if isinstance(config, dict):
         return load_config(None, config)
-    raise SftprepError(f"build() takes a BuildConfig, a dict or a YAML path, not {type(config).__name__}")
+    raise SftprepError(
+        f"build() takes a BuildConfig, a dict or a YAML path, not {type(config).__name__}"
+    )
 
 
-def run_build(config: BuildConfig, progress: Callable[[int, int], None] | None = None) -> BuildResult:
+def run_build(
+    config: BuildConfig, progress: Callable[[int, int], None] | None = None
+) -> BuildResult:
     """The whole build; see the module docstring for the order of stages."""
     started = time.perf_counter()
     train_sources = resolve_sources(config.sources)
     eval_sources = resolve_sources(config.eval_sources, "--eval") if config.eval_sources else []
-    tokenizer = load_tokenizer(config.tokenizer, config.chat_template, config.pad_vocab_to_multiple_of)
+    tokenizer = load_tokenizer(
+        config.tokenizer, config.chat_template, config.pad_vocab_to_multiple_of
+    )
     stats, start = [], 0
     eval_split = "train+eval" if config.eval_fraction else "train"
     for split, sources in ((eval_split, train_sources), ("eval", eval_sources)):
@@ -112,7 +128,9 @@ def run_build(config: BuildConfig, progress: Callable[[int, int], None] | None =
         return BuildResult(existing, True)
     if out.exists() and any(out.iterdir()) and not config.overwrite:
         what = "a different build" if existing else "files that are not a complete build"
-        raise SftprepError(f"--out {out} already holds {what}; pass --overwrite to replace it, or choose another --out")
+        raise SftprepError(
+            f"--out {out} already holds {what}; pass --overwrite to replace it, or choose another --out"
+        )
 
     with atomic_build_dir(out) as tmp:
         spills = {"train": Spill(tmp / SPILL_DIR, "train"), "eval": Spill(tmp / SPILL_DIR, "eval")}
@@ -124,7 +142,9 @@ def run_build(config: BuildConfig, progress: Callable[[int, int], None] | None =
             splits = {}
             for split, (spill, positions) in split_positions(spills, stats, config).items():
                 plan = plan_rows(spill, positions, config)
-                shards = write_split(tmp, split, assemble_rows(spill, plan), config.shard_size_mb * 1024 * 1024)
+                shards = write_split(
+                    tmp, split, assemble_rows(spill, plan), config.shard_size_mb * 1024 * 1024
+                )
                 splits[split] = split_stats(spill, positions, plan, shards, config)
         finally:
             for spill in spills.values():
@@ -146,7 +166,9 @@ def run_build(config: BuildConfig, progress: Callable[[int, int], None] | None =
     return BuildResult(manifest, False)
 
 
-def build_fingerprint(config: BuildConfig, stats: list[SourceStats], tokenizer: LoadedTokenizer) -> str:
+def build_fingerprint(
+    config: BuildConfig, stats: list[SourceStats], tokenizer: LoadedTokenizer
+) -> str:
     """Hash of everything that decides the output: config, source contents, tokenizer, template, version."""
     settings = {k: v for k, v in config.to_dict().items() if k not in FINGERPRINT_EXCLUDED}
     payload = {
@@ -159,7 +181,9 @@ def build_fingerprint(config: BuildConfig, stats: list[SourceStats], tokenizer: 
         "chat_template": tokenizer.chat_template,
         "added_tokens": tokenizer.added_tokens,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
+    ).hexdigest()
 
 
 def _existing_manifest(out: Path) -> dict | None:
@@ -178,7 +202,9 @@ def _read_source(config, tokenizer, st: SourceStats, spills: dict, progress) -> 
         if isinstance(row, dict):
             break
     if not head:
-        raise SftprepError(f"{st.source.path}: no rows; remove it from the sources or put data in it")
+        raise SftprepError(
+            f"{st.source.path}: no rows; remove it from the sources or put data in it"
+        )
     rows = itertools.chain(head, rows)
     columns = list(head[-1]) if isinstance(head[-1], dict) else []
     spec = detect_format(columns, config, st.source.path)
@@ -202,7 +228,9 @@ def _consume(config, st: SourceStats, batches, spills: dict, progress) -> None:
                 continue
             _keep(config, st, st.example_id_start + row_index, result, spills)
         if progress:
-            progress(len(results), sum(len(e.input_ids) for _, e in results if isinstance(e, Encoded)))
+            progress(
+                len(results), sum(len(e.input_ids) for _, e in results if isinstance(e, Encoded))
+            )
 
 
 def _map(config: BuildConfig, tokenizer: LoadedTokenizer, tasks, source: str):
@@ -217,14 +245,18 @@ def _map(config: BuildConfig, tokenizer: LoadedTokenizer, tasks, source: str):
     return in_worker_processes(process_in_worker, tasks, procs, init_worker, (config,), source)
 
 
-def _keep(config: BuildConfig, st: SourceStats, example_id: int, encoded: Encoded, spills: dict) -> None:
+def _keep(
+    config: BuildConfig, st: SourceStats, example_id: int, encoded: Encoded, spills: dict
+) -> None:
     if not has_loss(encoded):
         st.dropped["no_loss_tokens"] += 1
         return
     kept, cut = (
         ([encoded], 0)
         if config.packing == "wrapped"
-        else apply_length_policy(encoded, config.max_length, config.overlong, config.truncation_side)
+        else apply_length_policy(
+            encoded, config.max_length, config.overlong, config.truncation_side
+        )
     )
     if not kept:
         st.dropped["too_long"] += 1

@@ -75,10 +75,17 @@ def require_unicode(rendered: Rendered) -> Rendered:
 def trained_messages(example: Example, loss_on: str) -> list[bool]:
     """Which messages train: the policy, then each message's own `train` flag."""
     messages = example.messages
-    assistants = [i for i, m in enumerate(messages) if m["role"] == "assistant" and i >= example.prompt_messages]
+    assistants = [
+        i
+        for i, m in enumerate(messages)
+        if m["role"] == "assistant" and i >= example.prompt_messages
+    ]
     chosen = set(assistants[-1:]) if loss_on == "last-assistant" else set(assistants)
     flags = [i in chosen for i in range(len(messages))]
-    return [m.get("train", flag) if isinstance(m.get("train"), bool) else flag for m, flag in zip(messages, flags)]
+    return [
+        m.get("train", flag) if isinstance(m.get("train"), bool) else flag
+        for m, flag in zip(messages, flags)
+    ]
 
 
 def _render_chat(example: Example, loss_on: str, template, special_tokens: dict) -> Rendered:
@@ -87,14 +94,25 @@ def _render_chat(example: Example, loss_on: str, template, special_tokens: dict)
     def r(msgs, gen=False):
         return render(template, msgs, example.tools, special_tokens, add_generation_prompt=gen)
 
-    if loss_on != "all" and not any(m["role"] == "assistant" for m in example.messages) and not any(m.get("train") for m in example.messages):
-        raise RowError("no_assistant_turn", "the conversation has no assistant turn, so nothing would be trained; add one, or use --loss-on all")
+    if (
+        loss_on != "all"
+        and not any(m["role"] == "assistant" for m in example.messages)
+        and not any(m.get("train") for m in example.messages)
+    ):
+        raise RowError(
+            "no_assistant_turn",
+            "the conversation has no assistant turn, so nothing would be trained; add one, or use --loss-on all",
+        )
     full = r(messages)
     if loss_on == "all":
         excluded = [i for i, m in enumerate(example.messages) if m.get("train") is False]
         spans = _subtract([(0, len(full))], [_turn_span(r, messages, full, i) for i in excluded])
         return Rendered(full, tuple(spans), False, False)
-    spans = [_turn_span(r, messages, full, i) for i, t in enumerate(trained_messages(example, loss_on)) if t]
+    spans = [
+        _turn_span(r, messages, full, i)
+        for i, t in enumerate(trained_messages(example, loss_on))
+        if t
+    ]
     return Rendered(full, tuple(s for s in spans if s[1] > s[0]), False, False)
 
 
@@ -112,7 +130,10 @@ def _turn_span(r, messages: list, full: str, i: int) -> tuple[int, int]:
             head = r(messages[:i], gen=is_assistant)
         except RowError:
             if i == 0:
-                raise RowError("template_error", "the conversation starts with an assistant turn, which the template cannot prompt for; start with a user (or system) message") from None
+                raise RowError(
+                    "template_error",
+                    "the conversation starts with an assistant turn, which the template cannot prompt for; start with a user (or system) message",
+                ) from None
             raise
     if not full.startswith(head):
         raise RowError(
@@ -122,7 +143,10 @@ def _turn_span(r, messages: list, full: str, i: int) -> tuple[int, int]:
         )
     own = full if i == len(messages) - 1 else r(messages[: i + 1])
     if not own.startswith(head):
-        raise RowError("template_error", f"the chat template's generation prompt is not how it renders message {i}; use --chat-template with a consistent template")
+        raise RowError(
+            "template_error",
+            f"the chat template's generation prompt is not how it renders message {i}; use --chat-template with a consistent template",
+        )
     turn = own[len(head) :]
     if full.startswith(turn, len(head)):
         end = len(head) + len(turn)

@@ -17,7 +17,9 @@ Plan = list[list[tuple[int, int, int]]]
 """Rows, each a list of segments (spill position, first token, end token)."""
 
 
-def split_positions(spills: dict[str, Spill], sources: list, config: BuildConfig) -> dict[str, tuple[Spill, np.ndarray]]:
+def split_positions(
+    spills: dict[str, Spill], sources: list, config: BuildConfig
+) -> dict[str, tuple[Spill, np.ndarray]]:
     """Which spilled examples make each split (eval by --eval sources or a seeded, stable hash)."""
     train = spills["train"]
     everything = np.arange(len(train), dtype=np.int64)
@@ -40,18 +42,33 @@ def _held_out(example_ids: np.ndarray, sources: list, config: BuildConfig) -> np
         text = f"{config.seed}:{source.sha256}:{example_id - source.example_id_start}"
         return hashlib.blake2b(text.encode(), digest_size=8).digest()
 
-    count = min(len(unique) - 1, max(1, round(config.eval_fraction * len(unique)))) if len(unique) > 1 else 0
+    count = (
+        min(len(unique) - 1, max(1, round(config.eval_fraction * len(unique))))
+        if len(unique) > 1
+        else 0
+    )
     held = np.array(sorted(unique.tolist(), key=key)[:count], dtype=np.int64)
     return np.isin(example_ids, held)
 
 
 def plan_rows(spill: Spill, positions: np.ndarray, config: BuildConfig) -> Plan:
     """Pack the chosen examples by length, then shuffle the rows with the seed."""
-    lengths = np.asarray(spill.lengths, dtype=np.int64)[positions] if len(positions) else np.zeros(0, dtype=np.int64)
+    lengths = (
+        np.asarray(spill.lengths, dtype=np.int64)[positions]
+        if len(positions)
+        else np.zeros(0, dtype=np.int64)
+    )
     if config.packing == "wrapped":
-        plan = [[(int(positions[s.index]), s.start, s.stop) for s in row] for row in pack_wrapped(lengths, config.max_length)]
+        plan = [
+            [(int(positions[s.index]), s.start, s.stop) for s in row]
+            for row in pack_wrapped(lengths, config.max_length)
+        ]
     else:
-        groups = pack_bfd(lengths, config.max_length) if config.packing == "bfd" else [[i] for i in range(len(positions))]
+        groups = (
+            pack_bfd(lengths, config.max_length)
+            if config.packing == "bfd"
+            else [[i] for i in range(len(positions))]
+        )
         plan = [[(int(positions[i]), 0, int(lengths[i])) for i in group] for group in groups]
     order = np.random.default_rng(config.seed).permutation(len(plan))
     return [plan[i] for i in order]
@@ -66,18 +83,33 @@ def assemble_rows(spill: Spill, plan: Plan) -> Iterator[tuple]:
             seg_mask[0] = 0  # a segment's first token has nothing before it in the row
             ids.append(seg_ids)
             masks.append(seg_mask)
-        yield np.concatenate(ids), np.concatenate(masks), [stop - start for _, start, stop in row], [spill.example_ids[p] for p, _, _ in row]
+        yield (
+            np.concatenate(ids),
+            np.concatenate(masks),
+            [stop - start for _, start, stop in row],
+            [spill.example_ids[p] for p, _, _ in row],
+        )
 
 
-def split_stats(spill: Spill, positions: np.ndarray, plan: Plan, shards: list[dict], config: BuildConfig) -> dict:
+def split_stats(
+    spill: Spill, positions: np.ndarray, plan: Plan, shards: list[dict], config: BuildConfig
+) -> dict:
     """The manifest's numbers for one split."""
-    lengths = np.asarray(spill.lengths, dtype=np.int64)[positions] if len(positions) else np.zeros(0, dtype=np.int64)
+    lengths = (
+        np.asarray(spill.lengths, dtype=np.int64)[positions]
+        if len(positions)
+        else np.zeros(0, dtype=np.int64)
+    )
     tokens = int(lengths.sum())
     return {
         "rows": len(plan),
-        "examples": int(len(np.unique(np.asarray(spill.example_ids, dtype=np.int64)[positions]))) if len(positions) else 0,
+        "examples": int(len(np.unique(np.asarray(spill.example_ids, dtype=np.int64)[positions])))
+        if len(positions)
+        else 0,
         "tokens": tokens,
-        "loss_tokens": sum(s["loss_tokens"] for s in shards),  # from the rows: wrapping unmarks segment starts
+        "loss_tokens": sum(
+            s["loss_tokens"] for s in shards
+        ),  # from the rows: wrapping unmarks segment starts
         "max_length": config.max_length,
         "packing": config.packing,
         "packing_efficiency": round(efficiency(tokens, len(plan), config.max_length), 6),

@@ -21,7 +21,14 @@ import pyarrow.parquet as pq
 from sftprep.errors import RowError, SftprepError
 from sftprep.json_array import JSON_WHITESPACE, iter_json_array
 
-FILE_KINDS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
+FILE_KINDS = {
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".csv": "csv",
+    ".arrow": "arrow",
+}
 BATCH_ROWS = 1024
 
 
@@ -80,7 +87,9 @@ def _folder_source(path: Path) -> Source:
             f"{path} is a saved DatasetDict; pass one split's folder instead, e.g. "
             + ", ".join(str(path / s) for s in splits)
         )
-    raise SftprepError(f"{path} is a folder but not a datasets.save_to_disk folder (no state.json); pass its files or a glob")
+    raise SftprepError(
+        f"{path} is a folder but not a datasets.save_to_disk folder (no state.json); pass its files or a glob"
+    )
 
 
 def content_sha256(source: Source) -> str:
@@ -159,7 +168,11 @@ def _is_json(line: bytes) -> bool:
 def _json_array_rows(path: str, handle) -> Iterator[dict | RowError]:
     with _json_errors(path):
         for item in iter_json_array(handle):
-            yield item if isinstance(item, dict) else RowError("bad_row_type", f"expected a JSON object, got {type(item).__name__}")
+            yield (
+                item
+                if isinstance(item, dict)
+                else RowError("bad_row_type", f"expected a JSON object, got {type(item).__name__}")
+            )
 
 
 @contextmanager
@@ -168,9 +181,13 @@ def _json_errors(path: str, hint: str = ""):
     try:
         yield
     except UnicodeDecodeError as err:
-        raise SftprepError(f"{path}: not valid UTF-8 at byte {err.start}; re-encode the file as UTF-8") from None
+        raise SftprepError(
+            f"{path}: not valid UTF-8 at byte {err.start}; re-encode the file as UTF-8"
+        ) from None
     except json.JSONDecodeError as err:
-        raise SftprepError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}{hint}; fix the file") from None
+        raise SftprepError(
+            f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}{hint}; fix the file"
+        ) from None
     except ValueError as err:  # a number too long to convert
         raise SftprepError(f"{path}: malformed JSON: {err}; fix the file") from None
 
@@ -185,17 +202,29 @@ def _jsonl_rows(path: str) -> Iterator[dict | RowError]:
             try:
                 item = json.loads(line.decode("utf-8"))
             except UnicodeDecodeError as err:
-                yield RowError("invalid_utf8", f"line {line_no} is not valid UTF-8 (byte {err.start}); re-encode the file as UTF-8")
+                yield RowError(
+                    "invalid_utf8",
+                    f"line {line_no} is not valid UTF-8 (byte {err.start}); re-encode the file as UTF-8",
+                )
                 continue
             except json.JSONDecodeError as err:
                 hint = " (the file looks cut off)" if not line.endswith(b"\n") else ""
-                yield RowError("malformed_json", f"line {line_no} is not valid JSON: {err.msg} at column {err.colno}{hint}; fix or remove the line")
+                yield RowError(
+                    "malformed_json",
+                    f"line {line_no} is not valid JSON: {err.msg} at column {err.colno}{hint}; fix or remove the line",
+                )
                 continue
             except ValueError as err:  # a number too long to convert
-                yield RowError("malformed_json", f"line {line_no} is not valid JSON: {err}; fix or remove the line")
+                yield RowError(
+                    "malformed_json",
+                    f"line {line_no} is not valid JSON: {err}; fix or remove the line",
+                )
                 continue
             if not isinstance(item, dict):
-                yield RowError("bad_row_type", f"line {line_no}: expected a JSON object, got {type(item).__name__}")
+                yield RowError(
+                    "bad_row_type",
+                    f"line {line_no}: expected a JSON object, got {type(item).__name__}",
+                )
                 continue
             yield item
     if empty:
@@ -220,14 +249,21 @@ def _csv_rows(path: str) -> Iterator[dict | RowError]:
                 raise SftprepError(f"{path}: the file is empty; a CSV needs a header row")
             duplicates = sorted({h for h in header if header.count(h) > 1})
             if duplicates:
-                raise SftprepError(f"{path}: duplicate column names {', '.join(duplicates)} in the header; rename them")
+                raise SftprepError(
+                    f"{path}: duplicate column names {', '.join(duplicates)} in the header; rename them"
+                )
             for values in reader:
                 if len(values) != len(header):
-                    yield RowError("malformed_csv", f"line {reader.line_num}: {len(values)} fields, the header has {len(header)}")
+                    yield RowError(
+                        "malformed_csv",
+                        f"line {reader.line_num}: {len(values)} fields, the header has {len(header)}",
+                    )
                     continue
                 yield dict(zip(header, values))
         except UnicodeDecodeError:
-            raise SftprepError(f"{path}: not valid UTF-8 near line {reader.line_num + 1}; re-encode the file as UTF-8") from None
+            raise SftprepError(
+                f"{path}: not valid UTF-8 near line {reader.line_num + 1}; re-encode the file as UTF-8"
+            ) from None
 
 
 def _arrow_batches(path: Path) -> Iterator[pa.RecordBatch]:
@@ -262,7 +298,10 @@ def _saved_files(folder: Path) -> list[Path]:
 
 
 def _hub_dataset(name: str):
-    if any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+    if any(
+        os.environ.get(v, "").lower() in ("1", "true", "yes")
+        for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    ):
         raise SftprepError(
             f"{name}: not a local file or folder, and the hub is off (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set); "
             "download the dataset first and pass its files, or unset the variable"

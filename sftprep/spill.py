@@ -46,12 +46,17 @@ class Spill:
         self.loss_counts.append(encoded.loss_tokens)
         self._end += n
 
-    def read(self, position: int, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def read(
+        self, position: int, start: int = 0, stop: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Ids and mask of the example at `position`, tokens [start, stop)."""
         if self._fds is None:
             self._ids.close()
             self._mask.close()
-            self._fds = (os.open(self._ids_path, os.O_RDONLY), os.open(self._mask_path, os.O_RDONLY))
+            self._fds = (
+                os.open(self._ids_path, os.O_RDONLY),
+                os.open(self._mask_path, os.O_RDONLY),
+            )
         stop = self.lengths[position] if stop is None else stop
         first, count = self.starts[position] + start, stop - start
         ids = np.frombuffer(os.pread(self._fds[0], 4 * count, 4 * first), dtype=np.int32)

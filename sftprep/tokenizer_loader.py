@@ -12,8 +12,22 @@ from schemas import tokenizer_fingerprint
 from sftprep.chat_template import builtin_template
 from sftprep.errors import SftprepError
 
-SPECIAL_TOKEN_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json", "special_tokens_map.json")
+SPECIAL_TOKEN_KEYS = (
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "sep_token",
+    "pad_token",
+    "cls_token",
+    "mask_token",
+)
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "special_tokens_map.json",
+)
 CHATML_TOKENS = ("<|im_start|>", "<|im_end|>")
 CHATML_PAD = "<|pad|>"
 
@@ -99,7 +113,9 @@ def _resolve_folder(name_or_path: str) -> Path:
     return Path(local)
 
 
-def load_tokenizer(name_or_path: str, chat_template: str | None = None, pad_vocab_to_multiple_of: int | None = None) -> LoadedTokenizer:
+def load_tokenizer(
+    name_or_path: str, chat_template: str | None = None, pad_vocab_to_multiple_of: int | None = None
+) -> LoadedTokenizer:
     """Load a tokenizer folder (or hub name), apply `--chat-template` (a file, or `chatml`)."""
     folder = _resolve_folder(name_or_path)
     files = {n: (folder / n).read_bytes() for n in TOKENIZER_FILES if (folder / n).is_file()}
@@ -127,10 +143,14 @@ def load_tokenizer(name_or_path: str, chat_template: str | None = None, pad_voca
     elif chat_template:
         path = Path(chat_template)
         if not path.is_file():
-            raise SftprepError(f"--chat-template {chat_template}: file not found (or pass `chatml`)")
+            raise SftprepError(
+                f"--chat-template {chat_template}: file not found (or pass `chatml`)"
+            )
         loaded.chat_template = path.read_text()
         loaded.chat_template_source = f"file:{path.name}"
-    loaded.fingerprint = tokenizer_fingerprint(loaded.backend) if loaded.added_tokens else loaded.base_fingerprint
+    loaded.fingerprint = (
+        tokenizer_fingerprint(loaded.backend) if loaded.added_tokens else loaded.base_fingerprint
+    )
     return loaded
 
 
@@ -157,8 +177,12 @@ def _setup_chatml(loaded: LoadedTokenizer) -> None:
         if pad not in vocab:
             new.append(pad)
     if new:
-        loaded.backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in new])
+        loaded.backend.add_special_tokens(
+            [AddedToken(t, special=True, normalized=False) for t in new]
+        )
     loaded.added_tokens = new
-    loaded.special_tokens.update(bos_token=CHATML_TOKENS[0], eos_token=CHATML_TOKENS[1], pad_token=pad)
+    loaded.special_tokens.update(
+        bos_token=CHATML_TOKENS[0], eos_token=CHATML_TOKENS[1], pad_token=pad
+    )
     loaded.chat_template = builtin_template("chatml")
     loaded.chat_template_source = "builtin:chatml"

@@ -33,14 +33,23 @@ def verify_build(build: str | Path, deep: bool = True) -> list[str]:  # noqa: C9
     try:
         manifest = json.loads((build / MANIFEST_NAME).read_text())
     except FileNotFoundError:
-        return [f"{build}: no {MANIFEST_NAME}: the build is missing or incomplete; run `sftprep build` again"]
+        return [
+            f"{build}: no {MANIFEST_NAME}: the build is missing or incomplete; run `sftprep build` again"
+        ]
     except json.JSONDecodeError as err:
         return [f"{build / MANIFEST_NAME}: not valid JSON ({err})"]
     if manifest.get("format_version") != FORMAT_VERSION:
-        return [f"format_version is {manifest.get('format_version')!r}; this sftprep reads {FORMAT_VERSION}: rebuild with this version"]
-    errors = sorted(jsonschema.Draft202012Validator(manifest_schema()).iter_errors(manifest), key=lambda e: list(e.path))
+        return [
+            f"format_version is {manifest.get('format_version')!r}; this sftprep reads {FORMAT_VERSION}: rebuild with this version"
+        ]
+    errors = sorted(
+        jsonschema.Draft202012Validator(manifest_schema()).iter_errors(manifest),
+        key=lambda e: list(e.path),
+    )
     if errors:
-        return [f"manifest.json: {'/'.join(map(str, e.path)) or '(top)'}: {e.message}" for e in errors]
+        return [
+            f"manifest.json: {'/'.join(map(str, e.path)) or '(top)'}: {e.message}" for e in errors
+        ]
     problems = []
     for info in manifest["splits"].values():
         for shard in info["shards"]:
@@ -48,9 +57,13 @@ def verify_build(build: str | Path, deep: bool = True) -> list[str]:  # noqa: C9
             if not path.is_file():
                 problems.append(f"{shard['path']}: missing")
             elif path.stat().st_size != shard["bytes"]:
-                problems.append(f"{shard['path']}: {path.stat().st_size} bytes, the manifest says {shard['bytes']} (truncated or replaced)")
+                problems.append(
+                    f"{shard['path']}: {path.stat().st_size} bytes, the manifest says {shard['bytes']} (truncated or replaced)"
+                )
             elif deep and file_sha256(path) != shard["sha256"]:
-                problems.append(f"{shard['path']}: sha256 differs from the manifest (the file was changed)")
+                problems.append(
+                    f"{shard['path']}: sha256 differs from the manifest (the file was changed)"
+                )
     if problems or not deep:
         return problems
     seen: Counter = Counter()
@@ -63,17 +76,23 @@ def verify_build(build: str | Path, deep: bool = True) -> list[str]:  # noqa: C9
             problems.append(f"examples {twice[:5]} appear in more than one row")
         kept = sum(s["rows_kept"] for s in manifest["sources"])
         if len(seen) != kept:
-            problems.append(f"{len(seen)} distinct examples in the shards, the manifest says {kept} kept")
+            problems.append(
+                f"{len(seen)} distinct examples in the shards, the manifest says {kept} kept"
+            )
     for s in manifest["sources"]:
         if s["rows_read"] != s["rows_kept"] + sum(s["dropped"].values()):
-            problems.append(f"source {s['path']}: rows read {s['rows_read']} != kept {s['rows_kept']} + dropped {sum(s['dropped'].values())}")
+            problems.append(
+                f"source {s['path']}: rows read {s['rows_read']} != kept {s['rows_kept']} + dropped {sum(s['dropped'].values())}"
+            )
     return problems
 
 
 def _check_split(build: Path, split: str, info: dict, manifest: dict, seen: Counter) -> list[str]:  # noqa: C901, PLR0912, PLR0915 - one check per invariant of a split
     problems, rows, tokens, loss = [], 0, 0, 0
     vocab = manifest["tokenizer"]["length"]
-    ranges = [(s["example_id_start"], s["example_id_start"] + s["rows_read"]) for s in manifest["sources"]]
+    ranges = [
+        (s["example_id_start"], s["example_id_start"] + s["rows_read"]) for s in manifest["sources"]
+    ]
     for shard in info["shards"]:
         where = shard["path"]
         try:
@@ -86,38 +105,57 @@ def _check_split(build: Path, split: str, info: dict, manifest: dict, seen: Coun
             problems.append(f"{where}: Arrow schema differs from the contract: {table.schema}")
             continue
         table = table.combine_chunks()
-        col = {name: table.column(name).chunk(0) if table.num_rows else None for name in table.column_names}
+        col = {
+            name: table.column(name).chunk(0) if table.num_rows else None
+            for name in table.column_names
+        }
         if table.num_rows != shard["rows"]:
             problems.append(f"{where}: {table.num_rows} rows, the manifest says {shard['rows']}")
         if not table.num_rows:
             continue
-        ids, mask, lens, example_ids = (col[c] for c in (INPUT_IDS, LOSS_MASK, SEQ_LENS, EXAMPLE_IDS))
+        ids, mask, lens, example_ids = (
+            col[c] for c in (INPUT_IDS, LOSS_MASK, SEQ_LENS, EXAMPLE_IDS)
+        )
         row_len = np.diff(ids.offsets.to_numpy())
         flat_ids, flat_mask = ids.values.to_numpy(), mask.values.to_numpy()
         flat_lens = lens.values.to_numpy()
         if not np.array_equal(row_len, np.diff(mask.offsets.to_numpy())):
             problems.append(f"{where}: input_ids and loss_mask lengths differ")
             continue
-        sums = np.add.reduceat(flat_lens, lens.offsets.to_numpy()[:-1]) if len(flat_lens) else np.zeros(len(row_len))
+        sums = (
+            np.add.reduceat(flat_lens, lens.offsets.to_numpy()[:-1])
+            if len(flat_lens)
+            else np.zeros(len(row_len))
+        )
         bad = np.flatnonzero(sums != row_len)
         if len(bad):
-            problems.append(f"{where}: row {bad[0]}: seq_lens sum to {sums[bad[0]]}, the row has {row_len[bad[0]]} tokens")
+            problems.append(
+                f"{where}: row {bad[0]}: seq_lens sum to {sums[bad[0]]}, the row has {row_len[bad[0]]} tokens"
+            )
         if (row_len > info["max_length"]).any():
             problems.append(f"{where}: a row is longer than max_length {info['max_length']}")
         if (flat_lens <= 0).any():
             problems.append(f"{where}: a segment has no tokens")
-        if not np.array_equal(np.diff(lens.offsets.to_numpy()), np.diff(example_ids.offsets.to_numpy())):
+        if not np.array_equal(
+            np.diff(lens.offsets.to_numpy()), np.diff(example_ids.offsets.to_numpy())
+        ):
             problems.append(f"{where}: seq_lens and example_ids lengths differ")
         starts = np.concatenate([[0], np.cumsum(flat_lens)[:-1]]) if len(flat_lens) else flat_lens
         if len(starts) and flat_mask[starts[starts < len(flat_mask)]].any():
-            problems.append(f"{where}: a segment's first token is trained (loss_mask must be 0 there)")
+            problems.append(
+                f"{where}: a segment's first token is trained (loss_mask must be 0 there)"
+            )
         if not np.isin(flat_mask, (0, 1)).all():
             problems.append(f"{where}: loss_mask holds values other than 0 and 1")
         if len(flat_ids) and (flat_ids.min() < 0 or flat_ids.max() >= vocab):
             problems.append(f"{where}: token ids outside [0, {vocab}) (the tokenizer's length)")
         if not np.array_equal(col[NUM_TOKENS].to_numpy(), row_len):
             problems.append(f"{where}: num_tokens differs from the row lengths")
-        row_loss = np.add.reduceat(flat_mask.astype(np.int64), ids.offsets.to_numpy()[:-1]) if len(flat_mask) else row_len * 0
+        row_loss = (
+            np.add.reduceat(flat_mask.astype(np.int64), ids.offsets.to_numpy()[:-1])
+            if len(flat_mask)
+            else row_len * 0
+        )
         if not np.array_equal(col[NUM_LOSS_TOKENS].to_numpy(), row_loss):
             problems.append(f"{where}: num_loss_tokens differs from the loss masks")
         flat_examples = example_ids.values.to_numpy()
@@ -131,5 +169,7 @@ def _check_split(build: Path, split: str, info: dict, manifest: dict, seen: Coun
         tokens += int(row_len.sum())
         loss += int(flat_mask.sum())
     if (rows, tokens, loss) != (info["rows"], info["tokens"], info["loss_tokens"]):
-        problems.append(f"split {split}: rows/tokens/loss tokens are {rows}/{tokens}/{loss}, the manifest says {info['rows']}/{info['tokens']}/{info['loss_tokens']}")
+        problems.append(
+            f"split {split}: rows/tokens/loss tokens are {rows}/{tokens}/{loss}, the manifest says {info['rows']}/{info['tokens']}/{info['loss_tokens']}"
+        )
     return problems

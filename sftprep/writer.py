@@ -34,7 +34,9 @@ def _list_array(parts: list[np.ndarray], value_type: pa.DataType) -> pa.Array:
     offsets = np.zeros(len(parts) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     values = np.concatenate(parts) if parts else np.zeros(0)
-    return pa.ListArray.from_arrays(_numpy_array(offsets, pa.int32()), _numpy_array(values, value_type))
+    return pa.ListArray.from_arrays(
+        _numpy_array(offsets, pa.int32()), _numpy_array(values, value_type)
+    )
 
 
 def _record_batch(rows: list) -> pa.RecordBatch:
@@ -46,14 +48,21 @@ def _record_batch(rows: list) -> pa.RecordBatch:
             _list_array(masks, pa.uint8()),
             _list_array([np.asarray(r[2], dtype=np.int32) for r in rows], pa.int32()),
             _list_array([np.asarray(r[3], dtype=np.int64) for r in rows], pa.int64()),
-            _numpy_array(np.fromiter((len(i) for i in ids), dtype=np.int32, count=len(ids)), pa.int32()),
-            _numpy_array(np.fromiter((int(m.sum()) for m in masks), dtype=np.int32, count=len(masks)), pa.int32()),
+            _numpy_array(
+                np.fromiter((len(i) for i in ids), dtype=np.int32, count=len(ids)), pa.int32()
+            ),
+            _numpy_array(
+                np.fromiter((int(m.sum()) for m in masks), dtype=np.int32, count=len(masks)),
+                pa.int32(),
+            ),
         ],
         schema=row_schema(),
     )
 
 
-def write_split(build_dir: Path, split: str, rows: Iterable[tuple], shard_size_bytes: int) -> list[dict]:
+def write_split(
+    build_dir: Path, split: str, rows: Iterable[tuple], shard_size_bytes: int
+) -> list[dict]:
     """Write rows (input_ids, loss_mask, seq_lens, example_ids) into shards; return their manifest entries."""
     folder = build_dir / split
     folder.mkdir(parents=True, exist_ok=True)
@@ -108,7 +117,16 @@ def write_split(build_dir: Path, split: str, rows: Iterable[tuple], shard_size_b
         path = folder / shard_name(0)
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, row_schema()):
             pass
-        shards.append({"path": f"{split}/{path.name}", "rows": 0, "tokens": 0, "loss_tokens": 0, "bytes": path.stat().st_size, "sha256": file_sha256(path)})
+        shards.append(
+            {
+                "path": f"{split}/{path.name}",
+                "rows": 0,
+                "tokens": 0,
+                "loss_tokens": 0,
+                "bytes": path.stat().st_size,
+                "sha256": file_sha256(path),
+            }
+        )
     return shards
 
 
@@ -150,7 +168,6 @@ def atomic_build_dir(target: Path) -> Iterator[Path]:
     os.replace(tmp, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
 
 
 def _remove_stale(target: Path) -> None:

@@ -22,7 +22,12 @@ if TYPE_CHECKING:
 __all__ = ["SfttrainError", "TrainConfig", "load_config", "train"]
 
 
-def train(config: TrainConfig | Mapping[str, Any], callbacks=None, compute_metrics=None, optimizers=(None, None)) -> TrainResult:
+def train(
+    config: TrainConfig | Mapping[str, Any],
+    callbacks=None,
+    compute_metrics=None,
+    optimizers=(None, None),
+) -> TrainResult:
     """Train and save as `sfttrain run` does; `config` is a TrainConfig or a mapping of its keys.
 
     callbacks, compute_metrics and optimizers go to transformers.Trainer unchanged.
@@ -31,4 +36,6 @@ def train(config: TrainConfig | Mapping[str, Any], callbacks=None, compute_metri
 
     if not isinstance(config, TrainConfig):
         config = load_config(overrides=dict(config))
-    return run_training(config, callbacks=callbacks, compute_metrics=compute_metrics, optimizers=optimizers)
+    return run_training(
+        config, callbacks=callbacks, compute_metrics=compute_metrics, optimizers=optimizers
+    )

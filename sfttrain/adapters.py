@@ -30,9 +30,15 @@ def apply_adapter(model, config: TrainConfig, trainable_token_ids: list[int]):
         )
     if config.adapter is not None:
         if not (Path(config.adapter) / "adapter_config.json").is_file():
-            raise SfttrainError(f"--adapter {config.adapter} has no adapter_config.json: point it at a saved PEFT adapter folder")
+            raise SfttrainError(
+                f"--adapter {config.adapter} has no adapter_config.json: point it at a saved PEFT adapter folder"
+            )
         return PeftModel.from_pretrained(model, config.adapter, is_trainable=True)
-    targets = config.lora_targets if config.lora_targets == "all-linear" else [t.strip() for t in config.lora_targets.split(",") if t.strip()]
+    targets = (
+        config.lora_targets
+        if config.lora_targets == "all-linear"
+        else [t.strip() for t in config.lora_targets.split(",") if t.strip()]
+    )
     lora = LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha or 2 * config.lora_r,
@@ -44,7 +50,9 @@ def apply_adapter(model, config: TrainConfig, trainable_token_ids: list[int]):
     try:
         return get_peft_model(model, lora)
     except ValueError as e:
-        raise SfttrainError(f"--lora-targets {config.lora_targets!r}: {str(e).splitlines()[0]}") from None
+        raise SfttrainError(
+            f"--lora-targets {config.lora_targets!r}: {str(e).splitlines()[0]}"
+        ) from None
 
 
 def merge_adapter(model):

@@ -49,7 +49,9 @@ def shard_for_rank(batches: list[list[int]], rank: int, world_size: int) -> list
     if not batches:
         return []
     per_rank = -(-len(batches) // world_size)
-    padded = batches + [batches[i % len(batches)] for i in range(per_rank * world_size - len(batches))]
+    padded = batches + [
+        batches[i % len(batches)] for i in range(per_rank * world_size - len(batches))
+    ]
     return padded[rank::world_size]
 
 
@@ -89,7 +91,15 @@ class TokenBudgetBatchSampler:
     keeps the rows in build order, packed greedily.
     """
 
-    def __init__(self, lengths: np.ndarray, budget: int, seed: int = 0, rank: int = 0, world_size: int = 1, shuffle: bool = True):
+    def __init__(
+        self,
+        lengths: np.ndarray,
+        budget: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+    ):
         self.lengths = np.asarray(lengths)
         self.budget = budget
         self.seed = seed
@@ -106,7 +116,11 @@ class TokenBudgetBatchSampler:
     def batches(self) -> list[list[int]]:
         """This rank's micro-batches for the current epoch (cached per epoch)."""
         if self._cache is None or self._cache[0] != self.epoch:
-            planned = plan_batches(self.lengths, self.budget, self.seed, self.epoch) if self.shuffle else _in_order(self.lengths, self.budget)
+            planned = (
+                plan_batches(self.lengths, self.budget, self.seed, self.epoch)
+                if self.shuffle
+                else _in_order(self.lengths, self.budget)
+            )
             self._cache = (self.epoch, shard_for_rank(planned, self.rank, self.world_size))
         return self._cache[1]
 

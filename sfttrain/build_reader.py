@@ -47,10 +47,16 @@ class PackedRows:
         batches = [b for t in tables for b in t.to_batches() if b.num_rows]
         # per record batch: {column: (offsets, values)} as zero-copy numpy views
         self._chunks = [
-            {c: (b.column(c).offsets.to_numpy(), b.column(c).values.to_numpy()) for c in LIST_COLUMNS} for b in batches
+            {
+                c: (b.column(c).offsets.to_numpy(), b.column(c).values.to_numpy())
+                for c in LIST_COLUMNS
+            }
+            for b in batches
         ]
         self._starts = np.cumsum([0] + [b.num_rows for b in batches])
-        self.num_tokens = np.concatenate([b.column(NUM_TOKENS).to_numpy() for b in batches] or [np.zeros(0, np.int32)])
+        self.num_tokens = np.concatenate(
+            [b.column(NUM_TOKENS).to_numpy() for b in batches] or [np.zeros(0, np.int32)]
+        )
         self._batches = batches
 
     def __len__(self) -> int:
@@ -61,7 +67,10 @@ class PackedRows:
             raise IndexError(f"row {index} out of range for {len(self)} rows")
         chunk = int(np.searchsorted(self._starts, index, side="right")) - 1
         local = index - int(self._starts[chunk])
-        return {c: values[offsets[local] : offsets[local + 1]] for c, (offsets, values) in self._chunks[chunk].items()}
+        return {
+            c: values[offsets[local] : offsets[local + 1]]
+            for c, (offsets, values) in self._chunks[chunk].items()
+        }
 
     def max_token_id(self) -> int:
         """The largest id in input_ids (-1 when empty), computed in Arrow without copying."""
@@ -101,24 +110,37 @@ def read_manifest(path: Path) -> dict:
     """Load manifest.json; refuse a missing one, an unknown format_version or a malformed one."""
     manifest_path = path / MANIFEST_NAME
     if not manifest_path.is_file():
-        state = "does not exist" if not path.exists() else f"has no {MANIFEST_NAME}, so the build is incomplete (sftprep writes it last)"
+        state = (
+            "does not exist"
+            if not path.exists()
+            else f"has no {MANIFEST_NAME}, so the build is incomplete (sftprep writes it last)"
+        )
         raise SfttrainError(
             f"--data {path} {state}: run `sftprep build ... --out {path}` to (re)build it, or point --data at a finished build"
         )
     try:
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as e:
-        raise SfttrainError(f"{manifest_path} is not valid JSON ({e}): rebuild with `sftprep build`") from None
+        raise SfttrainError(
+            f"{manifest_path} is not valid JSON ({e}): rebuild with `sftprep build`"
+        ) from None
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if version != FORMAT_VERSION:
         raise SfttrainError(
             f"{manifest_path} has format_version {version!r}, this sfttrain reads format_version {FORMAT_VERSION}: "
             "rebuild the data with the sftprep that ships with this sfttrain, or install the matching sfttrain"
         )
-    errors = sorted(jsonschema.Draft202012Validator(manifest_schema()).iter_errors(manifest), key=lambda e: list(e.path))
+    errors = sorted(
+        jsonschema.Draft202012Validator(manifest_schema()).iter_errors(manifest),
+        key=lambda e: list(e.path),
+    )
     if errors:
-        details = "; ".join(f"{'.'.join(map(str, e.path)) or '(top)'}: {e.message}" for e in errors[:10])
-        raise SfttrainError(f"{manifest_path} does not follow the manifest schema ({details}): rebuild with `sftprep build`")
+        details = "; ".join(
+            f"{'.'.join(map(str, e.path)) or '(top)'}: {e.message}" for e in errors[:10]
+        )
+        raise SfttrainError(
+            f"{manifest_path} does not follow the manifest schema ({details}): rebuild with `sftprep build`"
+        )
     return manifest
 
 
@@ -131,12 +153,17 @@ def check_shards(path: Path, manifest: dict, verify: bool) -> None:
             if not file.is_file():
                 problems.append(f"{shard['path']} is missing")
             elif (size := file.stat().st_size) != shard["bytes"]:
-                problems.append(f"{shard['path']} has {size} bytes, the manifest says {shard['bytes']}")
+                problems.append(
+                    f"{shard['path']} has {size} bytes, the manifest says {shard['bytes']}"
+                )
             elif verify and (digest := _sha256(file)) != shard["sha256"]:
-                problems.append(f"{shard['path']} has sha256 {digest[:12]}..., the manifest says {shard['sha256'][:12]}...")
+                problems.append(
+                    f"{shard['path']} has sha256 {digest[:12]}..., the manifest says {shard['sha256'][:12]}..."
+                )
     if problems:
         raise SfttrainError(
-            f"--data {path}: shards do not match {MANIFEST_NAME}: " + "; ".join(problems)
+            f"--data {path}: shards do not match {MANIFEST_NAME}: "
+            + "; ".join(problems)
             + ". The folder was changed or copied partly: copy the whole build again or rerun `sftprep build`"
         )
 
@@ -187,7 +214,9 @@ def _open_split(path: Path, name: str, info: dict) -> PackedRows:
                 f"not the shard contract's {row_schema().names}: rebuild with `sftprep build`"
             )
         if table.num_rows != shard["rows"]:
-            raise SfttrainError(f"{shard['path']} has {table.num_rows} rows, the manifest says {shard['rows']}: rebuild with `sftprep build`")
+            raise SfttrainError(
+                f"{shard['path']} has {table.num_rows} rows, the manifest says {shard['rows']}: rebuild with `sftprep build`"
+            )
         tables.append(table)
     return PackedRows(tables)
 

@@ -23,7 +23,9 @@ from schemas.config_fields import cli_parameters, flag
 from sfttrain.config import TrainConfig, load_config
 from sfttrain.errors import ConfigError, SfttrainError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train on a build made by `sftprep build`.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Train on a build made by `sftprep build`."
+)
 JSON_KEYS = ("model_kwargs", "training_args")
 
 
@@ -36,7 +38,10 @@ def run(config: Path | None = None, **flags: Any) -> None:
     """Load the config (file, then flags), train, print the summary (see train's help)."""
     code = 0
     try:
-        overrides = {key: _parse_json(key, value) if key in JSON_KEYS else value for key, value in flags.items()}
+        overrides = {
+            key: _parse_json(key, value) if key in JSON_KEYS else value
+            for key, value in flags.items()
+        }
         train_config = load_config(config, overrides)
         from sfttrain.training import train
 
@@ -95,7 +100,9 @@ def _parse_json(key: str, value: Any) -> Any:
     try:
         parsed = json.loads(value)
     except json.JSONDecodeError as e:
-        raise SfttrainError(f"{flag(key)} must be a JSON object, e.g. '{{\"key\": 1}}': {e}") from None
+        raise SfttrainError(
+            f"{flag(key)} must be a JSON object, e.g. '{{\"key\": 1}}': {e}"
+        ) from None
     if not isinstance(parsed, dict):
         raise SfttrainError(f"{flag(key)} must be a JSON object, got {value}")
     return parsed
@@ -107,13 +114,18 @@ def _signature() -> inspect.Signature:
         "config",
         inspect.Parameter.KEYWORD_ONLY,
         default=None,
-        annotation=Annotated[Path | None, typer.Option("--config", help="YAML file of config keys; flags override it.")],
+        annotation=Annotated[
+            Path | None,
+            typer.Option("--config", help="YAML file of config keys; flags override it."),
+        ],
     )
     return inspect.Signature([config] + cli_parameters(TrainConfig))
 
 
 run.__signature__ = _signature()
-app.command(help="Train a model on an sftprep build (every TrainingArguments field is reachable via training_args).")(run)
+app.command(
+    help="Train a model on an sftprep build (every TrainingArguments field is reachable via training_args)."
+)(run)
 
 
 if __name__ == "__main__":  # pragma: no cover

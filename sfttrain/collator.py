@@ -27,7 +27,9 @@ from schemas import INPUT_IDS, LOSS_MASK, SEQ_LENS
 from sfttrain.errors import SfttrainError
 
 IGNORE_INDEX = -100
-MODEL_INPUT_IDS = "input_ids"  # the keyword transformers models take; same word as the column, other contract
+MODEL_INPUT_IDS = (
+    "input_ids"  # the keyword transformers models take; same word as the column, other contract
+)
 
 
 def collate_padding_free(rows: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor | int | bool]:

@@ -159,7 +159,9 @@ def field_docs() -> dict[str, str]:
     return _field_docs(TrainConfig)
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
     """Read a YAML config (optional), apply overrides (CLI flags that were given), validate;
     every problem (unknown keys, types, values) is reported at once in one ConfigError."""
     values: dict[str, Any] = {}
@@ -173,7 +175,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     problems += unknown_keys(given, known, "train config", hint)
     values.update(given)
-    return construct(TrainConfig, {k: v for k, v in values.items() if k in known}, problems, ConfigError)
+    return construct(
+        TrainConfig, {k: v for k, v in values.items() if k in known}, problems, ConfigError
+    )
 
 
 def value_problems(config: TrainConfig, mistyped: frozenset = frozenset()) -> list[str]:  # noqa: C901, PLR0912 - a flat list of checks
@@ -181,8 +185,21 @@ def value_problems(config: TrainConfig, mistyped: frozenset = frozenset()) -> li
     `mistyped` had a value of the wrong type, already reported: they are not called missing."""
     c = config
     required = ("data", "model", "output_dir")
-    problems = [f"{flag(k)} (config key `{k}`) is required" for k in required if getattr(c, k) is None and k not in mistyped]
-    for name in ("batch_tokens", "grad_accum", "max_steps", "logging_steps", "eval_steps", "save_steps", "pad_vocab_to_multiple_of", "lora_alpha"):
+    problems = [
+        f"{flag(k)} (config key `{k}`) is required"
+        for k in required
+        if getattr(c, k) is None and k not in mistyped
+    ]
+    for name in (
+        "batch_tokens",
+        "grad_accum",
+        "max_steps",
+        "logging_steps",
+        "eval_steps",
+        "save_steps",
+        "pad_vocab_to_multiple_of",
+        "lora_alpha",
+    ):
         value = getattr(c, name)
         if value is not None and value < 1:
             problems.append(f"{flag(name)} must be at least 1, got {value}")
@@ -197,18 +214,26 @@ def value_problems(config: TrainConfig, mistyped: frozenset = frozenset()) -> li
     if not 0 <= c.lora_dropout < 1:
         problems.append(f"--lora-dropout must be in [0, 1), got {c.lora_dropout}")
     if c.adapter is not None and c.lora_r > 0:
-        problems.append("--adapter continues an adapter with its own rank and targets: drop --lora-r (and other --lora-* flags)")
+        problems.append(
+            "--adapter continues an adapter with its own rank and targets: drop --lora-r (and other --lora-* flags)"
+        )
     if c.load_in_8bit and c.load_in_4bit:
         problems.append("--load-in-8bit and --load-in-4bit exclude each other: pick one")
     quantized = c.load_in_8bit or c.load_in_4bit
     if quantized and not c.uses_adapter:
-        problems.append("a quantized base model cannot be fully fine-tuned: add --lora-r (e.g. --lora-r 16) or --adapter PATH")
+        problems.append(
+            "a quantized base model cannot be fully fine-tuned: add --lora-r (e.g. --lora-r 16) or --adapter PATH"
+        )
     if quantized and c.random_init:
         problems.append("--random-init cannot be combined with --load-in-8bit/--load-in-4bit")
     if c.merge_adapter and not c.uses_adapter:
-        problems.append("--merge-adapter needs an adapter: add --lora-r or --adapter, or drop --merge-adapter")
+        problems.append(
+            "--merge-adapter needs an adapter: add --lora-r or --adapter, or drop --merge-adapter"
+        )
     if c.merge_adapter and quantized:
-        problems.append("--merge-adapter cannot merge into a quantized base: drop --merge-adapter and merge later in bf16")
+        problems.append(
+            "--merge-adapter cannot merge into a quantized base: drop --merge-adapter and merge later in bf16"
+        )
     for key in sorted(c.training_args):
         if key in OWNED_TRAINING_ARGS:
             own = OWNED_TRAINING_ARGS[key]

@@ -25,7 +25,11 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 def resolve_dtype(name: str) -> torch.dtype:
     """--dtype as a torch dtype; auto is bf16 on a GPU that supports it, else fp32."""
     if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+        return (
+            torch.bfloat16
+            if torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+            else torch.float32
+        )
     return DTYPES[name]
 
 
@@ -33,7 +37,9 @@ def resolve_attn(name: str, dtype: torch.dtype) -> tuple[str, str]:
     """--attn as a transformers attn_implementation, with the reason it was chosen."""
     has_flash = importlib.util.find_spec("flash_attn") is not None
     if name == "flash_attention_2" and not has_flash:
-        raise SfttrainError(f"--attn flash_attention_2 needs the flash-attn package: {GPU_EXTRA}, or use --attn sdpa")
+        raise SfttrainError(
+            f"--attn flash_attention_2 needs the flash-attn package: {GPU_EXTRA}, or use --attn sdpa"
+        )
     if name != "auto":
         return name, "asked for with --attn"
     if has_flash and torch.cuda.is_available() and dtype in (torch.bfloat16, torch.float16):
@@ -59,39 +65,61 @@ def load_tokenizer(config: TrainConfig, manifest: dict):
     from transformers import AutoTokenizer
 
     source = tokenizer_source(config, manifest)
-    candidates = [source] if config.tokenizer is not None or source != config.model else [source, manifest["tokenizer"]["name_or_path"]]
+    candidates = (
+        [source]
+        if config.tokenizer is not None or source != config.model
+        else [source, manifest["tokenizer"]["name_or_path"]]
+    )
     errors = []
     for candidate in dict.fromkeys(candidates):
         try:
-            return AutoTokenizer.from_pretrained(candidate, trust_remote_code=config.trust_remote_code)
+            return AutoTokenizer.from_pretrained(
+                candidate, trust_remote_code=config.trust_remote_code
+            )
         except (OSError, ValueError) as e:
             errors.append(f"{candidate}: {str(e).splitlines()[0]}")
-    raise SfttrainError(f"could not load a tokenizer ({'; '.join(errors)}): pass one with --tokenizer PATH")
+    raise SfttrainError(
+        f"could not load a tokenizer ({'; '.join(errors)}): pass one with --tokenizer PATH"
+    )
 
 
 def load_model(config: TrainConfig, dtype: torch.dtype, attn: str):
     """The causal LM, from pretrained weights or (--random-init) from its config, with use_cache off."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    kwargs = {"dtype": _weights_dtype(config, dtype), "attn_implementation": attn, "trust_remote_code": config.trust_remote_code}
+    kwargs = {
+        "dtype": _weights_dtype(config, dtype),
+        "attn_implementation": attn,
+        "trust_remote_code": config.trust_remote_code,
+    }
     quantization = _quantization_config(config, dtype)
     if quantization is not None:
         kwargs["quantization_config"] = quantization
     kwargs.update(config.model_kwargs)
     try:
         if config.random_init:
-            model_config = AutoConfig.from_pretrained(config.model, trust_remote_code=config.trust_remote_code)
+            model_config = AutoConfig.from_pretrained(
+                config.model, trust_remote_code=config.trust_remote_code
+            )
             model = AutoModelForCausalLM.from_config(model_config, **kwargs)
         else:
             model = AutoModelForCausalLM.from_pretrained(config.model, **kwargs)
     except OSError as e:
-        hint = "a folder with config.json" if config.random_init else "a folder with config.json and weights, or a cached hub name (add --random-init to start from random weights)"
-        raise SfttrainError(f"could not load --model {config.model}: {str(e).splitlines()[0]}; it must be {hint}") from None
+        hint = (
+            "a folder with config.json"
+            if config.random_init
+            else "a folder with config.json and weights, or a cached hub name (add --random-init to start from random weights)"
+        )
+        raise SfttrainError(
+            f"could not load --model {config.model}: {str(e).splitlines()[0]}; it must be {hint}"
+        ) from None
     model.config.use_cache = False
     return model
 
 
-def fit_embeddings(model, tokenizer, max_token_id: int, grow: bool, multiple_of: int | None) -> None:
+def fit_embeddings(
+    model, tokenizer, max_token_id: int, grow: bool, multiple_of: int | None
+) -> None:
     """Make every id of the build a row of the model's embeddings.
 
     When the build added tokens (`grow`: ChatML and the like), the embeddings grow to the
@@ -132,5 +160,8 @@ def _quantization_config(config: TrainConfig, dtype: torch.dtype):
     if config.load_in_8bit:
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=dtype,
     )

@@ -69,7 +69,8 @@ class SfttrainTrainer(Trainer):
             collate_fn=self.data_collator,
             num_workers=self.args.dataloader_num_workers,
             pin_memory=self.args.dataloader_pin_memory,
-            persistent_workers=self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0,
+            persistent_workers=self.args.dataloader_persistent_workers
+            and self.args.dataloader_num_workers > 0,
             prefetch_factor=self.args.dataloader_prefetch_factor,
         )
         prepared = self.accelerator.prepare(loader)
@@ -112,7 +113,12 @@ class TokenProgress(ProgressCallback):
     """Trainer's progress bar, with the last loss and tokens/s shown on the bar itself."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.is_world_process_zero and self.training_bar is not None and logs and "loss" in logs:
+        if (
+            state.is_world_process_zero
+            and self.training_bar is not None
+            and logs
+            and "loss" in logs
+        ):
             postfix = {"loss": f"{logs['loss']:.4f}"}
             if "tokens_per_second" in logs:
                 postfix["tok/s"] = f"{logs['tokens_per_second']:,.0f}"

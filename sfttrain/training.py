@@ -65,20 +65,32 @@ class Run:
     """The checkpoint to resume from, when --resume."""
 
 
-def train(config: TrainConfig, callbacks=None, compute_metrics=None, optimizers=(None, None)) -> TrainResult:
+def train(
+    config: TrainConfig, callbacks=None, compute_metrics=None, optimizers=(None, None)
+) -> TrainResult:
     """Train on config.data and save to config.output_dir. Extra Trainer hooks pass straight through.
 
     `compute_metrics` replaces the default token accuracy and then receives full logits.
     """
     started = time.perf_counter()
-    run = prepare(config, callbacks=callbacks, compute_metrics=compute_metrics, optimizers=optimizers)
+    run = prepare(
+        config, callbacks=callbacks, compute_metrics=compute_metrics, optimizers=optimizers
+    )
     trainer = run.trainer
     output = trainer.train(resume_from_checkpoint=run.resume_from)
     metrics = dict(output.metrics)
-    if run.build.eval is not None and not _evaluated_at(trainer.state.log_history, trainer.state.global_step):
+    if run.build.eval is not None and not _evaluated_at(
+        trainer.state.log_history, trainer.state.global_step
+    ):
         metrics.update(trainer.evaluate())
     else:
-        metrics.update({k: v for k, v in _last_eval(trainer.state.log_history).items() if k.startswith("eval_")})
+        metrics.update(
+            {
+                k: v
+                for k, v in _last_eval(trainer.state.log_history).items()
+                if k.startswith("eval_")
+            }
+        )
     save(run)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return TrainResult(
@@ -92,7 +104,9 @@ def train(config: TrainConfig, callbacks=None, compute_metrics=None, optimizers=
     )
 
 
-def prepare(config: TrainConfig, callbacks=None, compute_metrics=None, optimizers=(None, None)) -> Run:
+def prepare(
+    config: TrainConfig, callbacks=None, compute_metrics=None, optimizers=(None, None)
+) -> Run:
     """Everything before trainer.train(): checks first, so a bad build fails before a model loads."""
     from transformers import set_seed
     from transformers.trainer_utils import get_last_checkpoint
@@ -101,9 +115,13 @@ def prepare(config: TrainConfig, callbacks=None, compute_metrics=None, optimizer
     budget = _batch_tokens(config, build)
     resume_from = None
     if config.resume:
-        resume_from = get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
+        resume_from = (
+            get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
+        )
         if resume_from is None:
-            raise SfttrainError(f"--resume: no checkpoint-* folder in --output-dir {config.output_dir}: drop --resume to start a new run")
+            raise SfttrainError(
+                f"--resume: no checkpoint-* folder in --output-dir {config.output_dir}: drop --resume to start a new run"
+            )
 
     tokenizer = load_tokenizer(config, build.manifest)
     check_tokenizer(build.manifest, tokenizer)
@@ -119,10 +137,13 @@ def prepare(config: TrainConfig, callbacks=None, compute_metrics=None, optimizer
         tokenizer,
         build.max_token_id(),
         grow=bool(added_tokens),
-        multiple_of=config.pad_vocab_to_multiple_of or build.manifest["tokenizer"].get("pad_vocab_to_multiple_of"),
+        multiple_of=config.pad_vocab_to_multiple_of
+        or build.manifest["tokenizer"].get("pad_vocab_to_multiple_of"),
     )
     if config.uses_adapter:
-        model = apply_adapter(model, config, trainable_token_ids=tokenizer.convert_tokens_to_ids(added_tokens))
+        model = apply_adapter(
+            model, config, trainable_token_ids=tokenizer.convert_tokens_to_ids(added_tokens)
+        )
 
     trainer = SfttrainTrainer(
         model=model,
@@ -160,8 +181,11 @@ def training_arguments(config: TrainConfig, dtype: torch.dtype, has_eval: bool):
         eval_steps=config.eval_steps,
         save_strategy="steps" if config.save_steps else "epoch",
         **({"save_steps": config.save_steps} if config.save_steps else {}),
-        report_to=[r.strip() for r in config.report_to.split(",")] if config.report_to != "none" else "none",
-        bf16=dtype == torch.bfloat16,  # mixed precision (autocast) in the dtype the weights were loaded in
+        report_to=[r.strip() for r in config.report_to.split(",")]
+        if config.report_to != "none"
+        else "none",
+        bf16=dtype
+        == torch.bfloat16,  # mixed precision (autocast) in the dtype the weights were loaded in
         fp16=dtype == torch.float16,
         activation_checkpointing=config.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False},
@@ -177,7 +201,9 @@ def training_arguments(config: TrainConfig, dtype: torch.dtype, has_eval: bool):
     try:
         return TrainingArguments(**values)
     except TypeError as e:
-        raise SfttrainError(f"training_args: {e} (keys must be transformers.TrainingArguments fields)") from None
+        raise SfttrainError(
+            f"training_args: {e} (keys must be transformers.TrainingArguments fields)"
+        ) from None
     except ValueError as e:
         raise SfttrainError(
             f"invalid training arguments: {str(e).splitlines()[0]} (check {flag('lr_scheduler')}, "

@@ -45,7 +45,10 @@ def examples_by_id(build: Path, split: str = "train") -> dict[int, tuple[list, l
         start = 0
         for length, example_id in zip(row[SEQ_LENS], row[EXAMPLE_IDS]):
             assert example_id not in out, f"example {example_id} appears twice"
-            out[example_id] = (row[INPUT_IDS][start : start + length], row[LOSS_MASK][start : start + length])
+            out[example_id] = (
+                row[INPUT_IDS][start : start + length],
+                row[LOSS_MASK][start : start + length],
+            )
             start += length
     return out
 
@@ -59,7 +62,9 @@ def check_build(build: Path) -> dict:
     for split, info in manifest["splits"].items():
         for shard in info["shards"]:
             data = (build / shard["path"]).read_bytes()
-            assert len(data) == shard["bytes"] and hashlib.sha256(data).hexdigest() == shard["sha256"]
+            assert (
+                len(data) == shard["bytes"] and hashlib.sha256(data).hexdigest() == shard["sha256"]
+            )
         rows = read_rows(build, split)
         assert len(rows) == info["rows"] == sum(s["rows"] for s in info["shards"])
         tokens = loss = 0
@@ -86,5 +91,7 @@ def check_build(build: Path) -> dict:
     if manifest["config"]["packing"] != "wrapped" and manifest["config"]["overlong"] != "split":
         assert all(n == 1 for n in seen.values()), "an example appears in more than one row"
         assert len(seen) == kept
-    assert manifest["dropped"] == dict(sum((Counter(s["dropped"]) for s in manifest["sources"]), Counter()))
+    assert manifest["dropped"] == dict(
+        sum((Counter(s["dropped"]) for s in manifest["sources"]), Counter())
+    )
     return counts

@@ -24,7 +24,17 @@ runner = CliRunner()
 
 def invoke(out, name, *extra, num_proc=1):
     """Build one corpus file; with num_proc=2 every row is its own chunk, sent to worker processes."""
-    args = ["build", str(BAD / name), "--tokenizer", str(BUNDLED_TOKENIZER), "--out", str(out), "-q", "--num-proc", str(num_proc)]
+    args = [
+        "build",
+        str(BAD / name),
+        "--tokenizer",
+        str(BUNDLED_TOKENIZER),
+        "--out",
+        str(out),
+        "-q",
+        "--num-proc",
+        str(num_proc),
+    ]
     if "chat_template" in EXPECTED[name]:
         args += ["--chat-template", str(BAD / EXPECTED[name]["chat_template"])]
     if num_proc == 1:
@@ -32,7 +42,9 @@ def invoke(out, name, *extra, num_proc=1):
     with pytest.MonkeyPatch.context() as m:
         m.setattr(sftprep.pipeline, "CHUNK_ROWS", 1)
         m.setattr(sftprep.pipeline, "POOL_MIN_CHUNKS", 1)
-        m.setattr(sftprep.pipeline, "pipelined", None)  # proves the worker pool runs: the in-process path would fail
+        m.setattr(
+            sftprep.pipeline, "pipelined", None
+        )  # proves the worker pool runs: the in-process path would fail
         return runner.invoke(app, args + list(extra))
 
 
@@ -71,7 +83,11 @@ def test_skip_drops_the_bad_row_counts_it_and_completes_with_or_without_workers(
         check_build(out)
         builds[num_proc] = (out, manifest)
     (one, m1), (two, m2) = builds[1], builds[2]
-    assert m1["fingerprint"] == m2["fingerprint"] and m1["sources"] == m2["sources"] and m1["splits"] == m2["splits"]
+    assert (
+        m1["fingerprint"] == m2["fingerprint"]
+        and m1["sources"] == m2["sources"]
+        and m1["splits"] == m2["splits"]
+    )
     for shard in m1["splits"]["train"]["shards"]:
         assert (one / shard["path"]).read_bytes() == (two / shard["path"]).read_bytes()
 
@@ -83,27 +99,72 @@ def test_a_worker_that_dies_stops_the_build_with_one_line_not_a_hang(tmp_path):
     rows = [{"q": "question", "a": "answer"}] * 3000
     rows[2500] = {"q": "die", "a": "answer"}
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cmd = [sys.executable, "-m", "sftprep.cli", "build", str(src), "--tokenizer", str(BUNDLED_TOKENIZER), "--out", str(tmp_path / "out")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sftprep.cli",
+        "build",
+        str(src),
+        "--tokenizer",
+        str(BUNDLED_TOKENIZER),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     cmd += ["-q", "--num-proc", "2", "--formatter", "tests.sftprep.formatters:sigkill_on_die"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 1, proc.stderr
     line = proc.stderr.strip()
-    assert "\n" not in line and "Traceback" not in line and "worker process died" in line and str(src) in line
+    assert (
+        "\n" not in line
+        and "Traceback" not in line
+        and "worker process died" in line
+        and str(src) in line
+    )
     assert "--num-proc 1" in line
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
 
 
 def test_a_huge_single_line_is_truncated_not_fatal(tmp_path):
     src = tmp_path / "huge.jsonl"
-    src.write_text(json.dumps({"messages": [{"role": "user", "content": "q " * 5}, {"role": "assistant", "content": "word " * 400_000}]}) + "\n")
-    result = runner.invoke(app, ["build", str(src), "--tokenizer", str(BUNDLED_TOKENIZER), "--out", str(tmp_path / "out"), "-q", "--num-proc", "1"])
+    src.write_text(
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "q " * 5},
+                    {"role": "assistant", "content": "word " * 400_000},
+                ]
+            }
+        )
+        + "\n"
+    )
+    result = runner.invoke(
+        app,
+        [
+            "build",
+            str(src),
+            "--tokenizer",
+            str(BUNDLED_TOKENIZER),
+            "--out",
+            str(tmp_path / "out"),
+            "-q",
+            "--num-proc",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     source = load_manifest(tmp_path / "out")["sources"][0]
     assert source["truncated"] == 1 and source["truncated_tokens"] > 300_000
 
 
 def _big_source(tmp_path) -> Path:
-    row = json.dumps({"messages": [{"role": "user", "content": "Tell me about packing. " * 20}, {"role": "assistant", "content": "Packing puts rows together. " * 40}]})
+    row = json.dumps(
+        {
+            "messages": [
+                {"role": "user", "content": "Tell me about packing. " * 20},
+                {"role": "assistant", "content": "Packing puts rows together. " * 40},
+            ]
+        }
+    )
     src = tmp_path / "big.jsonl"
     src.write_text((row + "\n") * 20000)
     return src
@@ -113,22 +174,51 @@ def _big_source(tmp_path) -> Path:
 def test_an_interrupted_build_leaves_the_previous_build_intact_and_a_rerun_completes(tmp_path, sig):
     out = tmp_path / "out"
     small = tmp_path / "small.jsonl"
-    small.write_text(json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n")
-    base = [sys.executable, "-m", "sftprep.cli", "build", "--tokenizer", str(BUNDLED_TOKENIZER), "--out", str(out), "-q", "--num-proc", "2"]
+    small.write_text(
+        json.dumps(
+            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+        )
+        + "\n"
+    )
+    base = [
+        sys.executable,
+        "-m",
+        "sftprep.cli",
+        "build",
+        "--tokenizer",
+        str(BUNDLED_TOKENIZER),
+        "--out",
+        str(out),
+        "-q",
+        "--num-proc",
+        "2",
+    ]
     subprocess.run(base + [str(small)], check=True, cwd=REPO)
     before = load_manifest(out)
     big = _big_source(tmp_path)
-    proc = subprocess.Popen(base + [str(big), "--overwrite"], cwd=REPO, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        base + [str(big), "--overwrite"],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 60
     while not list(tmp_path.glob(".out.tmp-*")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)  # wait until the build is writing (its temporary folder exists)
     time.sleep(0.2)
-    assert proc.poll() is None, "the build finished before it could be interrupted; make the input bigger"
+    assert proc.poll() is None, (
+        "the build finished before it could be interrupted; make the input bigger"
+    )
     os.killpg(proc.pid, sig) if sig == signal.SIGKILL else proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode != 0
     if sig == signal.SIGINT:
-        assert stderr.strip().count("\n") == 0 and "interrupted" in stderr and "Traceback" not in stderr
+        assert (
+            stderr.strip().count("\n") == 0
+            and "interrupted" in stderr
+            and "Traceback" not in stderr
+        )
     assert load_manifest(out)["fingerprint"] == before["fingerprint"]
     check_build(out)
     subprocess.run(base + [str(big), "--overwrite"], check=True, cwd=REPO)

@@ -22,9 +22,23 @@ BAD_LINES = {
     "missing_content": json.dumps({"messages": [{"role": "user"}]}),
     "empty_conversation": json.dumps({"messages": []}),
     "missing_field": json.dumps({"other": 1}),
-    "bad_tool_calls": json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": "f()"}]}),
+    "bad_tool_calls": json.dumps(
+        {
+            "messages": [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "", "tool_calls": "f()"},
+            ]
+        }
+    ),
     "no_assistant_turn": json.dumps({"messages": [{"role": "user", "content": "no answer"}]}),
-    "no_loss_tokens": json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "train": False}]}),
+    "no_loss_tokens": json.dumps(
+        {
+            "messages": [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "a", "train": False},
+            ]
+        }
+    ),
 }
 
 
@@ -34,12 +48,22 @@ def write_lines(path, lines):
 
 
 def run(tmp_path, source, **config):
-    return sftprep.build({"sources": [str(source)], "tokenizer": str(BUNDLED_TOKENIZER), "out": str(tmp_path / "out"), "num_proc": 1, **config})
+    return sftprep.build(
+        {
+            "sources": [str(source)],
+            "tokenizer": str(BUNDLED_TOKENIZER),
+            "out": str(tmp_path / "out"),
+            "num_proc": 1,
+            **config,
+        }
+    )
 
 
 @pytest.mark.parametrize("reason", [r for r in BAD_LINES if r != "no_loss_tokens"])
 def test_a_bad_row_stops_the_build_naming_file_row_and_reason(tmp_path, reason):
-    src = write_lines(tmp_path / "d.jsonl", [json.dumps(GOOD)] * 3 + [BAD_LINES[reason]] + [json.dumps(GOOD)])
+    src = write_lines(
+        tmp_path / "d.jsonl", [json.dumps(GOOD)] * 3 + [BAD_LINES[reason]] + [json.dumps(GOOD)]
+    )
     with pytest.raises(SftprepError) as err:
         run(tmp_path, src)
     message = str(err.value)
@@ -60,16 +84,29 @@ def test_skip_drops_and_counts_every_bad_row_by_reason(tmp_path, monkeypatch, nu
     manifest = run(tmp_path, src, on_error="skip", num_proc=num_proc)
     check_build(tmp_path / "out")
     assert manifest["dropped"] == {reason: 1 for reason in BAD_LINES}
-    assert manifest["sources"][0]["rows_read"] == len(lines) and manifest["sources"][0]["rows_kept"] == len(BAD_LINES) + 1
+    assert (
+        manifest["sources"][0]["rows_read"] == len(lines)
+        and manifest["sources"][0]["rows_kept"] == len(BAD_LINES) + 1
+    )
 
 
 def test_a_template_error_is_a_row_error(tmp_path):
     template = tmp_path / "strict.jinja"
-    template.write_text("{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('no system turns') }}{% endif %}{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}")
-    src = write_lines(tmp_path / "d.jsonl", [json.dumps(GOOD), json.dumps({"messages": [{"role": "system", "content": "s"}] + GOOD["messages"]})])
+    template.write_text(
+        "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('no system turns') }}{% endif %}{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}"
+    )
+    src = write_lines(
+        tmp_path / "d.jsonl",
+        [
+            json.dumps(GOOD),
+            json.dumps({"messages": [{"role": "system", "content": "s"}] + GOOD["messages"]}),
+        ],
+    )
     with pytest.raises(SftprepError, match=r"row 1: .*no system turns.*template_error"):
         run(tmp_path, src, chat_template=str(template))
-    assert run(tmp_path, src, chat_template=str(template), on_error="skip")["dropped"] == {"template_error": 1}
+    assert run(tmp_path, src, chat_template=str(template), on_error="skip")["dropped"] == {
+        "template_error": 1
+    }
 
 
 @pytest.mark.parametrize(
@@ -90,9 +127,24 @@ def test_unreadable_files_are_clear_errors(tmp_path, name, content, needle):
 
 def test_cli_prints_one_line_and_exits_1(tmp_path):
     src = write_lines(tmp_path / "d.jsonl", [json.dumps(GOOD), "{oops"])
-    result = CliRunner().invoke(app, ["build", str(src), "--tokenizer", str(BUNDLED_TOKENIZER), "--out", str(tmp_path / "out"), "-q"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "build",
+            str(src),
+            "--tokenizer",
+            str(BUNDLED_TOKENIZER),
+            "--out",
+            str(tmp_path / "out"),
+            "-q",
+        ],
+    )
     assert result.exit_code == 1
-    assert result.output.strip().count("\n") == 0 and result.output.startswith("error: ") and "row 1" in result.output
+    assert (
+        result.output.strip().count("\n") == 0
+        and result.output.startswith("error: ")
+        and "row 1" in result.output
+    )
     assert "Traceback" not in result.output
 
 
@@ -103,4 +155,7 @@ def test_a_failed_build_leaves_the_previous_build_intact(tmp_path):
     with pytest.raises(SftprepError):
         run(tmp_path, bad, overwrite=True)
     check_build(tmp_path / "out")
-    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["fingerprint"] == first["fingerprint"]
+    assert (
+        json.loads((tmp_path / "out" / "manifest.json").read_text())["fingerprint"]
+        == first["fingerprint"]
+    )

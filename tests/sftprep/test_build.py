@@ -25,7 +25,15 @@ runner = CliRunner()
 
 def build(tmp_path, sources, **config):
     out = tmp_path / config.pop("out_name", "build")
-    manifest = sftprep.build({"sources": [str(s) for s in sources], "tokenizer": str(BUNDLED_TOKENIZER), "out": str(out), "num_proc": 1, **config})
+    manifest = sftprep.build(
+        {
+            "sources": [str(s) for s in sources],
+            "tokenizer": str(BUNDLED_TOKENIZER),
+            "out": str(out),
+            "num_proc": 1,
+            **config,
+        }
+    )
     check_build(out)
     return out, manifest
 
@@ -44,12 +52,20 @@ def sources(tmp_path):
     paths["json"] = tmp_path / "d.json"
     pq.write_table(table, tmp_path / "d.parquet")
     paths["parquet"] = tmp_path / "d.parquet"
-    (tmp_path / "d.csv").write_text("prompt,completion\n" + "".join(f'"{r["prompt"]}","{r["completion"]}"\n' for r in ROWS))
+    (tmp_path / "d.csv").write_text(
+        "prompt,completion\n" + "".join(f'"{r["prompt"]}","{r["completion"]}"\n' for r in ROWS)
+    )
     paths["csv"] = tmp_path / "d.csv"
-    with pa.OSFile(str(tmp_path / "d.arrow"), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+    with (
+        pa.OSFile(str(tmp_path / "d.arrow"), "wb") as sink,
+        pa.ipc.new_stream(sink, table.schema) as writer,
+    ):
         writer.write_table(table)
     paths["arrow"] = tmp_path / "d.arrow"
-    with pa.OSFile(str(tmp_path / "f.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+    with (
+        pa.OSFile(str(tmp_path / "f.arrow"), "wb") as sink,
+        pa.ipc.new_file(sink, table.schema) as writer,
+    ):
         for batch in table.to_batches(max_chunksize=7):  # the IPC file format, in several batches
             writer.write_batch(batch)
     paths["arrow_file"] = tmp_path / "f.arrow"
@@ -72,7 +88,13 @@ def test_every_source_kind_gives_the_same_examples(tmp_path, sources):
 
 def test_globs_expand_in_sorted_order_and_missing_sources_are_all_reported(tmp_path, sources):
     _, manifest = build(tmp_path, [tmp_path / "d.*"], packing="none")
-    assert [s["path"].rsplit(".", 1)[1] for s in manifest["sources"]] == ["arrow", "csv", "json", "jsonl", "parquet"]
+    assert [s["path"].rsplit(".", 1)[1] for s in manifest["sources"]] == [
+        "arrow",
+        "csv",
+        "json",
+        "jsonl",
+        "parquet",
+    ]
     assert [s["example_id_start"] for s in manifest["sources"]] == [0, 20, 40, 60, 80]
     with pytest.raises(SftprepError) as err:
         build(tmp_path, [tmp_path / "nope.jsonl", tmp_path / "none*.json"], out_name="x")
@@ -95,8 +117,12 @@ def test_manifest_validates_and_records_sources_tokenizer_and_shards(tmp_path, s
     assert src["rows_read"] == src["rows_kept"] == 20 and len(src["content_sha256"]) == 64
     tok = manifest["tokenizer"]
     hf = hf_tokenizer(str(BUNDLED_TOKENIZER))
-    assert tok["length"] == len(hf) and tok["eos_id"] == hf.eos_token_id and tok["added_tokens"] == []
-    assert manifest["config"]["max_length"] == 2048 and manifest["splits"]["train"]["examples"] == 20
+    assert (
+        tok["length"] == len(hf) and tok["eos_id"] == hf.eos_token_id and tok["added_tokens"] == []
+    )
+    assert (
+        manifest["config"]["max_length"] == 2048 and manifest["splits"]["train"]["examples"] == 20
+    )
 
 
 def test_shards_open_memory_mapped_and_with_datasets(tmp_path, sources):
@@ -112,7 +138,19 @@ def test_shards_open_memory_mapped_and_with_datasets(tmp_path, sources):
 
 def test_rerun_is_up_to_date_and_a_different_build_needs_overwrite(tmp_path, sources):
     out, first = build(tmp_path, [sources["jsonl"]])
-    result = runner.invoke(app, ["build", str(sources["jsonl"]), "--tokenizer", str(BUNDLED_TOKENIZER), "--out", str(out), "--num-proc", "1"])
+    result = runner.invoke(
+        app,
+        [
+            "build",
+            str(sources["jsonl"]),
+            "--tokenizer",
+            str(BUNDLED_TOKENIZER),
+            "--out",
+            str(out),
+            "--num-proc",
+            "1",
+        ],
+    )
     assert result.exit_code == 0 and "up to date" in result.output
     assert load_manifest(out)["created_at"] == first["created_at"]
     with pytest.raises(SftprepError, match="--overwrite"):
@@ -120,14 +158,19 @@ def test_rerun_is_up_to_date_and_a_different_build_needs_overwrite(tmp_path, sou
     assert load_manifest(out)["fingerprint"] == first["fingerprint"], "the old build is untouched"
     _, second = build(tmp_path, [sources["jsonl"]], max_length=64, overwrite=True)
     assert second["fingerprint"] != first["fingerprint"]
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".build")], "no temporary folders left"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".build")], (
+        "no temporary folders left"
+    )
 
 
 def test_eval_fraction_is_seeded_stable_and_disjoint(tmp_path, sources):
     _, a = build(tmp_path, [sources["jsonl"]], eval_fraction=0.25, out_name="a")
     _, b = build(tmp_path, [sources["jsonl"]], eval_fraction=0.25, out_name="b")
     _, c = build(tmp_path, [sources["jsonl"]], eval_fraction=0.25, seed=7, out_name="c")
-    ids = {n: (set(examples_by_id(tmp_path / n, "train")), set(examples_by_id(tmp_path / n, "eval"))) for n in "abc"}
+    ids = {
+        n: (set(examples_by_id(tmp_path / n, "train")), set(examples_by_id(tmp_path / n, "eval")))
+        for n in "abc"
+    }
     assert ids["a"] == ids["b"] and ids["a"][1] != ids["c"][1]
     train, held = ids["a"]
     assert len(held) == 5 and not train & held and train | held == set(range(20))
@@ -145,32 +188,71 @@ def test_chatml_setup_adds_tokens_keeps_pad_distinct_and_suggests_itself(tmp_pat
     shutil.copytree(BUNDLED_TOKENIZER, tok)
     (tok / "chat_template.jinja").unlink()
     cfg = json.loads((tok / "tokenizer_config.json").read_text())
-    (tok / "tokenizer_config.json").write_text(json.dumps({**cfg, "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}))
+    (tok / "tokenizer_config.json").write_text(
+        json.dumps({**cfg, "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"})
+    )
     # give the tokenizer a vocabulary without the ChatML tokens
     data = json.loads((tok / "tokenizer.json").read_text())
-    data["added_tokens"] = [t for t in data["added_tokens"] if t["content"] not in ("<|im_start|>", "<|im_end|>")]
-    data["model"]["vocab"] = {k: v for k, v in data["model"]["vocab"].items() if k not in ("<|im_start|>", "<|im_end|>")}
+    data["added_tokens"] = [
+        t for t in data["added_tokens"] if t["content"] not in ("<|im_start|>", "<|im_end|>")
+    ]
+    data["model"]["vocab"] = {
+        k: v for k, v in data["model"]["vocab"].items() if k not in ("<|im_start|>", "<|im_end|>")
+    }
     (tok / "tokenizer.json").write_text(json.dumps(data))
-    chat = write_jsonl(tmp_path / "c.jsonl", [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}])
+    chat = write_jsonl(
+        tmp_path / "c.jsonl",
+        [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}],
+    )
     with pytest.raises(SftprepError, match="--chat-template chatml"):
-        sftprep.build({"sources": [str(chat)], "tokenizer": str(tok), "out": str(tmp_path / "x"), "num_proc": 1})
+        sftprep.build(
+            {
+                "sources": [str(chat)],
+                "tokenizer": str(tok),
+                "out": str(tmp_path / "x"),
+                "num_proc": 1,
+            }
+        )
     assert not (tmp_path / "x").exists()
-    manifest = sftprep.build({"sources": [str(chat)], "tokenizer": str(tok), "out": str(tmp_path / "b"), "chat_template": "chatml", "pad_vocab_to_multiple_of": 64, "num_proc": 1})
+    manifest = sftprep.build(
+        {
+            "sources": [str(chat)],
+            "tokenizer": str(tok),
+            "out": str(tmp_path / "b"),
+            "chat_template": "chatml",
+            "pad_vocab_to_multiple_of": 64,
+            "num_proc": 1,
+        }
+    )
     t = manifest["tokenizer"]
-    assert t["added_tokens"] == ["<|im_start|>", "<|im_end|>"] and t["pad_vocab_to_multiple_of"] == 64
+    assert (
+        t["added_tokens"] == ["<|im_start|>", "<|im_end|>"] and t["pad_vocab_to_multiple_of"] == 64
+    )
     assert t["eos_id"] != t["pad_id"] and t["length"] > max(t["eos_id"], t["pad_id"], t["bos_id"])
     assert t["fingerprint"] != t["base_fingerprint"]
-    (ids, mask), = examples_by_id(tmp_path / "b").values()
+    ((ids, mask),) = examples_by_id(tmp_path / "b").values()
     assert ids[0] == t["bos_id"] and ids.count(t["eos_id"]) == 2 and mask[-2] == 1
 
 
 def test_chat_template_file_overrides_the_tokenizer_template(tmp_path):
     template = tmp_path / "t.jinja"
-    template.write_text("{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}")
-    chat = write_jsonl(tmp_path / "c.jsonl", [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo there"}]}])
+    template.write_text(
+        "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}"
+    )
+    chat = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "yo there"},
+                ]
+            }
+        ],
+    )
     out, manifest = build(tmp_path, [chat], chat_template=str(template), packing="none")
     hf = hf_tokenizer(str(BUNDLED_TOKENIZER))
-    (ids, mask), = examples_by_id(out).values()
+    ((ids, mask),) = examples_by_id(out).values()
     assert hf.decode(ids) == "[user] hi\n[assistant] yo there\n"
     assert hf.decode([i for i, m in zip(ids, mask) if m]).strip() == "yo there"
     assert manifest["tokenizer"]["chat_template_source"] == "file:t.jinja"
@@ -178,7 +260,21 @@ def test_chat_template_file_overrides_the_tokenizer_template(tmp_path):
 
 def test_cli_config_file_with_flag_overrides(tmp_path):
     out = tmp_path / "cli-build"
-    result = runner.invoke(app, ["build", "--config", str(EXAMPLES / "build.yaml"), "--out", str(out), "--max-length", "256", "--num-proc", "1", "-q"])
+    result = runner.invoke(
+        app,
+        [
+            "build",
+            "--config",
+            str(EXAMPLES / "build.yaml"),
+            "--out",
+            str(out),
+            "--max-length",
+            "256",
+            "--num-proc",
+            "1",
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     manifest = load_manifest(out)
     assert manifest["config"]["max_length"] == 256 and manifest["config"]["eval_fraction"] == 0.1
@@ -187,9 +283,25 @@ def test_cli_config_file_with_flag_overrides(tmp_path):
 
 
 def test_cli_reports_config_problems_on_one_line_each_and_exits_2(tmp_path):
-    result = runner.invoke(app, ["build", "x.jsonl", "--out", str(tmp_path / "o"), "--packing", "tight", "--loss-on", "everything"])
+    result = runner.invoke(
+        app,
+        [
+            "build",
+            "x.jsonl",
+            "--out",
+            str(tmp_path / "o"),
+            "--packing",
+            "tight",
+            "--loss-on",
+            "everything",
+        ],
+    )
     assert result.exit_code == 2
-    assert "--packing" in result.output and "--loss-on" in result.output and "--tokenizer" in result.output
+    assert (
+        "--packing" in result.output
+        and "--loss-on" in result.output
+        and "--tokenizer" in result.output
+    )
     bad = tmp_path / "c.yaml"
     bad.write_text("max_lenght: 5\n")
     result = runner.invoke(app, ["build", "--config", str(bad)])
@@ -199,8 +311,15 @@ def test_cli_reports_config_problems_on_one_line_each_and_exits_2(tmp_path):
 def test_build_help_documents_every_config_key():
     from sftprep.config import FIELD_NAMES
 
-    result = runner.invoke(app, ["build", "--help"], env={"COLUMNS": "250", "TERMINAL_WIDTH": "250"})
-    flags = {"sources": "SOURCE...", "eval_sources": "--eval", "concat_token": "--no-concat-token", "special_tokens": "--no-special-tokens"}
+    result = runner.invoke(
+        app, ["build", "--help"], env={"COLUMNS": "250", "TERMINAL_WIDTH": "250"}
+    )
+    flags = {
+        "sources": "SOURCE...",
+        "eval_sources": "--eval",
+        "concat_token": "--no-concat-token",
+        "special_tokens": "--no-special-tokens",
+    }
     for name in FIELD_NAMES:
         assert flags.get(name, "--" + name.replace("_", "-")) in result.output, name
 
@@ -210,7 +329,18 @@ def test_a_build_imports_neither_torch_nor_transformers_nor_pandas(tmp_path):
     what pyarrow's pa.array() imports to check for a Series)."""
     import subprocess
 
-    src = write_jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}] * 3)
+    src = write_jsonl(
+        tmp_path / "chat.jsonl",
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": "Hi"},
+                    {"role": "assistant", "content": "Hello"},
+                ]
+            }
+        ]
+        * 3,
+    )
     code = (
         "import sys, sftprep, sftprep.cli\n"
         f"sftprep.build({{'sources': [{str(src)!r}], 'tokenizer': {str(BUNDLED_TOKENIZER)!r}, 'out': {str(tmp_path / 'out')!r}, 'num_proc': 1}})\n"
@@ -232,7 +362,10 @@ def test_num_proc_zero_runs_in_one_process_on_few_cores_and_one_worker_per_core_
 
 LONG_ROW = {"text": "x" * 70_000}  # a first line longer than any read-ahead block
 JSON_SHAPES = {
-    "JSON lines with a long first line": ("\n".join(json.dumps(r) for r in [LONG_ROW, *ROWS]) + "\n", [LONG_ROW, *ROWS]),
+    "JSON lines with a long first line": (
+        "\n".join(json.dumps(r) for r in [LONG_ROW, *ROWS]) + "\n",
+        [LONG_ROW, *ROWS],
+    ),
     "JSON lines after blank lines": ("\n \n" + "\n".join(json.dumps(r) for r in ROWS), ROWS),
     "an array after much whitespace": (" " * 70_000 + "\n" + json.dumps(ROWS), ROWS),
     "one pretty-printed object": (json.dumps(ROWS[0], indent=2) + "\n", ROWS[:1]),

@@ -27,16 +27,31 @@ def builds(tmp_path_factory):
     edited = json.loads(rows[CHANGED_ROW])
     assert edited["messages"][-1]["content"] == "0, 1, 2, 3."
     edited["messages"][-1]["content"] = "0, 1, 2, 4."
-    (changed / "chat.jsonl").write_text("\n".join(rows[:CHANGED_ROW] + [json.dumps(edited)] + rows[CHANGED_ROW + 1 :]) + "\n")
+    (changed / "chat.jsonl").write_text(
+        "\n".join(rows[:CHANGED_ROW] + [json.dumps(edited)] + rows[CHANGED_ROW + 1 :]) + "\n"
+    )
     alpaca = str(EXAMPLES / "data" / "alpaca.json")
 
     def make(name: str, folder, **options) -> str:
         out = root / name
-        sftprep.build({"sources": [str(folder / "chat.jsonl"), alpaca], "tokenizer": str(BUNDLED_TOKENIZER), "out": str(out),
-                       "max_length": 128, "num_proc": 1, **options})
+        sftprep.build(
+            {
+                "sources": [str(folder / "chat.jsonl"), alpaca],
+                "tokenizer": str(BUNDLED_TOKENIZER),
+                "out": str(out),
+                "max_length": 128,
+                "num_proc": 1,
+                **options,
+            }
+        )
         return str(out)
 
-    return {"a": make("a", original), "a_again": make("a_again", original), "b": make("b", changed), "c": make("c", original, loss_on="all")}
+    return {
+        "a": make("a", original),
+        "a_again": make("a_again", original),
+        "b": make("b", changed),
+        "c": make("c", original, loss_on="all"),
+    }
 
 
 def diff(a: str, b: str, *args: str):
@@ -64,11 +79,19 @@ def test_one_changed_token_is_found(builds):
     assert "1 differ in tokens, 0 only in the loss mask" in out
     head = f"example {CHANGED_ROW} — "
     line = next(text for text in out.splitlines() if head in text)
-    assert f"row {CHANGED_ROW}: {len(ids_a)} → {len(ids_b)} tokens; first different token at position {position}" in line
+    assert (
+        f"row {CHANGED_ROW}: {len(ids_a)} → {len(ids_b)} tokens; first different token at position {position}"
+        in line
+    )
     assert f"{tok.decode([ids_a[position]])!r} (id {ids_a[position]})" in out
     assert f"{tok.decode([ids_b[position]])!r} (id {ids_b[position]})" in out
-    assert f"{tok.decode(ids_a[position - CONTEXT : position])!r} ▶" in out, "context before the token"
-    assert f"◀ {tok.decode(ids_b[position + 1 : position + 1 + CONTEXT], skip_special_tokens=False)!r}" in out, "context after it"
+    assert f"{tok.decode(ids_a[position - CONTEXT : position])!r} ▶" in out, (
+        "context before the token"
+    )
+    assert (
+        f"◀ {tok.decode(ids_b[position + 1 : position + 1 + CONTEXT], skip_special_tokens=False)!r}"
+        in out
+    ), "context after it"
 
 
 def test_changed_option_names_the_key_and_the_mask(builds):
@@ -78,15 +101,33 @@ def test_changed_option_names_the_key_and_the_mask(builds):
     assert "loss mask first differs at position 1 (b trains it, a does not" in out
     assert "train loss_tokens: a: " in out
     shown = [text for text in out.splitlines() if text.startswith("  example ")]
-    assert len(shown) == 3 and len([text for text in diff(builds["a"], builds["c"], "--examples", "1").splitlines() if text.startswith("  example ")]) == 1
+    assert (
+        len(shown) == 3
+        and len(
+            [
+                text
+                for text in diff(builds["a"], builds["c"], "--examples", "1").splitlines()
+                if text.startswith("  example ")
+            ]
+        )
+        == 1
+    )
 
 
 def test_not_a_build(builds, tmp_path):
     result = CliRunner().invoke(app, ["diff", builds["a"], str(tmp_path)])
-    assert result.exit_code == 1 and result.output.startswith("error: ") and "manifest.json" in result.output
+    assert (
+        result.exit_code == 1
+        and result.output.startswith("error: ")
+        and "manifest.json" in result.output
+    )
 
 
 def test_help_documents_the_exit_code():
     result = CliRunner().invoke(app, ["diff", "--help"])
     text = " ".join(result.output.split())
-    assert result.exit_code == 0 and "identical" in text and "Exit code 0 whenever the comparison ran" in text
+    assert (
+        result.exit_code == 0
+        and "identical" in text
+        and "Exit code 0 whenever the comparison ran" in text
+    )

@@ -54,7 +54,16 @@ def test_forced_format_must_find_its_columns():
 
 
 def test_sharegpt_roles_are_mapped():
-    ex = normalize({"conversations": [{"from": "system", "value": "s"}, {"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}, {"from": "observation", "value": "o"}]})
+    ex = normalize(
+        {
+            "conversations": [
+                {"from": "system", "value": "s"},
+                {"from": "human", "value": "q"},
+                {"from": "gpt", "value": "a"},
+                {"from": "observation", "value": "o"},
+            ]
+        }
+    )
     assert [m["role"] for m in ex.messages] == ["system", "user", "assistant", "tool"]
     assert [m["content"] for m in ex.messages] == ["s", "q", "a", "o"]
 
@@ -66,18 +75,48 @@ def test_unknown_role_is_a_row_error_with_a_fix():
 
 
 def test_openai_content_parts_are_joined():
-    ex = normalize({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]})
+    ex = normalize(
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+                }
+            ]
+        }
+    )
     assert ex.messages[0]["content"] == "ab"
     with pytest.raises(RowError, match="image_url"):
-        normalize({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}]})
+        normalize(
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}]}
+        )
 
 
 def test_tool_calls_are_checked_and_kept():
     call = {"type": "function", "function": {"name": "f", "arguments": {"x": 1}}}
-    ex = normalize({"messages": [{"role": "assistant", "content": None, "tool_calls": [call]}], "tools": json.dumps([{"type": "function", "function": {"name": "f"}}])})
-    assert ex.messages[0]["tool_calls"] == [call] and ex.messages[0]["content"] == "" and ex.tools[0]["function"]["name"] == "f"
+    ex = normalize(
+        {
+            "messages": [{"role": "assistant", "content": None, "tool_calls": [call]}],
+            "tools": json.dumps([{"type": "function", "function": {"name": "f"}}]),
+        }
+    )
+    assert (
+        ex.messages[0]["tool_calls"] == [call]
+        and ex.messages[0]["content"] == ""
+        and ex.tools[0]["function"]["name"] == "f"
+    )
     with pytest.raises(RowError) as err:
-        normalize({"messages": [{"role": "assistant", "content": "x", "tool_calls": [{"function": {"arguments": {}}}]}]})
+        normalize(
+            {
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "content": "x",
+                        "tool_calls": [{"function": {"arguments": {}}}],
+                    }
+                ]
+            }
+        )
     assert err.value.reason == "bad_tool_calls"
 
 
@@ -90,15 +129,26 @@ def test_alpaca_becomes_a_prompt_completion_chat():
 
 def test_prompt_completion_strings_and_message_lists():
     assert normalize({"prompt": "a", "completion": "b"}).kind == "completion"
-    ex = normalize({"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "assistant", "content": "a"}]})
+    ex = normalize(
+        {
+            "prompt": [{"role": "user", "content": "q"}],
+            "completion": [{"role": "assistant", "content": "a"}],
+        }
+    )
     assert ex.kind == "chat" and ex.prompt_messages == 1
 
 
 def test_prompt_template_formats_any_columns():
-    ex = normalize({"question": "Why?", "answer": "Because."}, prompt_template="### Q: {question}\n### A:", completion_template=" {answer}")
+    ex = normalize(
+        {"question": "Why?", "answer": "Because."},
+        prompt_template="### Q: {question}\n### A:",
+        completion_template=" {answer}",
+    )
     assert (ex.kind, ex.prompt, ex.completion) == ("completion", "### Q: Why?\n### A:", " Because.")
     with pytest.raises(RowError, match="answer"):
-        normalize({"question": "Why?"}, prompt_template="{question}", completion_template="{answer}")
+        normalize(
+            {"question": "Why?"}, prompt_template="{question}", completion_template="{answer}"
+        )
 
 
 def test_formatter_function_may_return_text_pairs_or_messages(tmp_path, monkeypatch):
@@ -118,9 +168,28 @@ def test_formatter_function_may_return_text_pairs_or_messages(tmp_path, monkeypa
 
 def _chat_rows():
     return [
-        {"messages": [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"}, {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]},
-        {"messages": [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1", "train": False}, {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]},
-        {"messages": [{"role": "user", "content": "q1", "train": True}, {"role": "assistant", "content": "a1"}]},
+        {
+            "messages": [
+                {"role": "user", "content": "q1"},
+                {"role": "assistant", "content": "a1"},
+                {"role": "user", "content": "q2"},
+                {"role": "assistant", "content": "a2"},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "q1"},
+                {"role": "assistant", "content": "a1", "train": False},
+                {"role": "user", "content": "q2"},
+                {"role": "assistant", "content": "a2"},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "q1", "train": True},
+                {"role": "assistant", "content": "a1"},
+            ]
+        },
     ]
 
 
@@ -128,17 +197,30 @@ def _trained_texts(tmp_path, rows, **kw):
     src = tmp_path / "chat.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / f"b-{len(list(tmp_path.iterdir()))}"
-    sftprep.build({"sources": [str(src)], "tokenizer": str(BUNDLED_TOKENIZER), "out": str(out), "packing": "none", "num_proc": 1, **kw})
+    sftprep.build(
+        {
+            "sources": [str(src)],
+            "tokenizer": str(BUNDLED_TOKENIZER),
+            "out": str(out),
+            "packing": "none",
+            "num_proc": 1,
+            **kw,
+        }
+    )
     check_build(out)
     hf = hf_tokenizer(str(BUNDLED_TOKENIZER))
-    return {i: hf.decode([t for t, m in zip(*pair) if m]) for i, pair in examples_by_id(out).items()}, load_manifest(out)
+    return {
+        i: hf.decode([t for t, m in zip(*pair) if m]) for i, pair in examples_by_id(out).items()
+    }, load_manifest(out)
 
 
 def test_loss_policies_and_per_message_train_flags(tmp_path):
     assistant, _ = _trained_texts(tmp_path, _chat_rows(), loss_on="assistant")
     assert assistant[0] == "a1<|im_end|>a2<|im_end|>"
     assert assistant[1] == "a2<|im_end|>", "train: false removes that turn"
-    assert assistant[2] == "q1<|im_end|>a1<|im_end|>", "train: true on a user turn trains its content and end token"
+    assert assistant[2] == "q1<|im_end|>a1<|im_end|>", (
+        "train: true on a user turn trains its content and end token"
+    )
     last, _ = _trained_texts(tmp_path, _chat_rows(), loss_on="last-assistant")
     assert last[0] == "a2<|im_end|>"
     everything, _ = _trained_texts(tmp_path, _chat_rows(), loss_on="all")
@@ -149,7 +231,14 @@ def test_loss_policies_and_per_message_train_flags(tmp_path):
 
 
 def test_example_without_trainable_tokens_is_dropped_and_counted(tmp_path):
-    rows = _chat_rows()[:1] + [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "train": False}]}]
+    rows = _chat_rows()[:1] + [
+        {
+            "messages": [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "a", "train": False},
+            ]
+        }
+    ]
     texts, manifest = _trained_texts(tmp_path, rows)
     assert list(texts) == [0]
     assert manifest["dropped"] == {"no_loss_tokens": 1} and manifest["sources"][0]["rows_read"] == 2

@@ -22,9 +22,18 @@ from tests.conftest import BUNDLED_TOKENIZER, EXAMPLES
 from tests.sftprep.build_checks import load_manifest, read_rows
 
 HOSTILE = [
-    {"messages": [{"role": "user", "content": "<script>alert('x')</script> & \"quotes\" café"},
-                  {"role": "assistant", "content": "<b>bold</b> &amp; 你好 😀\n\tdone"}]},
-    {"messages": [{"role": "user", "content": "Two lines\nhere"}, {"role": "assistant", "content": "ok\n\nthen <|im_end|> as text"}]},
+    {
+        "messages": [
+            {"role": "user", "content": "<script>alert('x')</script> & \"quotes\" café"},
+            {"role": "assistant", "content": "<b>bold</b> &amp; 你好 😀\n\tdone"},
+        ]
+    },
+    {
+        "messages": [
+            {"role": "user", "content": "Two lines\nhere"},
+            {"role": "assistant", "content": "ok\n\nthen <|im_end|> as text"},
+        ]
+    },
 ]
 
 
@@ -34,8 +43,20 @@ def build(tmp_path_factory):
     hostile = root / "hostile.jsonl"
     hostile.write_text("".join(json.dumps(row) + "\n" for row in HOSTILE))
     out = root / "build"
-    sftprep.build({"sources": [str(EXAMPLES / "data" / "chat.jsonl"), str(EXAMPLES / "data" / "alpaca.json"), str(hostile)],
-                   "tokenizer": str(BUNDLED_TOKENIZER), "out": str(out), "max_length": 128, "eval_fraction": 0.2, "num_proc": 1})
+    sftprep.build(
+        {
+            "sources": [
+                str(EXAMPLES / "data" / "chat.jsonl"),
+                str(EXAMPLES / "data" / "alpaca.json"),
+                str(hostile),
+            ],
+            "tokenizer": str(BUNDLED_TOKENIZER),
+            "out": str(out),
+            "max_length": 128,
+            "eval_fraction": 0.2,
+            "num_proc": 1,
+        }
+    )
     return out
 
 
@@ -48,7 +69,11 @@ def segments(row: dict):
     """(example_id, ids, mask) of each segment of a shard row."""
     start = 0
     for length, example_id in zip(row[SEQ_LENS], row[EXAMPLE_IDS]):
-        yield example_id, row[INPUT_IDS][start : start + length], row[LOSS_MASK][start : start + length]
+        yield (
+            example_id,
+            row[INPUT_IDS][start : start + length],
+            row[LOSS_MASK][start : start + length],
+        )
         start += length
 
 
@@ -88,16 +113,24 @@ def test_plain_output_marks_exactly_the_trained_tokens(build, tokenizer):
     manifest, checked = load_manifest(build), {"rows": 0, "runs": 0, "multi": 0}
     for split in manifest["splits"]:
         for index, row in enumerate(read_rows(build, split)):
-            result = CliRunner().invoke(app, ["inspect", str(build), "--split", split, "--row", str(index)])
+            result = CliRunner().invoke(
+                app, ["inspect", str(build), "--split", split, "--row", str(index)]
+            )
             assert result.exit_code == 0, result.output
             shown = plain_segments(result.output)
             expected = list(segments(row))
             assert len(shown) == len(expected)
             for (header, body), (example_id, ids, mask) in zip(shown, expected):
                 path, file_row = source_row(manifest, example_id)
-                assert header.startswith(f"── example {example_id} — {path} row {file_row} · {len(ids)} tokens, {sum(mask)} trained")
-                assert re.findall(r"⟦(.*?)⟧", body, flags=re.DOTALL) == trained_runs(tokenizer, ids, mask)
-                assert body.replace("⟦", "").replace("⟧", "") == tokenizer.decode(ids, skip_special_tokens=False)
+                assert header.startswith(
+                    f"── example {example_id} — {path} row {file_row} · {len(ids)} tokens, {sum(mask)} trained"
+                )
+                assert re.findall(r"⟦(.*?)⟧", body, flags=re.DOTALL) == trained_runs(
+                    tokenizer, ids, mask
+                )
+                assert body.replace("⟦", "").replace("⟧", "") == tokenizer.decode(
+                    ids, skip_special_tokens=False
+                )
                 checked["runs"] += len(trained_runs(tokenizer, ids, mask))
             checked["rows"] += 1
             checked["multi"] += len(expected) > 1
@@ -114,25 +147,34 @@ def test_example_shows_only_its_segment_in_any_split(build, tokenizer):
         shown = plain_segments(result.output)
         path, file_row = source_row(manifest, example_id)
         assert len(shown) == 1 and f"example {example_id} — {path} row {file_row}" in shown[0][0]
-        assert re.findall(r"⟦(.*?)⟧", shown[0][1], flags=re.DOTALL) == trained_runs(tokenizer, ids, mask)
+        assert re.findall(r"⟦(.*?)⟧", shown[0][1], flags=re.DOTALL) == trained_runs(
+            tokenizer, ids, mask
+        )
         assert f"{split} row 0 of" in result.output
 
 
 def test_row_option_and_default(build):
     first = CliRunner().invoke(app, ["inspect", str(build)])
     again = CliRunner().invoke(app, ["inspect", str(build), "--row", "0", "--split", "train"])
-    assert first.exit_code == 0 and first.output == again.output and "train row 0 of" in first.output
+    assert (
+        first.exit_code == 0 and first.output == again.output and "train row 0 of" in first.output
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--row", "9999"], "--row 9999"),
-    (["--example", "9999"], "--example 9999"),
-    (["--row", "0", "--example", "1"], "not both"),
-    (["--split", "validation"], "--split validation"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--row", "9999"], "--row 9999"),
+        (["--example", "9999"], "--example 9999"),
+        (["--row", "0", "--example", "1"], "not both"),
+        (["--split", "validation"], "--split validation"),
+    ],
+)
 def test_errors_name_the_option(build, args, message):
     result = CliRunner().invoke(app, ["inspect", str(build), *args])
-    assert result.exit_code == 1 and result.output.startswith("error: ") and message in result.output
+    assert (
+        result.exit_code == 1 and result.output.startswith("error: ") and message in result.output
+    )
 
 
 def test_not_a_build_and_moved_tokenizer(build, tmp_path):
@@ -143,7 +185,9 @@ def test_not_a_build_and_moved_tokenizer(build, tmp_path):
     manifest = json.loads((moved / "manifest.json").read_text())
     manifest["tokenizer"]["name_or_path"] = str(tmp_path / "gone")
     (moved / "manifest.json").write_text(json.dumps(manifest))
-    assert CliRunner().invoke(app, ["inspect", str(moved)], env={"HF_HUB_OFFLINE": "1"}).exit_code == 1
+    assert (
+        CliRunner().invoke(app, ["inspect", str(moved)], env={"HF_HUB_OFFLINE": "1"}).exit_code == 1
+    )
     result = CliRunner().invoke(app, ["inspect", str(moved), "--tokenizer", str(BUNDLED_TOKENIZER)])
     assert result.exit_code == 0 and "⟦" in result.output
 
@@ -151,7 +195,11 @@ def test_not_a_build_and_moved_tokenizer(build, tmp_path):
 def test_terminal_output_uses_colour_not_brackets(build):
     view = BuildView(build)
     stream = io.StringIO()
-    print_rich(view, select(view, "train", 0, None), Console(file=stream, force_terminal=True, color_system="standard", width=120))
+    print_rich(
+        view,
+        select(view, "train", 0, None),
+        Console(file=stream, force_terminal=True, color_system="standard", width=120),
+    )
     text = stream.getvalue()
     assert "\x1b[42m" in text and "⟦" not in text  # green background on trained tokens
     assert "\x1b[1;35m<|im_end|>" in text or "\x1b[1;35;42m<|im_end|>" in text
@@ -174,14 +222,18 @@ class TokenSpans(HTMLParser):
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         self.tags.add(tag)
-        self.external += [v for k, v in attrs.items() if k in ("src", "href") or (v and "http" in v)]
+        self.external += [
+            v for k, v in attrs.items() if k in ("src", "href") or (v and "http" in v)
+        ]
         self.external += [tag] if tag in ("script", "link", "img", "iframe") else []
         classes = set((attrs.get("class") or "").split())
         self.legend |= "legend" in classes
         if tag == "h2":
             self.in_h2 = True
         if tag == "span" and "tok" in classes and self.row is not None and not self.inside_legend():
-            self.rows[self.row].append((int(re.fullmatch(r"id (\d+) · pos \d+", attrs["title"]).group(1)), classes))
+            self.rows[self.row].append(
+                (int(re.fullmatch(r"id (\d+) · pos \d+", attrs["title"]).group(1)), classes)
+            )
         self.stack.append("legend" if "legend" in classes else "tok" if "tok" in classes else tag)
 
     def inside_legend(self):
@@ -202,7 +254,9 @@ class TokenSpans(HTMLParser):
 
 def test_html_page_highlights_exactly_the_trained_tokens(build, tmp_path, tokenizer):
     page = tmp_path / "page.html"
-    result = CliRunner().invoke(app, ["inspect", str(build), "--html", str(page), "--rows", "3", "--seed", "1"])
+    result = CliRunner().invoke(
+        app, ["inspect", str(build), "--html", str(page), "--rows", "3", "--seed", "1"]
+    )
     assert result.exit_code == 0, result.output
     text = page.read_text()
     parser = TokenSpans()
@@ -215,38 +269,73 @@ def test_html_page_highlights_exactly_the_trained_tokens(build, tmp_path, tokeni
     for index, spans in parser.rows.items():
         row = rows[index]
         assert [i for i, _ in spans] == row[INPUT_IDS]
-        assert [i for i, c in spans if "trained" in c] == [i for i, m in zip(row[INPUT_IDS], row[LOSS_MASK]) if m]
+        assert [i for i, c in spans if "trained" in c] == [
+            i for i, m in zip(row[INPUT_IDS], row[LOSS_MASK]) if m
+        ]
         assert all(("trained" in c) != ("untrained" in c) for _, c in spans)
-        assert [i for i, c in spans if "special" in c] == [i for i in row[INPUT_IDS] if i in special]
+        assert [i for i, c in spans if "special" in c] == [
+            i for i in row[INPUT_IDS] if i in special
+        ]
         trained += sum(row[LOSS_MASK])
         for example_id, _, _ in segments(row):
             path, file_row = source_row(load_manifest(build), example_id)
             assert f"example {example_id} — {path} row {file_row}" in text
     assert trained > 0
     again = tmp_path / "again.html"
-    CliRunner().invoke(app, ["inspect", str(build), "--html", str(again), "--rows", "3", "--seed", "1"])
+    CliRunner().invoke(
+        app, ["inspect", str(build), "--html", str(again), "--rows", "3", "--seed", "1"]
+    )
     assert again.read_text() == text, "the sample is seeded"
 
 
 def test_html_escapes_the_data(build, tmp_path):
-    hostile_id = next(s for s in load_manifest(build)["sources"] if s["path"].endswith("hostile.jsonl"))["example_id_start"]
+    hostile_id = next(
+        s for s in load_manifest(build)["sources"] if s["path"].endswith("hostile.jsonl")
+    )["example_id_start"]
     page = tmp_path / "page.html"
-    result = CliRunner().invoke(app, ["inspect", str(build), "--example", str(hostile_id), "--html", str(page)])
+    result = CliRunner().invoke(
+        app, ["inspect", str(build), "--example", str(hostile_id), "--html", str(page)]
+    )
     assert result.exit_code == 0, result.output
     text = page.read_text()
     assert "&lt;" in text and "&quot;" in text
     parser = TokenSpans()
     parser.feed(text)
-    assert parser.tags <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "div", "section", "span", "b", "strong"}, parser.tags
+    assert parser.tags <= {
+        "html",
+        "head",
+        "meta",
+        "title",
+        "style",
+        "body",
+        "h1",
+        "h2",
+        "div",
+        "section",
+        "span",
+        "b",
+        "strong",
+    }, parser.tags
     assert not parser.external and sum(len(s) for s in parser.rows.values()) > 0
     shown = "".join(parser.texts)
-    assert "<script>alert('x')</script> & \"quotes\" café" in shown and "<b>bold</b> &amp; 你好 😀" in shown
+    assert (
+        "<script>alert('x')</script> & \"quotes\" café" in shown
+        and "<b>bold</b> &amp; 你好 😀" in shown
+    )
 
 
 def test_example_cut_by_wrapped_packing_shows_every_piece(tmp_path, tokenizer):
     out = tmp_path / "wrapped"
-    sftprep.build({"sources": [str(EXAMPLES / "data" / "text.jsonl")], "tokenizer": str(BUNDLED_TOKENIZER), "out": str(out),
-                   "max_length": 16, "packing": "wrapped", "num_proc": 1})
+    sftprep.build(
+        {
+            "sources": [str(EXAMPLES / "data" / "text.jsonl")],
+            "tokenizer": str(BUNDLED_TOKENIZER),
+            "out": str(out),
+            "max_length": 16,
+            "packing": "wrapped",
+            "num_proc": 1,
+        }
+    )
     pieces: dict[int, list] = {}
     for row in read_rows(out):
         for example_id, ids, mask in segments(row):
@@ -255,6 +344,8 @@ def test_example_cut_by_wrapped_packing_shows_every_piece(tmp_path, tokenizer):
     result = CliRunner().invoke(app, ["inspect", str(out), "--example", str(example_id)])
     assert result.exit_code == 0, result.output
     shown = plain_segments(result.output)
-    assert len(shown) == len(expected) and all(f"example {example_id} — " in header for header, _ in shown)
+    assert len(shown) == len(expected) and all(
+        f"example {example_id} — " in header for header, _ in shown
+    )
     decoded = sorted(tokenizer.decode(ids, skip_special_tokens=False) for ids, _ in expected)
     assert sorted(body.replace("⟦", "").replace("⟧", "") for _, body in shown) == decoded

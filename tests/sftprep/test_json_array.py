@@ -14,10 +14,19 @@ from sftprep.json_array import iter_json_array
 from tests.conftest import BUNDLED_TOKENIZER
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(10**30), 10**30), st.floats(allow_nan=False, allow_infinity=False),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**30), 10**30),
+    st.floats(allow_nan=False, allow_infinity=False),
     st.text(st.characters(exclude_categories=("Cs",)), max_size=20),
 )
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=5), inner, max_size=4)), max_leaves=12)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
 separators = st.sampled_from([(",", ":"), (", ", ": "), (" ,\n ", " :\t")])
 
 
@@ -36,14 +45,24 @@ def reference(doc: str):
 
 
 @settings(max_examples=150, deadline=None)
-@given(items=st.lists(values, max_size=6), sep=separators, indent=st.sampled_from([None, 1]), block=st.sampled_from([1, 2, 5, 64, 1 << 20]))
+@given(
+    items=st.lists(values, max_size=6),
+    sep=separators,
+    indent=st.sampled_from([None, 1]),
+    block=st.sampled_from([1, 2, 5, 64, 1 << 20]),
+)
 def test_items_equal_json_loads(items, sep, indent, block):
     doc = json.dumps(items, separators=sep, indent=indent, ensure_ascii=False)
     assert streamed(doc, block) == reference(doc) == ("items", items)
 
 
 @settings(max_examples=150, deadline=None)
-@given(items=st.lists(values, min_size=1, max_size=4), cut=st.integers(0, 10**6), block=st.sampled_from([1, 3, 1 << 20]), junk=st.sampled_from(["", "x", ",", "]", "}", " 1"]))
+@given(
+    items=st.lists(values, min_size=1, max_size=4),
+    cut=st.integers(0, 10**6),
+    block=st.sampled_from([1, 3, 1 << 20]),
+    junk=st.sampled_from(["", "x", ",", "]", "}", " 1"]),
+)
 def test_malformed_documents_fail_like_json_loads(items, cut, block, junk):
     doc = json.dumps(items, indent=1, ensure_ascii=False)
     doc = doc[: 1 + cut % len(doc)] + junk  # cut anywhere after the '[' and maybe append junk
@@ -84,7 +103,9 @@ def test_a_malformed_item_fails_without_reading_the_rest_of_the_file():
     assert handle.tell() <= 2 * 1024 < len(doc)
 
 
-@pytest.mark.parametrize("doc", [b"[1." + b"0" * (1 << 20) + b"]", b'["' + b"s" * (1 << 20) + b'"]'])
+@pytest.mark.parametrize(
+    "doc", [b"[1." + b"0" * (1 << 20) + b"]", b'["' + b"s" * (1 << 20) + b'"]']
+)
 def test_a_huge_item_is_read_in_doubling_blocks(doc):
     """One item of 1 MB read from 64-byte blocks takes a few dozen reads, not 16 thousand."""
     handle = CountingReads(doc)
@@ -96,7 +117,15 @@ def test_a_json_array_source_is_parsed_a_block_at_a_time(tmp_path, monkeypatch):
     """A build from a JSON array holds one block of its text (plus one item), never the whole file."""
     from sftprep import json_array
 
-    rows = [{"messages": [{"role": "user", "content": f"q{i} " * 50}, {"role": "assistant", "content": f"a{i}"}]} for i in range(300)]
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"q{i} " * 50},
+                {"role": "assistant", "content": f"a{i}"},
+            ]
+        }
+        for i in range(300)
+    ]
     path = tmp_path / "data.json"
     path.write_text(json.dumps(rows, indent=1))
     largest_item = max(len(json.dumps(r, indent=1)) for r in rows)
@@ -110,7 +139,14 @@ def test_a_json_array_source_is_parsed_a_block_at_a_time(tmp_path, monkeypatch):
 
     monkeypatch.setattr(json_array, "BLOCK_BYTES", 4096)
     monkeypatch.setattr(json_array._Text, "more", recording_more)
-    manifest = sftprep.build({"sources": [str(path)], "tokenizer": str(BUNDLED_TOKENIZER), "out": str(tmp_path / "out"), "num_proc": 1})
+    manifest = sftprep.build(
+        {
+            "sources": [str(path)],
+            "tokenizer": str(BUNDLED_TOKENIZER),
+            "out": str(tmp_path / "out"),
+            "num_proc": 1,
+        }
+    )
     assert manifest["sources"][0]["rows_kept"] == 300
     assert len(held) > 10  # many blocks were read
     assert max(held) <= 2 * 4096 + largest_item < path.stat().st_size // 10

@@ -9,8 +9,18 @@ from sftprep.parallel import chunked, in_worker_processes
 def test_errors_survive_a_pickle_round_trip():
     err = RowError("unknown_role", "message 0 has role 'narrator'").located("d.jsonl", 3500)
     back = pickle.loads(pickle.dumps(err))
-    assert type(back) is RowError and str(back) == str(err) == "d.jsonl, row 3500: message 0 has role 'narrator' [unknown_role]"
-    assert (back.reason, back.detail, back.source, back.row) == ("unknown_role", "message 0 has role 'narrator'", "d.jsonl", 3500)
+    assert (
+        type(back) is RowError
+        and str(back)
+        == str(err)
+        == "d.jsonl, row 3500: message 0 has role 'narrator' [unknown_role]"
+    )
+    assert (back.reason, back.detail, back.source, back.row) == (
+        "unknown_role",
+        "message 0 has role 'narrator'",
+        "d.jsonl",
+        3500,
+    )
     unlocated = pickle.loads(pickle.dumps(RowError("malformed_json", "line 3 is not valid JSON")))
     assert unlocated.located("f", 2).row == 2 and unlocated.source == ""
     plain = pickle.loads(pickle.dumps(SftprepError("bad config")))
@@ -32,4 +42,6 @@ def _noop() -> None:
 
 
 def test_worker_results_come_back_in_task_order():
-    assert list(in_worker_processes(_square, range(40), 2, _noop, (), "t")) == [x * x for x in range(40)]
+    assert list(in_worker_processes(_square, range(40), 2, _noop, (), "t")) == [
+        x * x for x in range(40)
+    ]

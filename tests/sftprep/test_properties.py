@@ -19,7 +19,11 @@ SPECIALS = ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]
 chars = st.characters(exclude_categories=("Cc", "Cs", "Cn", "Co"))
 text = st.one_of(
     st.text(chars, min_size=1, max_size=40),
-    st.text(alphabet=st.sampled_from([" ", "\n", "\t", "a", "é", "字", "🙂", "'", "s"]), min_size=1, max_size=12),
+    st.text(
+        alphabet=st.sampled_from([" ", "\n", "\t", "a", "é", "字", "🙂", "'", "s"]),
+        min_size=1,
+        max_size=12,
+    ),
     st.text(chars, min_size=200, max_size=600),
 )
 visible = text.filter(lambda s: s.strip() and not any(t in s for t in SPECIALS))
@@ -31,7 +35,9 @@ def conversations(draw):
     if draw(st.booleans()):
         messages.append({"role": "system", "content": draw(visible)})
     for _ in range(draw(st.integers(1, 6))):
-        messages.append({"role": draw(st.sampled_from(["user", "user", "tool"])), "content": draw(visible)})
+        messages.append(
+            {"role": draw(st.sampled_from(["user", "user", "tool"])), "content": draw(visible)}
+        )
         messages.append({"role": "assistant", "content": draw(visible)})
     return messages
 
@@ -42,12 +48,16 @@ def stage():
     return ExampleStage(config, load_tokenizer(config.tokenizer))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(convs=st.lists(conversations(), min_size=1, max_size=4))
 def test_random_conversations_keep_the_invariants(stage, convs):
     hf = hf_tokenizer(str(BUNDLED_TOKENIZER))
     chunk = [(i, {"messages": c}) for i, c in enumerate(convs)]
-    results = stage.process(FormatSpec("messages", {"messages": "messages", "tools": "tools"}), chunk)
+    results = stage.process(
+        FormatSpec("messages", {"messages": "messages", "tools": "tools"}), chunk
+    )
     assert [i for i, _ in results] == list(range(len(convs))), "every row comes back, in order"
     for (_, enc), conv in zip(results, convs):
         assert not isinstance(enc, RowError), enc
@@ -59,11 +69,25 @@ def test_random_conversations_keep_the_invariants(stage, convs):
         assert "".join(trained.split()) == "".join(expected.split())
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=st.lists(st.one_of(st.builds(lambda c: {"messages": c}, conversations()), st.just({"messages": []}),
-                               st.just({"messages": [{"role": "user", "content": "no answer"}]}), st.just({"oops": 1})), min_size=1, max_size=8))
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(
+        st.one_of(
+            st.builds(lambda c: {"messages": c}, conversations()),
+            st.just({"messages": []}),
+            st.just({"messages": [{"role": "user", "content": "no answer"}]}),
+            st.just({"oops": 1}),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
 def test_every_row_is_either_encoded_or_an_error_with_a_reason(stage, rows):
-    results = stage.process(FormatSpec("messages", {"messages": "messages", "tools": "tools"}), list(enumerate(rows)))
+    results = stage.process(
+        FormatSpec("messages", {"messages": "messages", "tools": "tools"}), list(enumerate(rows))
+    )
     assert len(results) == len(rows)
     for (_, result), row in zip(results, rows):
         if isinstance(result, RowError):

@@ -22,8 +22,17 @@ def build(tmp_path_factory):
     here = os.getcwd()
     os.chdir(EXAMPLES)
     try:
-        sftprep.build({"sources": ["data/chat.jsonl", "data/alpaca.json", "data/prompt_completion.jsonl"], "tokenizer": str(BUNDLED_TOKENIZER),
-                       "out": str(out), "max_length": 56, "overlong": "drop", "eval_fraction": 0.25, "num_proc": 1})
+        sftprep.build(
+            {
+                "sources": ["data/chat.jsonl", "data/alpaca.json", "data/prompt_completion.jsonl"],
+                "tokenizer": str(BUNDLED_TOKENIZER),
+                "out": str(out),
+                "max_length": 56,
+                "overlong": "drop",
+                "eval_fraction": 0.25,
+                "num_proc": 1,
+            }
+        )
     finally:
         os.chdir(here)
     return out
@@ -45,15 +54,24 @@ def test_tables_repeat_the_manifest(build):
     manifest, rows = load_manifest(build), table_rows(result.output)
     assert set(manifest["splits"]) == {"train", "eval"}
     for name, s in manifest["splits"].items():
-        assert rows[name][1:6] == [f"{s['examples']:,}", f"{s['rows']:,}", f"{s['tokens']:,}", f"{s['loss_tokens']:,}",
-                                   f"{s['loss_tokens'] / s['tokens']:.2%}"]
+        assert rows[name][1:6] == [
+            f"{s['examples']:,}",
+            f"{s['rows']:,}",
+            f"{s['tokens']:,}",
+            f"{s['loss_tokens']:,}",
+            f"{s['loss_tokens'] / s['tokens']:.2%}",
+        ]
         assert rows[name][7] == f"{s['packing_efficiency']:.2%}"
     dropped = 0
     for s in manifest["sources"]:
         cells = rows[s["path"]]
         assert cells[3:5] == [f"{s['rows_read']:,}", f"{s['rows_kept']:,}"]
         assert cells[5] == (", ".join(f"{n:,} {r}" for r, n in sorted(s["dropped"].items())) or "0")
-        assert cells[6:] == [f"{s['truncated']:,} ({s['truncated_tokens']:,})", f"{s['tokens']:,}", f"{s['loss_tokens']:,}"]
+        assert cells[6:] == [
+            f"{s['truncated']:,} ({s['truncated_tokens']:,})",
+            f"{s['tokens']:,}",
+            f"{s['loss_tokens']:,}",
+        ]
         dropped += sum(s["dropped"].values())
     assert dropped > 0 and "too_long" in result.output, "the fixture must drop something"
     assert manifest["fingerprint"][:12] in result.output
@@ -86,4 +104,8 @@ def test_plot_without_matplotlib_says_how_to_install(build, tmp_path, monkeypatc
 
 def test_not_a_build(tmp_path):
     result = CliRunner().invoke(app, ["stats", str(tmp_path)])
-    assert result.exit_code == 1 and "manifest.json" in result.output and "sftprep build" in result.output
+    assert (
+        result.exit_code == 1
+        and "manifest.json" in result.output
+        and "sftprep build" in result.output
+    )

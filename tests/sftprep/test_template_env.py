@@ -15,7 +15,11 @@ transformers_templates = pytest.importorskip("transformers.utils.chat_template_u
 MESSAGES = [
     {"role": "system", "content": "Be brief."},
     {"role": "user", "content": "Hi"},
-    {"role": "assistant", "content": "Hello", "tool_calls": [{"function": {"name": "f", "arguments": {"x": 1}}}]},
+    {
+        "role": "assistant",
+        "content": "Hello",
+        "tool_calls": [{"function": {"name": "f", "arguments": {"x": 1}}}],
+    },
     {"role": "user", "content": "Bye"},
     {"role": "assistant", "content": "Bye!"},
 ]
@@ -52,16 +56,32 @@ def test_renders_like_transformers(name):
 
 @pytest.mark.parametrize("control", ["break", "continue"])
 def test_loop_control_out_of_a_generation_block_fails_to_compile_like_transformers(control):
-    source = "{% for m in messages %}{% generation %}{% " + control + " %}{% endgeneration %}{% endfor %}"
+    source = (
+        "{% for m in messages %}{% generation %}{% "
+        + control
+        + " %}{% endgeneration %}{% endfor %}"
+    )
     with pytest.raises(SyntaxError):
         transformers_templates._compile_jinja_template(source)
     with pytest.raises(SftprepError, match="does not compile"):
         compile_template(source)
 
 
-@pytest.mark.parametrize("expression", ["m.pop('role')", "m.update({'a': 1})", "m.clear()", "messages.append(1)", "m.__class__.__mro__"])
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "m.pop('role')",
+        "m.update({'a': 1})",
+        "m.clear()",
+        "messages.append(1)",
+        "m.__class__.__mro__",
+    ],
+)
 def test_unsafe_operations_are_refused_like_transformers(expression):
     source = "{% for m in messages %}{{ " + expression + " }}{% endfor %}"
-    for template in (compile_template(source), transformers_templates._compile_jinja_template(source)):
+    for template in (
+        compile_template(source),
+        transformers_templates._compile_jinja_template(source),
+    ):
         with pytest.raises(jinja2.exceptions.SecurityError):
             template.render(messages=[dict(m) for m in MESSAGES])

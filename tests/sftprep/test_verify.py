@@ -15,8 +15,18 @@ from tests.conftest import BUNDLED_TOKENIZER, EXAMPLES
 @pytest.fixture(scope="module")
 def sound(tmp_path_factory):
     out = tmp_path_factory.mktemp("verify") / "build"
-    sftprep.build({"sources": [str(EXAMPLES / "data" / "chat.jsonl"), str(EXAMPLES / "data" / "alpaca.json")],
-                   "tokenizer": str(BUNDLED_TOKENIZER), "out": str(out), "max_length": 128, "num_proc": 1})
+    sftprep.build(
+        {
+            "sources": [
+                str(EXAMPLES / "data" / "chat.jsonl"),
+                str(EXAMPLES / "data" / "alpaca.json"),
+            ],
+            "tokenizer": str(BUNDLED_TOKENIZER),
+            "out": str(out),
+            "max_length": 128,
+            "num_proc": 1,
+        }
+    )
     return out
 
 
@@ -28,7 +38,10 @@ def copy(sound, tmp_path):
 
 
 def shard_of(build):
-    return build / json.loads((build / "manifest.json").read_text())["splits"]["train"]["shards"][0]["path"]
+    return (
+        build
+        / json.loads((build / "manifest.json").read_text())["splits"]["train"]["shards"][0]["path"]
+    )
 
 
 def test_sound_build_passes(sound):

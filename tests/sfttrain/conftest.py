@@ -62,12 +62,18 @@ def pack(*examples, first_id: int = 0) -> dict:
     }
 
 
-def random_rows(n: int, length: int, vocab: int = SMALL_VOCAB, per_row: int = 2, seed: int = 0) -> list[dict]:
+def random_rows(
+    n: int, length: int, vocab: int = SMALL_VOCAB, per_row: int = 2, seed: int = 0
+) -> list[dict]:
     """n rows of `length` tokens, each packing `per_row` examples of random ids in [3, vocab)."""
     rng = np.random.default_rng(seed)
     rows, next_id = [], 0
     for _ in range(n):
-        cuts = np.sort(rng.choice(np.arange(2, length - 1), per_row - 1, replace=False)) if per_row > 1 else []
+        cuts = (
+            np.sort(rng.choice(np.arange(2, length - 1), per_row - 1, replace=False))
+            if per_row > 1
+            else []
+        )
         bounds = [0, *cuts, length]
         parts = [rng.integers(3, vocab, bounds[i + 1] - bounds[i]).tolist() for i in range(per_row)]
         rows.append(pack(*parts, first_id=next_id))
@@ -108,7 +114,12 @@ def _write_split(out: Path, split: str, rows: list[dict], rows_per_shard: int) -
             writer.write_table(table)
         data = path.read_bytes()
         shards.append(
-            {"path": f"{split}/{shard_name(index)}", "rows": len(chunk), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            {
+                "path": f"{split}/{shard_name(index)}",
+                "rows": len(chunk),
+                "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
         )
     tokens = sum(r[NUM_TOKENS] for r in rows)
     max_length = max((r[NUM_TOKENS] for r in rows), default=1)
@@ -181,5 +192,10 @@ def base_config(tmp_path, small_model_dir):
         "tokenizer": str(TOKENIZER_DIR),
         "learning_rate": 3e-3,
         "logging_steps": 1,
-        "training_args": {"disable_tqdm": True, "use_cpu": True, "dataloader_pin_memory": False, "save_only_model": False},
+        "training_args": {
+            "disable_tqdm": True,
+            "use_cpu": True,
+            "dataloader_pin_memory": False,
+            "save_only_model": False,
+        },
     }

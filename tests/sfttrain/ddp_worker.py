@@ -51,7 +51,9 @@ def main(config_path: str, out_dir: str) -> None:
         "rest": recorded({**common, "output_dir": str(Path(out_dir) / "part"), "resume": True}),
     }
     (Path(out_dir) / f"rank{os.environ['RANK']}.json").write_text(json.dumps(result))
-    exit_if_distributed(0)  # as the CLI ends: a gloo group left to shutdown can abort or hang the exit
+    exit_if_distributed(
+        0
+    )  # as the CLI ends: a gloo group left to shutdown can abort or hang the exit
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ from sfttrain.batching import TokenBudgetBatchSampler, plan_batches, shard_for_r
 from sfttrain.errors import SfttrainError
 
 lengths_and_budget = st.integers(1, 64).flatmap(
-    lambda budget: st.tuples(st.lists(st.integers(1, budget), min_size=1, max_size=200), st.just(budget))
+    lambda budget: st.tuples(
+        st.lists(st.integers(1, budget), min_size=1, max_size=200), st.just(budget)
+    )
 )
 
 
@@ -73,7 +75,9 @@ def test_ranks_get_equal_counts_and_cover_everything(count, world):
 
 def test_sampler_under_ddp_gives_disjoint_rows_per_rank():
     lengths = np.random.default_rng(1).integers(5, 50, 101)
-    samplers = [TokenBudgetBatchSampler(lengths, 64, seed=3, rank=r, world_size=2) for r in range(2)]
+    samplers = [
+        TokenBudgetBatchSampler(lengths, 64, seed=3, rank=r, world_size=2) for r in range(2)
+    ]
     for s in samplers:
         s.set_epoch(2)
     per_rank = [[row for b in s for row in b] for s in samplers]

@@ -10,8 +10,16 @@ from conftest import REPO
 
 def test_train_speed_tiny(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, str(REPO / "bench" / "train_speed.py"), "--tiny", "--out", str(tmp_path)]
-    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    command = [
+        sys.executable,
+        str(REPO / "bench" / "train_speed.py"),
+        "--tiny",
+        "--out",
+        str(tmp_path),
+    ]
+    done = subprocess.run(
+        command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600, check=False
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["checks"]["bf16"]["finite"] and results["checks"]["bf16"]["steps"] == 1

@@ -75,7 +75,9 @@ def test_shard_size_and_presence_are_checked(tmp_path):
     with pytest.raises(SfttrainError) as error:
         open_build(out)
     message = str(error.value)
-    assert "train/00000.arrow has" in message and "train/00002.arrow is missing" in message  # all problems at once
+    assert (
+        "train/00000.arrow has" in message and "train/00002.arrow is missing" in message
+    )  # all problems at once
 
 
 def test_sha256_is_checked_with_verify(tmp_path):
@@ -109,7 +111,9 @@ def test_added_tokens_are_added_with_the_builds_ids(tmp_path, tokenizer_source):
     tokenizer = tokenizer_source()
     assert check_tokenizer(manifest, tokenizer) == ["<|tool|>", "<|/tool|>"]
     assert tokenizer.convert_tokens_to_ids("<|tool|>") == 49152
-    assert check_tokenizer(manifest, tokenizer) == []  # a tokenizer saved after training already has them
+    assert (
+        check_tokenizer(manifest, tokenizer) == []
+    )  # a tokenizer saved after training already has them
 
 
 def test_added_tokens_with_other_ids_are_refused(tmp_path, tokenizer_source):

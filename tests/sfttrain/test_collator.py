@@ -10,11 +10,17 @@ from sfttrain.errors import SfttrainError
 
 
 def row(ids, mask, seq_lens):
-    return {INPUT_IDS: np.array(ids, np.int32), LOSS_MASK: np.array(mask, np.uint8), SEQ_LENS: np.array(seq_lens, np.int32)}
+    return {
+        INPUT_IDS: np.array(ids, np.int32),
+        LOSS_MASK: np.array(mask, np.uint8),
+        SEQ_LENS: np.array(seq_lens, np.int32),
+    }
 
 
 def test_worked_example():
-    batch = collate_padding_free([row([5, 6, 7, 8, 9], [0, 1, 1, 0, 1], [3, 2]), row([4, 3], [0, 1], [2])])
+    batch = collate_padding_free(
+        [row([5, 6, 7, 8, 9], [0, 1, 1, 0, 1], [3, 2]), row([4, 3], [0, 1], [2])]
+    )
     assert batch[MODEL_INPUT_IDS].tolist() == [[5, 6, 7, 8, 9, 4, 3]]
     assert batch["labels"].tolist() == [[-100, 6, 7, -100, 9, -100, 3]]
     assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1]]
@@ -23,7 +29,12 @@ def test_worked_example():
     assert batch["max_length_q"] == batch["max_length_k"] == 3
     assert batch["use_cache"] is False
     assert "attention_mask" not in batch
-    assert batch[MODEL_INPUT_IDS].dtype == batch["labels"].dtype == batch["position_ids"].dtype == torch.int64
+    assert (
+        batch[MODEL_INPUT_IDS].dtype
+        == batch["labels"].dtype
+        == batch["position_ids"].dtype
+        == torch.int64
+    )
 
 
 def test_unpacked_rows_take_the_same_path():

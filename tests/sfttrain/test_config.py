@@ -25,7 +25,9 @@ def test_paths_in_a_file_are_relative_to_it(tmp_path):
     path = tmp_path / "sub" / "c.yaml"
     path.write_text("data: ../b\nmodel: org/hub-name\noutput_dir: runs/x\n")
     config = load_config(path, {"adapter": "relative/to/cwd"})
-    assert config.data == str(tmp_path / "b") and config.output_dir == str(tmp_path / "sub" / "runs" / "x")
+    assert config.data == str(tmp_path / "b") and config.output_dir == str(
+        tmp_path / "sub" / "runs" / "x"
+    )
     assert config.model == "org/hub-name" and config.adapter == "relative/to/cwd"
 
 
@@ -51,7 +53,10 @@ def test_all_problems_are_reported_at_once(tmp_path):
 def test_unknown_keys_and_wrong_types(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("data: d\nmodel: m\noutput_dir: o\nlerning_rate: 0.1\nepochs: many\n")
-    with pytest.raises(SfttrainError, match=r"(?s)lerning_rate.*training_args.*--epochs\): expected a number, got .many."):
+    with pytest.raises(
+        SfttrainError,
+        match=r"(?s)lerning_rate.*training_args.*--epochs\): expected a number, got .many.",
+    ):
         load_config(path)
 
 
@@ -96,10 +101,17 @@ def test_missing_gpu_packages_say_how_to_install(monkeypatch):
     from sfttrain import model_loading
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("flash_attn", "bitsandbytes") else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("flash_attn", "bitsandbytes") else real(name, *a),
+    )
     with pytest.raises(SfttrainError, match=r"pip install 'sftprep\[gpu\]'"):
         model_loading.resolve_attn("flash_attention_2", torch.bfloat16)
     config = load_config(overrides={**REQUIRED, "lora_r": 8, "load_in_4bit": True})
-    with pytest.raises(SfttrainError, match=r"--load-in-4bit needs the bitsandbytes package: pip install 'sftprep\[gpu\]'"):
+    with pytest.raises(
+        SfttrainError,
+        match=r"--load-in-4bit needs the bitsandbytes package: pip install 'sftprep\[gpu\]'",
+    ):
         model_loading.load_model(config, torch.bfloat16, "sdpa")
     assert model_loading.resolve_attn("auto", torch.float32)[0] == "sdpa"

@@ -45,7 +45,10 @@ def _alone(model, ids):
 
 def _worst_difference(packed_logits, alone_logits):
     starts = np.cumsum((0,) + LENGTHS)
-    return max((packed_logits[s:e] - a).abs().max().item() for s, e, a in zip(starts, starts[1:], alone_logits))
+    return max(
+        (packed_logits[s:e] - a).abs().max().item()
+        for s, e, a in zip(starts, starts[1:], alone_logits)
+    )
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
@@ -59,7 +62,9 @@ def test_packed_logits_and_loss_equal_examples_alone(tmp_path, base_config, attn
     targets = [n - 1 for n in LENGTHS]  # loss_mask is 0 on each example's first token only
     weighted = sum(loss_.item() * n for (loss_, _), n in zip(alone, targets)) / sum(targets)
     assert loss.item() == pytest.approx(weighted, abs=1e-5)
-    assert abs(weighted - np.mean([loss_.item() for loss_, _ in alone])) > 1e-4  # the weighting matters here
+    assert (
+        abs(weighted - np.mean([loss_.item() for loss_, _ in alone])) > 1e-4
+    )  # the weighting matters here
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])

@@ -18,12 +18,27 @@ def test_two_ranks_see_different_rows_and_resume_exactly(tmp_path, base_config):
     # 16 rows of 64 tokens, 128-token micro-batches: 8 per epoch, 4 per rank, 2 steps of 2 per rank.
     # Resuming mid-epoch under DDP is the case where Trainer alone would not give the sampler its epoch.
     data = write_build(tmp_path / "b", random_rows(16, 64))
-    config = {**base_config, "data": str(data), "batch_tokens": 128, "grad_accum": 2, "epochs": 3, "save_steps": 3}
+    config = {
+        **base_config,
+        "data": str(data),
+        "batch_tokens": 128,
+        "grad_accum": 2,
+        "epochs": 3,
+        "save_steps": 3,
+    }
     (tmp_path / "config.json").write_text(json.dumps(config))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                str(WORKER), str(tmp_path / "config.json"), str(tmp_path)]  # fmt: skip
-    process = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         _, stderr = process.communicate(timeout=240)
     except subprocess.TimeoutExpired:
@@ -34,12 +49,16 @@ def test_two_ranks_see_different_rows_and_resume_exactly(tmp_path, base_config):
     assert [r["world_size"] for r in ranks] == [2, 2]
 
     for epoch in range(3):
-        rows = [{i for batch in r["whole"][4 * epoch : 4 * epoch + 4] for i in batch} for r in ranks]
+        rows = [
+            {i for batch in r["whole"][4 * epoch : 4 * epoch + 4] for i in batch} for r in ranks
+        ]
         assert len(ranks[0]["whole"]) == len(ranks[1]["whole"]) == 12
         assert not rows[0] & rows[1], f"epoch {epoch}: both ranks trained rows {rows[0] & rows[1]}"
         assert rows[0] | rows[1] == set(range(32)), f"epoch {epoch}: not every example was trained"
 
-    for r in ranks:  # stopped after 3 steps = 6 micro-batches per rank, half way through the second epoch
+    for r in (
+        ranks
+    ):  # stopped after 3 steps = 6 micro-batches per rank, half way through the second epoch
         assert r["first"][:6] == r["whole"][:6]
         assert r["rest"] == r["whole"][6:]
 

@@ -15,7 +15,10 @@ from sfttrain.collator import collate_padding_free
 from sfttrain.config import load_config
 from sfttrain.training import prepare
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+]
 LENGTHS = (40, 100, 25)
 
 
@@ -23,19 +26,35 @@ def _packed(tmp_path, base_config, attn):
     rng = np.random.default_rng(0)
     examples = [rng.integers(3, 512, n).tolist() for n in LENGTHS]
     data = write_build(tmp_path / "b", [pack(*examples)])
-    overrides = {**base_config, "data": str(data), "attn": attn, "dtype": "bf16", "training_args": {"disable_tqdm": True}}
+    overrides = {
+        **base_config,
+        "data": str(data),
+        "attn": attn,
+        "dtype": "bf16",
+        "training_args": {"disable_tqdm": True},
+    }
     run = prepare(load_config(overrides=overrides))
     run.trainer.model.eval()
-    return run.trainer, examples, run.trainer._prepare_inputs(collate_padding_free([run.build.train[0]]))
+    return (
+        run.trainer,
+        examples,
+        run.trainer._prepare_inputs(collate_padding_free([run.build.train[0]])),
+    )
 
 
 def _worst(trainer, batch, examples):
     with torch.no_grad():
-        packed = trainer.compute_loss(trainer.model, dict(batch), return_outputs=True)[1].logits[0].float()
+        packed = (
+            trainer.compute_loss(trainer.model, dict(batch), return_outputs=True)[1]
+            .logits[0]
+            .float()
+        )
         starts = np.cumsum((0,) + LENGTHS)
         worst = 0.0
         for s, e, ids in zip(starts, starts[1:], examples):
-            alone = trainer.model(input_ids=torch.tensor([ids], device=packed.device)).logits[0].float()
+            alone = (
+                trainer.model(input_ids=torch.tensor([ids], device=packed.device)).logits[0].float()
+            )
             worst = max(worst, (packed[s:e] - alone).abs().max().item())
     return worst
 
@@ -46,7 +65,9 @@ def test_flash_attention_keeps_examples_apart(tmp_path, base_config):
     assert _worst(trainer, batch, examples) < 5e-2  # bf16 kernels: same math, other tiling
     total = batch["cu_seq_lens_q"][-1].item()
     one = torch.tensor([0, total], dtype=torch.int32, device=batch["cu_seq_lens_q"].device)
-    merged = dict(batch, cu_seq_lens_q=one, cu_seq_lens_k=one, max_length_q=total, max_length_k=total)
+    merged = dict(
+        batch, cu_seq_lens_q=one, cu_seq_lens_k=one, max_length_q=total, max_length_k=total
+    )
     merged["position_ids"] = torch.arange(total, device=one.device)[None]
     assert _worst(trainer, merged, examples) > 0.2  # control: one long sequence does mix them
 
@@ -58,7 +79,16 @@ def test_sdpa_bf16_keeps_examples_apart(tmp_path, base_config):
 
 @pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="needs bitsandbytes")
 def test_qlora_steps(tmp_path, base_config):
-    data = write_build(tmp_path / "b", [pack(list(range(3, 67)), list(range(100, 164))) for _ in range(8)])
-    qlora = {"dtype": "bf16", "lora_r": 8, "load_in_4bit": True, "max_steps": 4, "attn": "sdpa", "training_args": {"disable_tqdm": True}}
+    data = write_build(
+        tmp_path / "b", [pack(list(range(3, 67)), list(range(100, 164))) for _ in range(8)]
+    )
+    qlora = {
+        "dtype": "bf16",
+        "lora_r": 8,
+        "load_in_4bit": True,
+        "max_steps": 4,
+        "attn": "sdpa",
+        "training_args": {"disable_tqdm": True},
+    }
     result = sfttrain.train({**base_config, "data": str(data), **qlora})
     assert result.global_step == 4 and np.isfinite(result.last_loss)

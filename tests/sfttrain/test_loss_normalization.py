@@ -35,7 +35,11 @@ class GradCapture(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         if self.grads is None:
-            self.grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+            self.grads = {
+                n: p.grad.detach().clone()
+                for n, p in model.named_parameters()
+                if p.grad is not None
+            }
 
 
 def _grads(tmp_path, base_config, batch_tokens, grad_accum, **extra):
@@ -48,7 +52,11 @@ def _grads(tmp_path, base_config, batch_tokens, grad_accum, **extra):
             "batch_tokens": batch_tokens,
             "grad_accum": grad_accum,
             "max_steps": 1,
-            "training_args": {**base_config["training_args"], "max_grad_norm": 0.0, "save_strategy": "no"},
+            "training_args": {
+                **base_config["training_args"],
+                "max_grad_norm": 0.0,
+                "save_strategy": "no",
+            },
         }
     )
     capture = GradCapture()
@@ -76,9 +84,16 @@ def test_control_mean_of_means_differs(tmp_path, base_config):
     one_by_four, config = _grads(tmp_path, base_config, batch_tokens=4 * LENGTH, grad_accum=1)
     set_seed(config.seed)
     model = load_model(config, torch.float32, "sdpa")
-    losses = [model(**collate_padding_free([{c: np.array(r[c]) for c in (INPUT_IDS, LOSS_MASK, SEQ_LENS)}])).loss for r in _rows()]
+    losses = [
+        model(
+            **collate_padding_free([{c: np.array(r[c]) for c in (INPUT_IDS, LOSS_MASK, SEQ_LENS)}])
+        ).loss
+        for r in _rows()
+    ]
     torch.stack(losses).mean().backward()
     naive = {n: p.grad for n, p in model.named_parameters()}
-    worst = max(((naive[n] - g).abs().max() / g.abs().max().clamp_min(1e-12)).item() for n, g in one_by_four.items())
+    worst = max(
+        ((naive[n] - g).abs().max() / g.abs().max().clamp_min(1e-12)).item()
+        for n, g in one_by_four.items()
+    )
     assert worst > 1e-2
-
