@@ -170,6 +170,7 @@ def _big_source(tmp_path) -> Path:
     return src
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_an_interrupted_build_leaves_the_previous_build_intact_and_a_rerun_completes(tmp_path, sig):
     out = tmp_path / "out"

@@ -63,4 +63,7 @@ def test_two_ranks_see_different_rows_and_resume_exactly(tmp_path, base_config):
         assert r["rest"] == r["whole"][6:]
 
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="torchrun with gloo on Linux/macOS")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(sys.platform == "win32", reason="torchrun with gloo on Linux/macOS"),
+]

@@ -5,7 +5,11 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
 
 
 def test_train_speed_tiny(tmp_path):
