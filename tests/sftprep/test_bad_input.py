@@ -159,3 +159,22 @@ def test_a_failed_build_leaves_the_previous_build_intact(tmp_path):
         json.loads((tmp_path / "out" / "manifest.json").read_text())["fingerprint"]
         == first["fingerprint"]
     )
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_a_lone_surrogate_is_a_counted_row_error_never_altered(tmp_path, suffix):
+    """`"\\ud83d"` is valid JSON but no text: it must not reach the tokenizer (which would fail the
+    whole batch naming no row), nor be replaced silently (ijson's C backend turns it into '?')."""
+    bad = '{"messages": [{"role": "user", "content": "smile \\ud83d"}, {"role": "assistant", "content": "ok"}]}'
+    lines = [json.dumps(GOOD), bad, json.dumps(GOOD)]
+    src = tmp_path / f"d{suffix}"
+    src.write_text("[" + ",".join(lines) + "]" if suffix == ".json" else "\n".join(lines) + "\n")
+    with pytest.raises(
+        SftprepError,
+        match=r"row 1: the text holds a lone UTF-16 surrogate '\\ud83d'.*\[invalid_unicode\]",
+    ):
+        run(tmp_path, src)
+    manifest = run(tmp_path, src, on_error="skip")
+    assert (
+        manifest["dropped"] == {"invalid_unicode": 1} and manifest["sources"][0]["rows_kept"] == 2
+    )
