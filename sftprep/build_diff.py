@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from schemas import EXAMPLE_IDS, INPUT_IDS, LOSS_MASK, SEQ_LENS
+from schemas.manifest import SourceEntry, SplitEntry
 from sftprep.build_view import BuildView, token_texts
 from sftprep.errors import SftprepError
 
@@ -53,14 +54,21 @@ CONTEXT = 6
 """Tokens of context shown on each side of a differing token."""
 
 
-def changed(prefix: str, a: dict, b: dict, keys) -> list[str]:
-    """`prefix key: a: x → b: y` for each key whose values differ (a missing key shows as —)."""
+def changed(prefix: str, a, b, keys) -> list[str]:
+    """`prefix key: a: x → b: y` for each key whose values differ (a missing key shows as —);
+    `a` and `b` are both mappings (the config) or both manifest records."""
     lines = []
     for key in keys:
-        va, vb = a.get(key, "—"), b.get(key, "—")
+        va, vb = (_value(a, key), _value(b, key))
         if va != vb:
             lines.append(f"  {prefix}{key}: a: {_short(va)} → b: {_short(vb)}")
     return lines
+
+
+def _value(holder, key: str):
+    if isinstance(holder, dict):
+        return holder.get(key, "—")
+    return getattr(holder, key, "—")
 
 
 def _short(value) -> str:
@@ -92,8 +100,8 @@ def index_examples(view: BuildView) -> Examples:
     """Where each example's tokens lie in the memory-mapped shards."""
     where, count = {}, {}
     for split in view.splits:
-        for shard_index, shard in enumerate(view.split_info(split)["shards"]):
-            if not shard["rows"]:
+        for shard_index, shard in enumerate(view.split_info(split).shards):
+            if not shard.rows:
                 continue
             table = view.table(split, shard_index)
             flat_ids = table.column(INPUT_IDS).chunk(0).values.to_numpy()
@@ -202,21 +210,21 @@ def diff_builds(dir_a: str, dir_b: str, examples: int = 3) -> list[str]:
     """The lines `sftprep diff` prints: `identical: ...`, or every difference found."""
     a, b = BuildView(dir_a), BuildView(dir_b)
     ma, mb = a.manifest, b.manifest
-    if ma["fingerprint"] == mb["fingerprint"]:
+    if ma.fingerprint == mb.fingerprint:
         return [
-            f"identical: both builds have fingerprint {ma['fingerprint'][:12]} (same config, sources, tokenizer and sftprep version)"
+            f"identical: both builds have fingerprint {ma.fingerprint[:12]} (same config, sources, tokenizer and sftprep version)"
         ]
-    keys = sorted((set(ma["config"]) | set(mb["config"])) - set(NOT_OUTPUT_KEYS))
+    keys = sorted((set(ma.config) | set(mb.config)) - set(NOT_OUTPUT_KEYS))
     sections = {
         "build": changed("", ma, mb, ("format_version", "sftprep_version")),
-        "config": changed("", ma["config"], mb["config"], keys),
-        "tokenizer": changed("", ma["tokenizer"], mb["tokenizer"], TOKENIZER_KEYS),
-        "sources": _source_lines(ma["sources"], mb["sources"]),
-        "splits": _split_lines(ma["splits"], mb["splits"]),
+        "config": changed("", ma.config, mb.config, keys),
+        "tokenizer": changed("", ma.tokenizer, mb.tokenizer, TOKENIZER_KEYS),
+        "sources": _source_lines(ma.sources, mb.sources),
+        "splits": _split_lines(ma.splits, mb.splits),
         "tokens": token_lines(index_examples(a), index_examples(b), examples),
     }
     lines = [
-        f"differ: a {a.dir} (fingerprint {ma['fingerprint'][:12]}) vs b {b.dir} (fingerprint {mb['fingerprint'][:12]})"
+        f"differ: a {a.dir} (fingerprint {ma.fingerprint[:12]}) vs b {b.dir} (fingerprint {mb.fingerprint[:12]})"
     ]
     for name, found in sections.items():
         if found:
@@ -228,16 +236,16 @@ def diff_builds(dir_a: str, dir_b: str, examples: int = 3) -> list[str]:
     return lines
 
 
-def _source_lines(sa: list[dict], sb: list[dict]) -> list[str]:
+def _source_lines(sa: tuple[SourceEntry, ...], sb: tuple[SourceEntry, ...]) -> list[str]:
     """Sources matched by position (the order that assigns example ids), so a moved file still pairs up."""
     lines = []
     for i in range(max(len(sa), len(sb))):
         if i >= len(sb) or i >= len(sa):
             s, side = (sa[i], "a") if i < len(sa) else (sb[i], "b")
-            lines.append(f"  source {i} {s['path']} ({s['split']}): only in {side}")
+            lines.append(f"  source {i} {s.path} ({s.split}): only in {side}")
         else:
             lines += changed(
-                f"source {i} {sa[i]['path']} ({sa[i]['split']}) ",
+                f"source {i} {sa[i].path} ({sa[i].split}) ",
                 sa[i],
                 sb[i],
                 ("path", "split") + SOURCE_KEYS,
@@ -245,7 +253,7 @@ def _source_lines(sa: list[dict], sb: list[dict]) -> list[str]:
     return lines
 
 
-def _split_lines(sa: dict, sb: dict) -> list[str]:
+def _split_lines(sa: dict[str, SplitEntry], sb: dict[str, SplitEntry]) -> list[str]:
     lines = []
     for split in dict.fromkeys(list(sa) + list(sb)):
         if split not in sb or split not in sa:

@@ -8,13 +8,14 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas import NUM_TOKENS
+from schemas.manifest import Manifest
 from sftprep.build_view import BuildView
 from sftprep.errors import SftprepError
 
 PLOT_HINT = "pip install 'sftprep[plot]'"
 
 
-def split_table(manifest: dict) -> Table:
+def split_table(manifest: Manifest) -> Table:
     """Per split: examples, rows, tokens, loss tokens, loss-token ratio, packing efficiency."""
     table = Table(title="splits", title_justify="left")
     for col in (
@@ -29,27 +30,27 @@ def split_table(manifest: dict) -> Table:
         "shards",
     ):
         table.add_column(col, justify="left" if col in ("split", "packing") else "right")
-    for name, s in manifest["splits"].items():
-        ratio = s["loss_tokens"] / s["tokens"] if s["tokens"] else 0.0
+    for name, s in manifest.splits.items():
+        ratio = s.loss_tokens / s.tokens if s.tokens else 0.0
         table.add_row(
             name,
-            f"{s['examples']:,}",
-            f"{s['rows']:,}",
-            f"{s['tokens']:,}",
-            f"{s['loss_tokens']:,}",
+            f"{s.examples:,}",
+            f"{s.rows:,}",
+            f"{s.tokens:,}",
+            f"{s.loss_tokens:,}",
             f"{ratio:.2%}",
-            f"{s['packing']} @ {s['max_length']}",
-            f"{s['packing_efficiency']:.2%}",
-            str(len(s["shards"])),
+            f"{s.packing} @ {s.max_length}",
+            f"{s.packing_efficiency:.2%}",
+            str(len(s.shards)),
         )
     return table
 
 
-def source_table(manifest: dict) -> Table:
+def source_table(manifest: Manifest) -> Table:
     """Per source: rows read/kept, dropped by reason, truncated (examples and tokens cut), tokens;
     with --overlong split also how many examples were split."""
     table = Table(title="sources", title_justify="left")
-    show_split = manifest["config"].get("overlong") == "split"
+    show_split = manifest.config.get("overlong") == "split"
     columns = [
         "source",
         "format",
@@ -65,22 +66,22 @@ def source_table(manifest: dict) -> Table:
             justify="left" if col in ("source", "format", "split", "dropped (reason)") else "right",
             overflow="fold",
         )
-    for s in manifest["sources"]:
-        dropped = ", ".join(f"{n:,} {reason}" for reason, n in sorted(s["dropped"].items())) or "0"
+    for s in manifest.sources:
+        dropped = ", ".join(f"{n:,} {reason}" for reason, n in sorted(s.dropped.items())) or "0"
         cells = [
-            s["path"],
-            s["format"],
-            s["split"],
-            f"{s['rows_read']:,}",
-            f"{s['rows_kept']:,}",
+            s.path,
+            s.format,
+            s.split,
+            f"{s.rows_read:,}",
+            f"{s.rows_kept:,}",
             dropped,
-            f"{s['truncated']:,} ({s['truncated_tokens']:,})",
+            f"{s.truncated:,} ({s.truncated_tokens:,})",
         ]
         table.add_row(
             *cells,
-            *[f"{s.get('split_examples', 0):,}"] * show_split,
-            f"{s['tokens']:,}",
-            f"{s['loss_tokens']:,}",
+            *[f"{s.split_examples:,}"] * show_split,
+            f"{s.tokens:,}",
+            f"{s.loss_tokens:,}",
         )
     return table
 
@@ -89,14 +90,14 @@ def print_stats(view: BuildView, console: Console) -> None:
     """Both tables and the build's identity."""
     m = view.manifest
     console.print(
-        f"build {view.dir} · fingerprint {m['fingerprint'][:12]} · sftprep {m['sftprep_version']} · "
-        f"tokenizer {m['tokenizer']['name_or_path']} ({m['tokenizer']['length']:,} ids)",
+        f"build {view.dir} · fingerprint {m.fingerprint[:12]} · sftprep {m.sftprep_version} · "
+        f"tokenizer {m.tokenizer.name_or_path} ({m.tokenizer.length:,} ids)",
         highlight=False,
         soft_wrap=True,
     )
     console.print(split_table(m))
     console.print(source_table(m))
-    dropped = ", ".join(f"{n:,} {reason}" for reason, n in sorted(m["dropped"].items())) or "none"
+    dropped = ", ".join(f"{n:,} {reason}" for reason, n in sorted(m.dropped.items())) or "none"
     console.print(f"dropped in all: {dropped}", highlight=False)
 
 
@@ -118,13 +119,13 @@ def write_plot(view: BuildView, path: str | Path) -> None:
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     FigureCanvasAgg(fig)
     lengths, fill = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    for name, s in view.manifest["splits"].items():
-        hist = s["length_histogram"]
+    for name, s in view.manifest.splits.items():
+        hist = s.length_histogram
         edges, counts = hist["bin_edges"], hist["counts"]
         lengths.stairs(
-            counts, edges, fill=True, alpha=0.5, label=f"{name} ({s['examples']:,} examples)"
+            counts, edges, fill=True, alpha=0.5, label=f"{name} ({s.examples:,} examples)"
         )
-        rows = view.column(name, NUM_TOKENS) / s["max_length"]
+        rows = view.column(name, NUM_TOKENS) / s.max_length
         if len(rows):
             fill.hist(
                 rows,
@@ -139,7 +140,7 @@ def write_plot(view: BuildView, path: str | Path) -> None:
     fill.set(title="row fill (num_tokens / max_length)", xlabel="fill", ylabel="rows", xlim=(0, 1))
     for ax in (lengths, fill):
         ax.legend(loc="best", fontsize="small")
-    fig.suptitle(f"{view.dir.name} · fingerprint {view.manifest['fingerprint'][:12]}")
+    fig.suptitle(f"{view.dir.name} · fingerprint {view.manifest.fingerprint[:12]}")
     try:
         fig.savefig(path, format="png", dpi=110)
     except OSError as err:

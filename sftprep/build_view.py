@@ -4,7 +4,6 @@ from, and its tokens decoded one by one with the build's own tokenizer.
 Used by `sftprep inspect`, `stats` and `diff`; reads shards memory-mapped and never writes.
 """
 
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -16,12 +15,12 @@ from schemas import (
     EXAMPLE_IDS,
     INPUT_IDS,
     LOSS_MASK,
-    MANIFEST_NAME,
     NUM_LOSS_TOKENS,
     NUM_TOKENS,
     SEQ_LENS,
     tokenizer_fingerprint,
 )
+from schemas.manifest import ManifestError, SplitEntry, open_shard, read_manifest
 from sftprep.errors import SftprepError
 
 
@@ -68,40 +67,32 @@ class BuildView:
 
     def __init__(self, build_dir: str | Path, tokenizer: str | None = None):
         self.dir = Path(build_dir)
-        path = self.dir / MANIFEST_NAME
-        if not path.is_file():
-            raise SftprepError(
-                f"{self.dir}: no {MANIFEST_NAME}, so this is not a complete build; run `sftprep build --out {self.dir}` first"
-            )
         try:
-            self.manifest = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise SftprepError(
-                f"{path}: not valid JSON ({err}); rebuild with `sftprep build`"
-            ) from None
+            self.manifest = read_manifest(self.dir)
+        except ManifestError as err:
+            raise SftprepError(str(err)) from None
         self._tokenizer_path = tokenizer
         self._tables: dict[tuple[str, int], pa.Table] = {}
 
     @property
     def splits(self) -> list[str]:
-        return list(self.manifest["splits"])
+        return list(self.manifest.splits)
 
-    def split_info(self, split: str) -> dict:
+    def split_info(self, split: str) -> SplitEntry:
         """The manifest's entry for `split`; an error naming the splits there are otherwise."""
-        if split not in self.manifest["splits"]:
+        if split not in self.manifest.splits:
             raise SftprepError(
                 f"--split {split}: this build has no such split; it has {', '.join(self.splits)}"
             )
-        return self.manifest["splits"][split]
+        return self.manifest.splits[split]
 
     def table(self, split: str, shard: int) -> pa.Table:
         """One shard as an Arrow table, memory-mapped."""
         key = (split, shard)
         if key not in self._tables:
-            where = self.dir / self.split_info(split)["shards"][shard]["path"]
+            where = self.dir / self.split_info(split).shards[shard].path
             try:
-                with pa.memory_map(str(where)) as source:
-                    self._tables[key] = pa.ipc.open_stream(source).read_all().combine_chunks()
+                self._tables[key] = open_shard(where).combine_chunks()
             except (OSError, pa.ArrowInvalid) as err:
                 raise SftprepError(
                     f"{where}: cannot read this shard ({err}); check the build with `sftprep verify {self.dir}`"
@@ -112,19 +103,19 @@ class BuildView:
         """A scalar column (e.g. num_tokens) of every row of a split, shards in order."""
         parts = [
             self.table(split, i).column(name).to_numpy()
-            for i in range(len(self.split_info(split)["shards"]))
+            for i in range(len(self.split_info(split).shards))
         ]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def row(self, split: str, index: int) -> dict:
         """Row `index` of `split` (0-based, over all its shards) as Python lists."""
         info = self.split_info(split)
-        if not 0 <= index < info["rows"]:
-            raise SftprepError(f"--row {index}: split {split} has rows 0 to {info['rows'] - 1}")
-        for shard_index, shard in enumerate(info["shards"]):
-            if index < shard["rows"]:
+        if not 0 <= index < info.rows:
+            raise SftprepError(f"--row {index}: split {split} has rows 0 to {info.rows - 1}")
+        for shard_index, shard in enumerate(info.shards):
+            if index < shard.rows:
                 return self.table(split, shard_index).slice(index, 1).to_pylist()[0]
-            index -= shard["rows"]
+            index -= shard.rows
         raise SftprepError(
             f"split {split}: the shards hold fewer rows than the manifest says; run `sftprep verify {self.dir}`"
         )
@@ -134,25 +125,25 @@ class BuildView:
         found = []
         for split in splits:
             first_row = 0
-            for shard_index, shard in enumerate(self.split_info(split)["shards"]):
+            for shard_index, shard in enumerate(self.split_info(split).shards):
                 ids = (
                     self.table(split, shard_index).column(EXAMPLE_IDS).chunk(0)
-                    if shard["rows"]
+                    if shard.rows
                     else None
                 )
                 if ids is not None:
                     hits = np.flatnonzero(ids.values.to_numpy() == example_id)
                     rows = np.searchsorted(ids.offsets.to_numpy(), hits, side="right") - 1
                     found += [(split, first_row + int(r)) for r in dict.fromkeys(rows.tolist())]
-                first_row += shard["rows"]
+                first_row += shard.rows
         return found
 
     def source_of(self, example_id: int) -> tuple[str, int | None]:
         """(source path, 0-based row in that file) of an example id, from the manifest's ranges."""
-        for source in self.manifest["sources"]:
-            start = source["example_id_start"]
-            if start <= example_id < start + source["rows_read"]:
-                return source["path"], example_id - start
+        for source in self.manifest.sources:
+            start = source.example_id_start
+            if start <= example_id < start + source.rows_read:
+                return source.path, example_id - start
         return "(no source)", None
 
     @cached_property
@@ -160,15 +151,15 @@ class BuildView:
         """The build's tokenizer (a `tokenizers.Tokenizer`), with any tokens the build added."""
         from sftprep.tokenizer_loader import load_tokenizer
 
-        recorded = self.manifest["tokenizer"]
-        path = self._tokenizer_path or recorded["name_or_path"]
-        template = "chatml" if self.manifest["config"].get("chat_template") == "chatml" else None
+        recorded = self.manifest.tokenizer
+        path = self._tokenizer_path or recorded.name_or_path
+        template = "chatml" if self.manifest.config.get("chat_template") == "chatml" else None
         loaded = load_tokenizer(path, template)
         backend = loaded.backend
-        if tokenizer_fingerprint(backend) != recorded["fingerprint"]:
+        if tokenizer_fingerprint(backend) != recorded.fingerprint:
             raise SftprepError(
                 f"tokenizer {path} is not the one {self.dir} was built with (fingerprint {tokenizer_fingerprint(backend)[:12]}, "
-                f"the build's is {recorded['fingerprint'][:12]}); pass --tokenizer with the build's tokenizer folder"
+                f"the build's is {recorded.fingerprint[:12]}); pass --tokenizer with the build's tokenizer folder"
             )
         return backend
 
@@ -191,7 +182,7 @@ class BuildView:
             index,
             row[NUM_TOKENS],
             row[NUM_LOSS_TOKENS],
-            self.split_info(split)["max_length"],
+            self.split_info(split).max_length,
             segments,
         )
 

@@ -56,7 +56,7 @@ def build(config: Path | None = None, quiet: bool = False, **flags) -> None:
             result = run_build(cfg, progress)
     if result.up_to_date:
         typer.echo(
-            f"up to date: {cfg.out} already holds this build (fingerprint {result.manifest['fingerprint'][:12]})"
+            f"up to date: {cfg.out} already holds this build (fingerprint {result.manifest.fingerprint[:12]})"
         )
         return
     if not quiet:

@@ -62,7 +62,7 @@ def select(
             )
         return [Shown(view.decode(s, i), example) for s, i in found]
     split = split or "train"
-    total = view.split_info(split)["rows"]
+    total = view.split_info(split).rows
     if row is not None:
         return [Shown(view.decode(split, row))]
     if sample is not None:
@@ -77,7 +77,7 @@ def select(
 
 def row_title(view: BuildView, row: DecodedRow) -> str:
     """`train row 0 of 2 · 471 tokens · 102 loss tokens · 9 segments · 92.0% full (max_length 512)`."""
-    total = view.split_info(row.split)["rows"]
+    total = view.split_info(row.split).rows
     return (
         f"{row.split} row {row.index} of {total} · {row.num_tokens:,} tokens · {row.num_loss_tokens:,} loss tokens · "
         f"{len(row.segments)} segment{'s' if len(row.segments) != 1 else ''} · {row.fill:.1%} full (max_length {row.max_length})"

@@ -64,7 +64,7 @@ def row_section(view: BuildView, item: Shown) -> str:
         f"<span>tokens <b>{row.num_tokens:,}</b></span><span>loss tokens <b>{row.num_loss_tokens:,}</b></span>"
         f"<span>segments <b>{len(row.segments)}</b></span><span>fill <b>{row.fill:.1%}</b> of {row.max_length}</span>"
     )
-    total = view.split_info(row.split)["rows"]
+    total = view.split_info(row.split).rows
     parts = [
         f'<section class="row"><h2>{html.escape(row.split)} row {row.index} of {total}</h2><div class="stats">{stats}</div>'
     ]
@@ -84,8 +84,8 @@ def render_html(view: BuildView, shown: list[Shown], note: str = "") -> str:
     """The whole page as a string."""
     m = view.manifest
     meta = (
-        f"build {view.dir} · fingerprint {m['fingerprint'][:12]} · tokenizer {m['tokenizer']['name_or_path']} · "
-        f"sftprep {m['sftprep_version']}" + (f" · {note}" if note else "")
+        f"build {view.dir} · fingerprint {m.fingerprint[:12]} · tokenizer {m.tokenizer.name_or_path} · "
+        f"sftprep {m.sftprep_version}" + (f" · {note}" if note else "")
     )
     body = "".join(row_section(view, item) for item in shown) or "<p>no rows in this split</p>"
     return (

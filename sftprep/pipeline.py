@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from schemas import FORMAT_VERSION, MANIFEST_NAME
+from schemas import FORMAT_VERSION
+from schemas.manifest import Manifest, ManifestError, SourceEntry, read_manifest, write_manifest
 from sftprep.config import BuildConfig, load_config
 from sftprep.encoding import Encoded
 from sftprep.errors import RowError, SftprepError
@@ -26,7 +27,7 @@ from sftprep.sources import Source, content_sha256, iter_rows, resolve_sources
 from sftprep.spill import Spill
 from sftprep.tokenizer_loader import LoadedTokenizer, load_tokenizer
 from sftprep.version import __version__
-from sftprep.writer import atomic_build_dir, write_manifest, write_split
+from sftprep.writer import atomic_build_dir, write_split
 
 CHUNK_ROWS = 1024
 POOL_MIN_CHUNKS = (
@@ -62,35 +63,36 @@ class SourceStats:
     truncated_tokens: int = 0
     split_examples: int = 0
 
-    def entry(self) -> dict:
-        return {
-            "path": self.source.path,
-            "split": self.split,
-            "content_sha256": self.sha256,
-            "format": self.format,
-            "example_id_start": self.example_id_start,
-            "rows_read": self.rows_read,
-            "rows_kept": self.rows_kept,
-            "dropped": dict(sorted(self.dropped.items())),
-            "tokens": self.tokens,
-            "loss_tokens": self.loss_tokens,
-            "truncated": self.truncated,
-            "truncated_tokens": self.truncated_tokens,
-            "split_examples": self.split_examples,
-        }
+    def entry(self) -> SourceEntry:
+        """This source's record in the manifest."""
+        return SourceEntry(
+            path=self.source.path,
+            split=self.split,
+            content_sha256=self.sha256,
+            format=self.format,
+            example_id_start=self.example_id_start,
+            rows_read=self.rows_read,
+            rows_kept=self.rows_kept,
+            dropped=dict(sorted(self.dropped.items())),
+            tokens=self.tokens,
+            loss_tokens=self.loss_tokens,
+            truncated=self.truncated,
+            truncated_tokens=self.truncated_tokens,
+            split_examples=self.split_examples,
+        )
 
 
 @dataclass
 class BuildResult:
     """What a build returns: its manifest, and whether an identical build was already there."""
 
-    manifest: dict
+    manifest: Manifest
     up_to_date: bool
 
 
 def build(config, progress: Callable[[int, int], None] | None = None) -> dict:
     """Run a build from a BuildConfig, a dict of config keys, or a YAML path; return its manifest."""
-    return run_build(as_config(config), progress).manifest
+    return run_build(as_config(config), progress).manifest.to_json()
 
 
 def as_config(config) -> BuildConfig:
@@ -124,7 +126,7 @@ def run_build(
     fingerprint = build_fingerprint(config, stats, tokenizer)
     out = Path(config.out)
     existing = _existing_manifest(out)
-    if existing is not None and existing.get("fingerprint") == fingerprint:
+    if existing is not None and existing.fingerprint == fingerprint:
         return BuildResult(existing, True)
     if out.exists() and any(out.iterdir()) and not config.overwrite:
         what = "a different build" if existing else "files that are not a complete build"
@@ -150,18 +152,18 @@ def run_build(
             for spill in spills.values():
                 spill.close()
             shutil.rmtree(tmp / SPILL_DIR, ignore_errors=True)
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "sftprep_version": __version__,
-            "fingerprint": fingerprint,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "elapsed_s": round(time.perf_counter() - started, 3),
-            "config": config.to_dict(),
-            "tokenizer": tokenizer.manifest_entry(),
-            "sources": [st.entry() for st in stats],
-            "splits": splits,
-            "dropped": dict(sorted(sum((st.dropped for st in stats), Counter()).items())),
-        }
+        manifest = Manifest(
+            format_version=FORMAT_VERSION,
+            sftprep_version=__version__,
+            fingerprint=fingerprint,
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            elapsed_s=round(time.perf_counter() - started, 3),
+            config=config.to_dict(),
+            tokenizer=tokenizer.manifest_entry(),
+            sources=tuple(st.entry() for st in stats),
+            splits=splits,
+            dropped=dict(sorted(sum((st.dropped for st in stats), Counter()).items())),
+        )
         write_manifest(tmp, manifest)
     return BuildResult(manifest, False)
 
@@ -186,10 +188,11 @@ def build_fingerprint(
     ).hexdigest()
 
 
-def _existing_manifest(out: Path) -> dict | None:
+def _existing_manifest(out: Path) -> Manifest | None:
+    """The build already in `out`, if it is a readable one."""
     try:
-        return json.loads((out / MANIFEST_NAME).read_text())
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return read_manifest(out)
+    except ManifestError:
         return None
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from schemas.manifest import ShardEntry, SplitEntry
 from sftprep.config import BuildConfig
 from sftprep.packing import efficiency, length_histogram, pack_bfd, pack_wrapped
 from sftprep.spill import Spill
@@ -92,27 +93,23 @@ def assemble_rows(spill: Spill, plan: Plan) -> Iterator[tuple]:
 
 
 def split_stats(
-    spill: Spill, positions: np.ndarray, plan: Plan, shards: list[dict], config: BuildConfig
-) -> dict:
+    spill: Spill, positions: np.ndarray, plan: Plan, shards: list[ShardEntry], config: BuildConfig
+) -> SplitEntry:
     """The manifest's numbers for one split."""
-    lengths = (
-        np.asarray(spill.lengths, dtype=np.int64)[positions]
-        if len(positions)
-        else np.zeros(0, dtype=np.int64)
-    )
+    everything = np.asarray(spill.lengths, dtype=np.int64)
+    lengths = everything[positions] if len(positions) else np.zeros(0, dtype=np.int64)
+    ids = np.asarray(spill.example_ids, dtype=np.int64)
     tokens = int(lengths.sum())
-    return {
-        "rows": len(plan),
-        "examples": int(len(np.unique(np.asarray(spill.example_ids, dtype=np.int64)[positions])))
-        if len(positions)
-        else 0,
-        "tokens": tokens,
-        "loss_tokens": sum(
-            s["loss_tokens"] for s in shards
+    return SplitEntry(
+        rows=len(plan),
+        examples=int(len(np.unique(ids[positions]))) if len(positions) else 0,
+        tokens=tokens,
+        loss_tokens=sum(
+            s.loss_tokens for s in shards
         ),  # from the rows: wrapping unmarks segment starts
-        "max_length": config.max_length,
-        "packing": config.packing,
-        "packing_efficiency": round(efficiency(tokens, len(plan), config.max_length), 6),
-        "length_histogram": length_histogram(lengths, config.max_length),
-        "shards": shards,
-    }
+        max_length=config.max_length,
+        packing=config.packing,
+        packing_efficiency=round(efficiency(tokens, len(plan), config.max_length), 6),
+        length_histogram=length_histogram(lengths, config.max_length),
+        shards=tuple(shards),
+    )

@@ -10,7 +10,8 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
+
+from schemas.manifest import Manifest
 
 _console = Console(stderr=True)
 
@@ -42,63 +43,13 @@ def build_progress(enabled: bool = True):
         yield advance
 
 
-def print_summary(manifest: dict, out: str, seconds: float) -> None:
-    """One table: per source rows read/kept/dropped by reason, then per split tokens, loss tokens, shards."""
+def print_summary(manifest: Manifest, out: str, seconds: float) -> None:
+    """What `sftprep stats` shows of a build: per source rows read/kept/dropped by reason, per
+    split tokens, loss tokens and packing; then the time and fingerprint."""
+    from sftprep.build_stats import source_table, split_table
+
     console = Console(width=None if Console().is_terminal else 160)
-    sources = Table(title=f"sftprep build -> {out}", title_justify="left")
-    for col in (
-        "source",
-        "format",
-        "split",
-        "read",
-        "kept",
-        "dropped (reason)",
-        "truncated",
-        "tokens",
-        "loss tokens",
-    ):
-        sources.add_column(
-            col,
-            justify="right"
-            if col not in ("source", "format", "split", "dropped (reason)")
-            else "left",
-        )
-    for s in manifest["sources"]:
-        dropped = ", ".join(f"{n} {r}" for r, n in s["dropped"].items()) or "0"
-        sources.add_row(
-            s["path"],
-            s["format"],
-            s["split"],
-            f"{s['rows_read']:,}",
-            f"{s['rows_kept']:,}",
-            dropped,
-            f"{s['truncated']:,}",
-            f"{s['tokens']:,}",
-            f"{s['loss_tokens']:,}",
-        )
-    console.print(sources)
-    splits = Table(title_justify="left")
-    for col in (
-        "split",
-        "examples",
-        "rows",
-        "tokens",
-        "loss tokens",
-        "packing",
-        "efficiency",
-        "shards",
-    ):
-        splits.add_column(col, justify="left" if col in ("split", "packing") else "right")
-    for name, s in manifest["splits"].items():
-        splits.add_row(
-            name,
-            f"{s['examples']:,}",
-            f"{s['rows']:,}",
-            f"{s['tokens']:,}",
-            f"{s['loss_tokens']:,}",
-            f"{s['packing']} @ {s['max_length']}",
-            f"{s['packing_efficiency']:.2%}",
-            str(len(s["shards"])),
-        )
-    console.print(splits)
-    console.print(f"done in {seconds:.1f}s, fingerprint {manifest['fingerprint'][:12]}")
+    console.print(f"sftprep build -> {out}", highlight=False)
+    console.print(source_table(manifest))
+    console.print(split_table(manifest))
+    console.print(f"done in {seconds:.1f}s, fingerprint {manifest.fingerprint[:12]}")

@@ -9,6 +9,7 @@ from pathlib import Path
 from tokenizers import AddedToken, Tokenizer
 
 from schemas import tokenizer_fingerprint
+from schemas.manifest import TokenizerEntry
 from sftprep.chat_template import builtin_template
 from sftprep.errors import SftprepError
 
@@ -59,25 +60,25 @@ class LoadedTokenizer:
         """Number of distinct ids, added tokens included."""
         return self.backend.get_vocab_size(with_added_tokens=True)
 
-    def manifest_entry(self) -> dict:
+    def manifest_entry(self) -> TokenizerEntry:
         """What the manifest records under `tokenizer`."""
         template = self.chat_template
-        return {
-            "name_or_path": self.name_or_path,
-            "fingerprint": self.fingerprint,
-            "base_fingerprint": self.base_fingerprint,
-            "files_sha256": self.files_sha256,
-            "chat_template_sha256": None if template is None else _sha256(template.encode()),
-            "chat_template_source": self.chat_template_source,
-            "chat_template": template,
-            "special_tokens": self.special_tokens,
-            "length": self.length,
-            "bos_id": self.token_id("bos_token"),
-            "eos_id": self.token_id("eos_token"),
-            "pad_id": self.token_id("pad_token"),
-            "added_tokens": self.added_tokens,
-            "pad_vocab_to_multiple_of": self.pad_vocab_to_multiple_of,
-        }
+        return TokenizerEntry(
+            name_or_path=self.name_or_path,
+            fingerprint=self.fingerprint,
+            base_fingerprint=self.base_fingerprint,
+            files_sha256=self.files_sha256,
+            chat_template_sha256=None if template is None else _sha256(template.encode()),
+            chat_template_source=self.chat_template_source,
+            chat_template=template,
+            special_tokens=self.special_tokens,
+            length=self.length,
+            bos_id=self.token_id("bos_token"),
+            eos_id=self.token_id("eos_token"),
+            pad_id=self.token_id("pad_token"),
+            added_tokens=tuple(self.added_tokens),
+            pad_vocab_to_multiple_of=self.pad_vocab_to_multiple_of,
+        )
 
 
 def _sha256(data: bytes) -> str:

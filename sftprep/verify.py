@@ -4,100 +4,84 @@ Cheap checks (manifest schema, shard presence and sizes) take milliseconds; deep
 every shard and test the packing invariants on every row, vectorized over Arrow buffers.
 """
 
-import json
 from collections import Counter
 from pathlib import Path
 
-import jsonschema
 import numpy as np
 import pyarrow as pa
 
 from schemas import (
     EXAMPLE_IDS,
-    FORMAT_VERSION,
     INPUT_IDS,
     LOSS_MASK,
-    MANIFEST_NAME,
     NUM_LOSS_TOKENS,
     NUM_TOKENS,
     SEQ_LENS,
-    manifest_schema,
     row_schema,
 )
-from sftprep.writer import file_sha256
+from schemas.manifest import (
+    Manifest,
+    ManifestError,
+    SplitEntry,
+    file_sha256,
+    open_shard,
+    read_manifest,
+)
 
 
 def verify_build(build: str | Path, deep: bool = True) -> list[str]:  # noqa: C901, PLR0912 - one check per line of the contract
     """Every problem found in the build at `build` (empty list = the build is sound)."""
     build = Path(build)
     try:
-        manifest = json.loads((build / MANIFEST_NAME).read_text())
-    except FileNotFoundError:
-        return [
-            f"{build}: no {MANIFEST_NAME}: the build is missing or incomplete; run `sftprep build` again"
-        ]
-    except json.JSONDecodeError as err:
-        return [f"{build / MANIFEST_NAME}: not valid JSON ({err})"]
-    if manifest.get("format_version") != FORMAT_VERSION:
-        return [
-            f"format_version is {manifest.get('format_version')!r}; this sftprep reads {FORMAT_VERSION}: rebuild with this version"
-        ]
-    errors = sorted(
-        jsonschema.Draft202012Validator(manifest_schema()).iter_errors(manifest),
-        key=lambda e: list(e.path),
-    )
-    if errors:
-        return [
-            f"manifest.json: {'/'.join(map(str, e.path)) or '(top)'}: {e.message}" for e in errors
-        ]
+        manifest = read_manifest(build)
+    except ManifestError as err:
+        return [str(err)]
     problems = []
-    for info in manifest["splits"].values():
-        for shard in info["shards"]:
-            path = build / shard["path"]
-            if not path.is_file():
-                problems.append(f"{shard['path']}: missing")
-            elif path.stat().st_size != shard["bytes"]:
-                problems.append(
-                    f"{shard['path']}: {path.stat().st_size} bytes, the manifest says {shard['bytes']} (truncated or replaced)"
-                )
-            elif deep and file_sha256(path) != shard["sha256"]:
-                problems.append(
-                    f"{shard['path']}: sha256 differs from the manifest (the file was changed)"
-                )
+    for shard in manifest.shards():
+        path = build / shard.path
+        if not path.is_file():
+            problems.append(f"{shard.path}: missing")
+        elif path.stat().st_size != shard.bytes:
+            problems.append(
+                f"{shard.path}: {path.stat().st_size} bytes, the manifest says {shard.bytes} (truncated or replaced)"
+            )
+        elif deep and file_sha256(path) != shard.sha256:
+            problems.append(
+                f"{shard.path}: sha256 differs from the manifest (the file was changed)"
+            )
     if problems or not deep:
         return problems
     seen: Counter = Counter()
-    for split, info in manifest["splits"].items():
+    for split, info in manifest.splits.items():
         problems += _check_split(build, split, info, manifest, seen)
-    whole = manifest["config"]["packing"] != "wrapped" and manifest["config"]["overlong"] != "split"
+    whole = manifest.train.packing != "wrapped" and manifest.config.get("overlong") != "split"
     if whole:
         twice = [i for i, n in seen.items() if n > 1]
         if twice:
             problems.append(f"examples {twice[:5]} appear in more than one row")
-        kept = sum(s["rows_kept"] for s in manifest["sources"])
+        kept = sum(s.rows_kept for s in manifest.sources)
         if len(seen) != kept:
             problems.append(
                 f"{len(seen)} distinct examples in the shards, the manifest says {kept} kept"
             )
-    for s in manifest["sources"]:
-        if s["rows_read"] != s["rows_kept"] + sum(s["dropped"].values()):
+    for s in manifest.sources:
+        if s.rows_read != s.rows_kept + sum(s.dropped.values()):
             problems.append(
-                f"source {s['path']}: rows read {s['rows_read']} != kept {s['rows_kept']} + dropped {sum(s['dropped'].values())}"
+                f"source {s.path}: rows read {s.rows_read} != kept {s.rows_kept} + dropped {sum(s.dropped.values())}"
             )
     return problems
 
 
-def _check_split(build: Path, split: str, info: dict, manifest: dict, seen: Counter) -> list[str]:  # noqa: C901, PLR0912, PLR0915 - one check per invariant of a split
+def _check_split(  # noqa: C901, PLR0912, PLR0915 - one check per invariant of a split
+    build: Path, split: str, info: SplitEntry, manifest: Manifest, seen: Counter
+) -> list[str]:
     problems, rows, tokens, loss = [], 0, 0, 0
-    vocab = manifest["tokenizer"]["length"]
-    ranges = [
-        (s["example_id_start"], s["example_id_start"] + s["rows_read"]) for s in manifest["sources"]
-    ]
-    for shard in info["shards"]:
-        where = shard["path"]
+    vocab = manifest.tokenizer.length
+    ranges = [(s.example_id_start, s.example_id_start + s.rows_read) for s in manifest.sources]
+    for shard in info.shards:
+        where = shard.path
         try:
-            with pa.memory_map(str(build / where)) as source:
-                table = pa.ipc.open_stream(source).read_all()
+            table = open_shard(build / where)
         except pa.ArrowInvalid as err:
             problems.append(f"{where}: not a readable Arrow stream ({err})")
             continue
@@ -109,8 +93,8 @@ def _check_split(build: Path, split: str, info: dict, manifest: dict, seen: Coun
             name: table.column(name).chunk(0) if table.num_rows else None
             for name in table.column_names
         }
-        if table.num_rows != shard["rows"]:
-            problems.append(f"{where}: {table.num_rows} rows, the manifest says {shard['rows']}")
+        if table.num_rows != shard.rows:
+            problems.append(f"{where}: {table.num_rows} rows, the manifest says {shard.rows}")
         if not table.num_rows:
             continue
         ids, mask, lens, example_ids = (
@@ -132,8 +116,8 @@ def _check_split(build: Path, split: str, info: dict, manifest: dict, seen: Coun
             problems.append(
                 f"{where}: row {bad[0]}: seq_lens sum to {sums[bad[0]]}, the row has {row_len[bad[0]]} tokens"
             )
-        if (row_len > info["max_length"]).any():
-            problems.append(f"{where}: a row is longer than max_length {info['max_length']}")
+        if (row_len > info.max_length).any():
+            problems.append(f"{where}: a row is longer than max_length {info.max_length}")
         if (flat_lens <= 0).any():
             problems.append(f"{where}: a segment has no tokens")
         if not np.array_equal(
@@ -168,8 +152,8 @@ def _check_split(build: Path, split: str, info: dict, manifest: dict, seen: Coun
         rows += table.num_rows
         tokens += int(row_len.sum())
         loss += int(flat_mask.sum())
-    if (rows, tokens, loss) != (info["rows"], info["tokens"], info["loss_tokens"]):
+    if (rows, tokens, loss) != (info.rows, info.tokens, info.loss_tokens):
         problems.append(
-            f"split {split}: rows/tokens/loss tokens are {rows}/{tokens}/{loss}, the manifest says {info['rows']}/{info['tokens']}/{info['loss_tokens']}"
+            f"split {split}: rows/tokens/loss tokens are {rows}/{tokens}/{loss}, the manifest says {info.rows}/{info.tokens}/{info.loss_tokens}"
         )
     return problems

@@ -5,8 +5,6 @@ A build is written into a hidden temporary folder beside the target and renamed 
 build leaves the previous one intact.
 """
 
-import hashlib
-import json
 import os
 import shutil
 from collections.abc import Iterable, Iterator
@@ -16,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from schemas import MANIFEST_NAME, row_schema, shard_name
+from schemas import row_schema, shard_name
+from schemas.manifest import ShardEntry, file_sha256
 
 BATCH_ROWS = 512
 BYTES_PER_TOKEN = 5  # int32 id + uint8 mask
@@ -62,11 +61,11 @@ def _record_batch(rows: list) -> pa.RecordBatch:
 
 def write_split(
     build_dir: Path, split: str, rows: Iterable[tuple], shard_size_bytes: int
-) -> list[dict]:
+) -> list[ShardEntry]:
     """Write rows (input_ids, loss_mask, seq_lens, example_ids) into shards; return their manifest entries."""
     folder = build_dir / split
     folder.mkdir(parents=True, exist_ok=True)
-    shards: list[dict] = []
+    shards: list[ShardEntry] = []
     pending: list = []
     state = {"writer": None, "path": None, "rows": 0, "tokens": 0, "loss_tokens": 0, "bytes": 0}
 
@@ -77,14 +76,7 @@ def write_split(
         state["sink"].close()
         path = state["path"]
         shards.append(
-            {
-                "path": f"{split}/{path.name}",
-                "rows": state["rows"],
-                "tokens": state["tokens"],
-                "loss_tokens": state["loss_tokens"],
-                "bytes": path.stat().st_size,
-                "sha256": file_sha256(path),
-            }
+            _shard_entry(split, path, state["rows"], state["tokens"], state["loss_tokens"])
         )
         state.update(writer=None, rows=0, tokens=0, loss_tokens=0, bytes=0)
 
@@ -117,33 +109,13 @@ def write_split(
         path = folder / shard_name(0)
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, row_schema()):
             pass
-        shards.append(
-            {
-                "path": f"{split}/{path.name}",
-                "rows": 0,
-                "tokens": 0,
-                "loss_tokens": 0,
-                "bytes": path.stat().st_size,
-                "sha256": file_sha256(path),
-            }
-        )
+        shards.append(_shard_entry(split, path, 0, 0, 0))
     return shards
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 hex of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_manifest(build_dir: Path, manifest: dict) -> None:
-    """Write manifest.json last (via a temporary file and rename)."""
-    tmp = build_dir / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, build_dir / MANIFEST_NAME)
+def _shard_entry(split: str, path: Path, rows: int, tokens: int, loss_tokens: int) -> ShardEntry:
+    size = path.stat().st_size
+    return ShardEntry(f"{split}/{path.name}", rows, tokens, loss_tokens, size, file_sha256(path))
 
 
 @contextmanager

@@ -9,28 +9,31 @@ a row is a set of numpy views into the mapped file, nothing is converted to Pyth
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import jsonschema
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas import (
     EXAMPLE_IDS,
-    FORMAT_VERSION,
     INPUT_IDS,
     LOSS_MASK,
     MANIFEST_NAME,
     NUM_TOKENS,
     SEQ_LENS,
-    manifest_schema,
     row_schema,
     tokenizer_fingerprint,
 )
+from schemas.manifest import (
+    Manifest,
+    ManifestError,
+    SplitEntry,
+    file_sha256,
+    open_shard,
+)
+from schemas.manifest import read_manifest as read_build_manifest
 from sfttrain.errors import SfttrainError
 
 LIST_COLUMNS = (INPUT_IDS, LOSS_MASK, SEQ_LENS, EXAMPLE_IDS)
@@ -84,8 +87,8 @@ class Build:
 
     path: Path
     """The build folder."""
-    manifest: dict
-    """manifest.json, parsed and validated against schemas/manifest.schema.json."""
+    manifest: Manifest
+    """manifest.json, read and validated by schemas.manifest.read_manifest."""
     train: PackedRows
     """Rows of the train split."""
     eval: PackedRows | None
@@ -100,66 +103,33 @@ def open_build(data_dir: str | Path, verify: bool = False) -> Build:
     """Check the manifest and the shards of a build folder, then memory-map every split."""
     path = Path(data_dir)
     manifest = read_manifest(path)
-    splits = manifest["splits"]
+    splits = manifest.splits
     check_shards(path, manifest, verify)
     opened = {name: _open_split(path, name, splits[name]) for name in splits}
     return Build(path=path, manifest=manifest, train=opened["train"], eval=opened.get("eval"))
 
 
-def read_manifest(path: Path) -> dict:
-    """Load manifest.json; refuse a missing one, an unknown format_version or a malformed one."""
-    manifest_path = path / MANIFEST_NAME
-    if not manifest_path.is_file():
-        state = (
-            "does not exist"
-            if not path.exists()
-            else f"has no {MANIFEST_NAME}, so the build is incomplete (sftprep writes it last)"
-        )
-        raise SfttrainError(
-            f"--data {path} {state}: run `sftprep build ... --out {path}` to (re)build it, or point --data at a finished build"
-        )
+def read_manifest(path: Path) -> Manifest:
+    """The build's manifest (schemas.manifest.read_manifest), its refusals as SfttrainErrors."""
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as e:
-        raise SfttrainError(
-            f"{manifest_path} is not valid JSON ({e}): rebuild with `sftprep build`"
-        ) from None
-    version = manifest.get("format_version") if isinstance(manifest, dict) else None
-    if version != FORMAT_VERSION:
-        raise SfttrainError(
-            f"{manifest_path} has format_version {version!r}, this sfttrain reads format_version {FORMAT_VERSION}: "
-            "rebuild the data with the sftprep that ships with this sfttrain, or install the matching sfttrain"
-        )
-    errors = sorted(
-        jsonschema.Draft202012Validator(manifest_schema()).iter_errors(manifest),
-        key=lambda e: list(e.path),
-    )
-    if errors:
-        details = "; ".join(
-            f"{'.'.join(map(str, e.path)) or '(top)'}: {e.message}" for e in errors[:10]
-        )
-        raise SfttrainError(
-            f"{manifest_path} does not follow the manifest schema ({details}): rebuild with `sftprep build`"
-        )
-    return manifest
+        return read_build_manifest(path)
+    except ManifestError as err:
+        raise SfttrainError(f"--data {err}") from None
 
 
-def check_shards(path: Path, manifest: dict, verify: bool) -> None:
+def check_shards(path: Path, manifest: Manifest, verify: bool) -> None:
     """Every shard exists with the manifest's size (and sha256 when verify); report all at once."""
     problems = []
-    for info in manifest["splits"].values():
-        for shard in info["shards"]:
-            file = path / shard["path"]
-            if not file.is_file():
-                problems.append(f"{shard['path']} is missing")
-            elif (size := file.stat().st_size) != shard["bytes"]:
-                problems.append(
-                    f"{shard['path']} has {size} bytes, the manifest says {shard['bytes']}"
-                )
-            elif verify and (digest := _sha256(file)) != shard["sha256"]:
-                problems.append(
-                    f"{shard['path']} has sha256 {digest[:12]}..., the manifest says {shard['sha256'][:12]}..."
-                )
+    for shard in manifest.shards():
+        file = path / shard.path
+        if not file.is_file():
+            problems.append(f"{shard.path} is missing")
+        elif (size := file.stat().st_size) != shard.bytes:
+            problems.append(f"{shard.path} has {size} bytes, the manifest says {shard.bytes}")
+        elif verify and (digest := file_sha256(file)) != shard.sha256:
+            problems.append(
+                f"{shard.path} has sha256 {digest[:12]}..., the manifest says {shard.sha256[:12]}..."
+            )
     if problems:
         raise SfttrainError(
             f"--data {path}: shards do not match {MANIFEST_NAME}: "
@@ -168,28 +138,28 @@ def check_shards(path: Path, manifest: dict, verify: bool) -> None:
         )
 
 
-def check_tokenizer(manifest: dict, tokenizer) -> list[str]:
+def check_tokenizer(manifest: Manifest, tokenizer) -> list[str]:
     """Match a transformers tokenizer to the build's; add the build's added tokens to it.
 
     Returns the tokens this call added (empty when the tokenizer already had them). Raises when
     the tokenizer's fingerprint is neither the build's base fingerprint (before added tokens) nor
     its final one.
     """
-    info = manifest["tokenizer"]
-    final = info["fingerprint"]
-    base = info.get("base_fingerprint", final)
+    info = manifest.tokenizer
+    final = info.fingerprint
+    base = info.base_fingerprint
     mine = tokenizer_fingerprint(tokenizer.backend_tokenizer)
     source = getattr(tokenizer, "name_or_path", "?")
     if mine == final:
         return []
     if mine != base:
         raise SfttrainError(
-            f"the tokenizer {source} is not the one the build used ({info['name_or_path']}): their fingerprints differ "
+            f"the tokenizer {source} is not the one the build used ({info.name_or_path}): their fingerprints differ "
             f"(tokenizer {mine[:12]}..., build {base[:12]}...), so token ids would mean different things. "
-            f"Pass the build's tokenizer with --tokenizer {info['name_or_path']}, or rebuild the data with the model's "
+            f"Pass the build's tokenizer with --tokenizer {info.name_or_path}, or rebuild the data with the model's "
             "tokenizer (`sftprep build --tokenizer MODEL`)"
         )
-    added = list(info["added_tokens"])
+    added = list(info.added_tokens)
     tokenizer.add_tokens(added, special_tokens=True)
     after = tokenizer_fingerprint(tokenizer.backend_tokenizer)
     if after != final:
@@ -202,28 +172,19 @@ def check_tokenizer(manifest: dict, tokenizer) -> list[str]:
     return added
 
 
-def _open_split(path: Path, name: str, info: dict) -> PackedRows:
+def _open_split(path: Path, name: str, info: SplitEntry) -> PackedRows:
     """Memory-map one split's shards and check their schema and row counts."""
     tables = []
-    for shard in info["shards"]:
-        with pa.memory_map(str(path / shard["path"])) as source:
-            table = pa.ipc.open_stream(source).read_all()
+    for shard in info.shards:
+        table = open_shard(path / shard.path)
         if not table.schema.equals(row_schema()):
             raise SfttrainError(
-                f"{shard['path']} has columns {table.schema.names} with types {[str(t) for t in table.schema.types]}, "
+                f"{shard.path} has columns {table.schema.names} with types {[str(t) for t in table.schema.types]}, "
                 f"not the shard contract's {row_schema().names}: rebuild with `sftprep build`"
             )
-        if table.num_rows != shard["rows"]:
+        if table.num_rows != shard.rows:
             raise SfttrainError(
-                f"{shard['path']} has {table.num_rows} rows, the manifest says {shard['rows']}: rebuild with `sftprep build`"
+                f"{shard.path} has {table.num_rows} rows, the manifest says {shard.rows}: rebuild with `sftprep build`"
             )
         tables.append(table)
     return PackedRows(tables)
-
-
-def _sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with file.open("rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()

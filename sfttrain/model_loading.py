@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from schemas.manifest import Manifest
 from sfttrain.config import TrainConfig
 from sfttrain.errors import SfttrainError
 
@@ -48,7 +49,7 @@ def resolve_attn(name: str, dtype: torch.dtype) -> tuple[str, str]:
     return "sdpa", f"auto: {why}"
 
 
-def tokenizer_source(config: TrainConfig, manifest: dict) -> str:
+def tokenizer_source(config: TrainConfig, manifest: Manifest) -> str:
     """--tokenizer, else the model folder when it holds a tokenizer, else the build's tokenizer."""
     if config.tokenizer is not None:
         return config.tokenizer
@@ -56,11 +57,11 @@ def tokenizer_source(config: TrainConfig, manifest: dict) -> str:
     if model_dir.is_dir():
         if any((model_dir / f).is_file() for f in TOKENIZER_FILES):
             return config.model
-        return manifest["tokenizer"]["name_or_path"]
+        return manifest.tokenizer.name_or_path
     return config.model  # a hub name: its cached tokenizer, with a fallback in load_tokenizer
 
 
-def load_tokenizer(config: TrainConfig, manifest: dict):
+def load_tokenizer(config: TrainConfig, manifest: Manifest):
     """The tokenizer to check against the build and to save beside the model."""
     from transformers import AutoTokenizer
 
@@ -68,7 +69,7 @@ def load_tokenizer(config: TrainConfig, manifest: dict):
     candidates = (
         [source]
         if config.tokenizer is not None or source != config.model
-        else [source, manifest["tokenizer"]["name_or_path"]]
+        else [source, manifest.tokenizer.name_or_path]
     )
     errors = []
     for candidate in dict.fromkeys(candidates):

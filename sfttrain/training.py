@@ -131,14 +131,14 @@ def prepare(
 
     set_seed(config.seed)
     model = load_model(config, dtype, attn)
-    added_tokens = build.manifest["tokenizer"]["added_tokens"]
+    added_tokens = list(build.manifest.tokenizer.added_tokens)
     fit_embeddings(
         model,
         tokenizer,
         build.max_token_id(),
         grow=bool(added_tokens),
         multiple_of=config.pad_vocab_to_multiple_of
-        or build.manifest["tokenizer"].get("pad_vocab_to_multiple_of"),
+        or build.manifest.tokenizer.pad_vocab_to_multiple_of,
     )
     if config.uses_adapter:
         model = apply_adapter(
@@ -230,14 +230,14 @@ def save(run: Run) -> None:
 
 def _batch_tokens(config: TrainConfig, build: Build) -> int:
     """--batch-tokens, defaulting to the train split's max_length; every row must fit it."""
-    splits = build.manifest["splits"]
-    budget = config.batch_tokens or splits["train"]["max_length"]
+    splits = build.manifest.splits
+    budget = config.batch_tokens or splits["train"].max_length
     for name, rows in (("train", build.train), ("eval", build.eval)):
         if rows is not None and len(rows) and int(rows.num_tokens.max()) > budget:
             raise SfttrainError(
                 f"--batch-tokens {budget} is smaller than the longest {name} row ({int(rows.num_tokens.max())} tokens; "
-                f"the build's max_length is {splits[name]['max_length']}): set --batch-tokens to at least "
-                f"{splits[name]['max_length']}, a multiple of it for several rows per micro-batch"
+                f"the build's max_length is {splits[name].max_length}): set --batch-tokens to at least "
+                f"{splits[name].max_length}, a multiple of it for several rows per micro-batch"
             )
     return budget
 

@@ -29,7 +29,7 @@ def test_rows_read_back_exactly_across_shards(tmp_path):
     rows = random_rows(7, 20, per_row=3)
     build = open_build(write_build(tmp_path / "b", rows, eval_rows=rows[:2], rows_per_shard=3))
     assert len(build.train) == 7 and len(build.eval) == 2
-    assert len(build.manifest["splits"]["train"]["shards"]) == 3
+    assert len(build.manifest.train.shards) == 3
     for i, written in enumerate(rows):
         got = build.train[i]
         for column in (INPUT_IDS, LOSS_MASK, SEQ_LENS, EXAMPLE_IDS):
