@@ -101,7 +101,7 @@ def verify(
     ),
 ) -> None:
     """Check a build: manifest schema, shard sizes and sha256, Arrow schema, and the packing invariants."""
-    from sftprep.verify import verify_build
+    from sftprep.tools.verify import verify_build
 
     problems = verify_build(build_dir, deep=not quick)
     for problem in problems:
@@ -141,7 +141,7 @@ def inspect_command(
     In a terminal, trained tokens (loss_mask 1) are on green and special tokens bold magenta; when the output is not a terminal, trained tokens are wrapped in ⟦ ⟧. Newlines show as ↵.
     """
     with user_errors():
-        from sftprep.inspect_build import run_inspect
+        from sftprep.tools.inspect_text import run_inspect
 
         run_inspect(
             str(build_dir), split, row, example, str(html) if html else None, rows, seed, tokenizer
@@ -161,7 +161,7 @@ def stats_command(
 ) -> None:
     """A build's numbers: per split (examples, rows, tokens, loss tokens and ratio, packing efficiency) and per source."""
     with user_errors():
-        from sftprep.build_stats import run_stats
+        from sftprep.tools.stats import run_stats
 
         run_stats(str(build_dir), str(plot) if plot else None)
 
@@ -179,7 +179,7 @@ def diff_command(
     Prints `identical` when both have the same fingerprint. Exit code 0 whenever the comparison ran (identical or not); 1 only on an error (e.g. a folder that is not a build).
     """
     with user_errors():
-        from sftprep.build_diff import diff_builds
+        from sftprep.tools.diff import diff_builds
 
         lines = diff_builds(str(dir_a), str(dir_b), examples)
     typer.echo("\n".join(lines))

@@ -5,6 +5,7 @@ traceback.
 """
 
 from schemas.config_fields import ConfigProblems
+from sftprep.drop_reasons import DropReason
 
 
 class SftprepError(Exception):
@@ -20,8 +21,8 @@ class ConfigError(ConfigProblems, SftprepError):
 class RowError(SftprepError):
     """One input row cannot be used. `reason` is the short key it is counted under with --on-error skip."""
 
-    def __init__(self, reason: str, message: str, source: str = "", row: int | None = None):
-        self.reason = reason
+    def __init__(self, reason, message: str, source: str = "", row: int | None = None):
+        self.reason = DropReason(reason).value  # a DropReason, or its value; anything else is a bug
         self.detail = message
         self.source = source
         self.row = row

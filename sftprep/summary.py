@@ -46,7 +46,7 @@ def build_progress(enabled: bool = True):
 def print_summary(manifest: Manifest, out: str, seconds: float) -> None:
     """What `sftprep stats` shows of a build: per source rows read/kept/dropped by reason, per
     split tokens, loss tokens and packing; then the time and fingerprint."""
-    from sftprep.build_stats import source_table, split_table
+    from sftprep.tools.stats import source_table, split_table
 
     console = Console(width=None if Console().is_terminal else 160)
     console.print(f"sftprep build -> {out}", highlight=False)

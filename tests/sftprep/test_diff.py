@@ -8,8 +8,8 @@ from tokenizers import Tokenizer
 from typer.testing import CliRunner
 
 import sftprep
-from sftprep.build_diff import CONTEXT
 from sftprep.cli import app
+from sftprep.tools.diff import CONTEXT
 from tests.conftest import BUNDLED_TOKENIZER, EXAMPLES
 from tests.sftprep.build_checks import examples_by_id, load_manifest
 

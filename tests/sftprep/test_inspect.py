@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 import sftprep
 from schemas import EXAMPLE_IDS, INPUT_IDS, LOSS_MASK, SEQ_LENS
-from sftprep.build_view import BuildView
 from sftprep.cli import app
-from sftprep.inspect_build import print_rich, select
+from sftprep.tools.inspect_text import print_rich, select
+from sftprep.tools.view import BuildView
 from tests.conftest import BUNDLED_TOKENIZER, EXAMPLES
 from tests.sftprep.build_checks import load_manifest, read_rows
 

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sftprep.build.formats import FormatSpec
+from sftprep.build.row_encoder import RowEncoder, adds_special_tokens
+from sftprep.build.tokenizer import load_tokenizer
 from sftprep.config import BuildConfig
 from sftprep.errors import RowError
-from sftprep.example_stage import ExampleStage
-from sftprep.formats import FormatSpec
-from sftprep.tokenizer_loader import load_tokenizer
 from tests.conftest import BUNDLED_TOKENIZER, hf_tokenizer
 
 SPECIALS = ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]
@@ -45,7 +45,7 @@ def conversations(draw):
 @pytest.fixture(scope="module")
 def stage():
     config = BuildConfig(sources=("x",), tokenizer=str(BUNDLED_TOKENIZER), out="o").validate()
-    return ExampleStage(config, load_tokenizer(config.tokenizer))
+    return RowEncoder(load_tokenizer(config.tokenizer), config.loss_on, adds_special_tokens(config))
 
 
 @settings(

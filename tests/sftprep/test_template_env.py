@@ -7,7 +7,7 @@ verdicts, inline `{% generation %}` blocks); transformers' own compiled template
 import jinja2
 import pytest
 
-from sftprep.chat_template import compile_template
+from sftprep.build.chat_template import compile_template
 from sftprep.errors import SftprepError
 
 transformers_templates = pytest.importorskip("transformers.utils.chat_template_utils")

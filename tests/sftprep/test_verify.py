@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 import sftprep
 from sftprep.cli import app
-from sftprep.verify import verify_build
+from sftprep.tools.verify import verify_build
 from tests.conftest import BUNDLED_TOKENIZER, EXAMPLES
 
 

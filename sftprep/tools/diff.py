@@ -12,8 +12,8 @@ import numpy as np
 
 from schemas import EXAMPLE_IDS, INPUT_IDS, LOSS_MASK, SEQ_LENS
 from schemas.manifest import SourceEntry, SplitEntry
-from sftprep.build_view import BuildView, token_texts
 from sftprep.errors import SftprepError
+from sftprep.tools.view import BuildView, token_texts
 
 NOT_OUTPUT_KEYS = ("out", "num_proc", "overwrite")
 """Config keys that never change what a build holds; not reported."""

@@ -149,7 +149,7 @@ class BuildView:
     @cached_property
     def tokenizer(self):
         """The build's tokenizer (a `tokenizers.Tokenizer`), with any tokens the build added."""
-        from sftprep.tokenizer_loader import load_tokenizer
+        from sftprep.build.tokenizer import load_tokenizer
 
         recorded = self.manifest.tokenizer
         path = self._tokenizer_path or recorded.name_or_path

@@ -10,7 +10,7 @@ from tokenizers import AddedToken, Tokenizer
 
 from schemas import tokenizer_fingerprint
 from schemas.manifest import TokenizerEntry
-from sftprep.chat_template import builtin_template
+from sftprep.build.chat_template import builtin_template
 from sftprep.errors import SftprepError
 
 SPECIAL_TOKEN_KEYS = (

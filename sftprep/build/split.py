@@ -5,17 +5,14 @@ one row at a time while the writer streams them out.
 """
 
 import hashlib
-from collections.abc import Iterator
 
 import numpy as np
 
 from schemas.manifest import ShardEntry, SplitEntry
 from sftprep.config import BuildConfig
-from sftprep.packing import efficiency, length_histogram, pack_bfd, pack_wrapped
-from sftprep.spill import Spill
+from sftprep.build.pack import Plan, efficiency, length_histogram
+from sftprep.build.spill import Spill
 
-Plan = list[list[tuple[int, int, int]]]
-"""Rows, each a list of segments (spill position, first token, end token)."""
 
 
 def split_positions(
@@ -50,46 +47,6 @@ def _held_out(example_ids: np.ndarray, sources: list, config: BuildConfig) -> np
     )
     held = np.array(sorted(unique.tolist(), key=key)[:count], dtype=np.int64)
     return np.isin(example_ids, held)
-
-
-def plan_rows(spill: Spill, positions: np.ndarray, config: BuildConfig) -> Plan:
-    """Pack the chosen examples by length, then shuffle the rows with the seed."""
-    lengths = (
-        np.asarray(spill.lengths, dtype=np.int64)[positions]
-        if len(positions)
-        else np.zeros(0, dtype=np.int64)
-    )
-    if config.packing == "wrapped":
-        plan = [
-            [(int(positions[s.index]), s.start, s.stop) for s in row]
-            for row in pack_wrapped(lengths, config.max_length)
-        ]
-    else:
-        groups = (
-            pack_bfd(lengths, config.max_length)
-            if config.packing == "bfd"
-            else [[i] for i in range(len(positions))]
-        )
-        plan = [[(int(positions[i]), 0, int(lengths[i])) for i in group] for group in groups]
-    order = np.random.default_rng(config.seed).permutation(len(plan))
-    return [plan[i] for i in order]
-
-
-def assemble_rows(spill: Spill, plan: Plan) -> Iterator[tuple]:
-    """Rows (input_ids, loss_mask, seq_lens, example_ids) read back from the spill, in plan order."""
-    for row in plan:
-        ids, masks = [], []
-        for position, start, stop in row:
-            seg_ids, seg_mask = spill.read(position, start, stop)
-            seg_mask[0] = 0  # a segment's first token has nothing before it in the row
-            ids.append(seg_ids)
-            masks.append(seg_mask)
-        yield (
-            np.concatenate(ids),
-            np.concatenate(masks),
-            [stop - start for _, start, stop in row],
-            [spill.example_ids[p] for p, _, _ in row],
-        )
 
 
 def split_stats(

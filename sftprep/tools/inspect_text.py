@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.text import Text
 
-from sftprep.build_view import BuildView, DecodedRow, Segment
 from sftprep.errors import SftprepError
+from sftprep.tools.view import BuildView, DecodedRow, Segment
 
 TRAINED_OPEN, TRAINED_CLOSE = "⟦", "⟧"
 NEWLINE_MARK = "↵"
@@ -165,7 +165,7 @@ def run_inspect(  # noqa: PLR0913 - one argument per `sftprep inspect` option
     view = BuildView(build_dir, tokenizer)
     console = console or Console()
     if html:
-        from sftprep.inspect_html import write_html
+        from sftprep.tools.inspect_html import write_html
 
         by_sample = row is None and example is None
         shown = select(view, split, row, example, sample if by_sample else None, seed)

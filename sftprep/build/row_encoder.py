@@ -9,21 +9,31 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sftprep.chat_template import compile_template
+from sftprep.build.chat_template import compile_template
 from sftprep.config import BuildConfig
-from sftprep.encoding import Encoded, finish_batch, tokenize_batch
+from sftprep.build.masks import Encoded, finish_batch, tokenize_batch
 from sftprep.errors import RowError
-from sftprep.formats import FormatSpec, make_normalizer
-from sftprep.rendering import render_example, require_unicode
-from sftprep.tokenizer_loader import LoadedTokenizer, load_tokenizer
+from sftprep.build.formats import FormatSpec, make_normalizer
+from sftprep.build.render import render_example, require_unicode
+from sftprep.build.tokenizer import LoadedTokenizer, load_tokenizer
+
+
+def adds_special_tokens(config: BuildConfig) -> bool:
+    """Whether text examples get the tokenizer's BOS and an appended EOS: --special-tokens, except
+    with wrapped packing and --no-concat-token (documents then run into each other on purpose)."""
+    return config.special_tokens and (config.packing != "wrapped" or config.concat_token)
 
 
 @dataclass
-class ExampleStage:
-    """Everything a worker needs to process rows of one build."""
+class RowEncoder:
+    """Turns chunks of rows into encoded examples: the tokenizer, its compiled template, and the
+    two settings that change the ids or the mask."""
 
-    config: BuildConfig
     tokenizer: LoadedTokenizer
+    loss_on: str
+    """assistant | last-assistant | all"""
+    special_tokens: bool
+    """See adds_special_tokens."""
 
     def __post_init__(self):
         template = self.tokenizer.chat_template
@@ -31,9 +41,6 @@ class ExampleStage:
         self.bos_id = self.tokenizer.token_id("bos_token")
         self.eos_id = self.tokenizer.token_id("eos_token")
         self._normalizers: dict[tuple, Callable] = {}
-        self.special_tokens = self.config.special_tokens and (
-            self.config.packing != "wrapped" or self.config.concat_token
-        )
 
     def process(self, spec: FormatSpec, chunk: list) -> list:
         """Encode a chunk of (row_index, row | RowError); bad rows come back as RowError."""
@@ -57,7 +64,7 @@ class ExampleStage:
                     require_unicode(
                         render_example(
                             example,
-                            self.config.loss_on,
+                            self.loss_on,
                             self.template,
                             self.tokenizer.special_tokens,
                         )
@@ -88,7 +95,7 @@ class ExampleStage:
         return results
 
 
-_WORKER: ExampleStage | None = None
+_WORKER: RowEncoder | None = None
 
 
 def init_worker(config: BuildConfig) -> None:
@@ -101,15 +108,10 @@ def init_worker(config: BuildConfig) -> None:
     tokenizer = load_tokenizer(
         config.tokenizer, config.chat_template, config.pad_vocab_to_multiple_of
     )
-    _WORKER = ExampleStage(config, tokenizer)
+    _WORKER = RowEncoder(tokenizer, config.loss_on, adds_special_tokens(config))
 
 
 def process_in_worker(task: tuple) -> list:
-    """Pool task: (spec, chunk) -> results of ExampleStage.process."""
+    """Pool task: (spec, chunk) -> results of RowEncoder.process."""
     spec, chunk = task
     return _WORKER.process(spec, chunk)
-
-
-def has_loss(encoded: Encoded) -> bool:
-    """True when at least one token counts toward the loss."""
-    return encoded.loss_tokens > 0

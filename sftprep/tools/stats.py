@@ -9,8 +9,8 @@ from rich.table import Table
 
 from schemas import NUM_TOKENS
 from schemas.manifest import Manifest
-from sftprep.build_view import BuildView
 from sftprep.errors import SftprepError
+from sftprep.tools.view import BuildView
 
 PLOT_HINT = "pip install 'sftprep[plot]'"
 

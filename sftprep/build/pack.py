@@ -16,6 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 
+Plan = list[list[tuple[int, int, int]]]
+"""Rows, each a list of segments (spill position, first token, end token)."""
+
+
 @dataclass(frozen=True)
 class Segment:
     """A piece of an example placed in a row: example `index` (position in the split's list), tokens [start, stop)."""
@@ -125,3 +129,21 @@ def length_histogram(lengths: np.ndarray, max_length: int, bins: int = 16) -> di
     edges = np.linspace(0, max_length, bins + 1).round().astype(np.int64)
     counts, _ = np.histogram(np.asarray(lengths), bins=edges)
     return {"bin_edges": edges.tolist(), "counts": counts.tolist()}
+
+
+def plan_rows(lengths: np.ndarray, positions: np.ndarray, packing: str, max_length: int, seed: int) -> Plan:
+    """Pack the examples at `positions` (their `lengths`) into rows, then shuffle the rows with the seed."""
+    if packing == "wrapped":
+        plan = [
+            [(int(positions[s.index]), s.start, s.stop) for s in row]
+            for row in pack_wrapped(lengths, max_length)
+        ]
+    else:
+        groups = (
+            pack_bfd(lengths, max_length)
+            if packing == "bfd"
+            else [[i] for i in range(len(positions))]
+        )
+        plan = [[(int(positions[i]), 0, int(lengths[i])) for i in group] for group in groups]
+    order = np.random.default_rng(seed).permutation(len(plan))
+    return [plan[i] for i in order]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sftprep.config import BuildConfig
+from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError, SftprepError
 
 SHAREGPT_ROLES = {
@@ -145,16 +146,16 @@ def make_normalizer(spec: FormatSpec) -> Callable[[dict], Example]:
 def _field(row: dict, name: str):
     if name not in row or row[name] is None:
         raise RowError(
-            "missing_field", f"the `{name}` field is missing or null; fill it or drop the row"
+            DropReason.MISSING_FIELD, f"the `{name}` field is missing or null; fill it or drop the row"
         )
     return row[name]
 
 
 def _text_example(text) -> Example:
     if not isinstance(text, str):
-        raise RowError("bad_field_type", f"text must be a string, got {type(text).__name__}")
+        raise RowError(DropReason.BAD_FIELD_TYPE, f"text must be a string, got {type(text).__name__}")
     if not text:
-        raise RowError("empty_text", "the text is empty; drop the row")
+        raise RowError(DropReason.EMPTY_TEXT, "the text is empty; drop the row")
     return Example("text", text=text)
 
 
@@ -176,12 +177,12 @@ def _content_text(content, where: str) -> str:
             else:
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
                 raise RowError(
-                    "unsupported_content",
+                    DropReason.UNSUPPORTED_CONTENT,
                     f"{where}: content part of type {kind!r} is not text; only text parts are supported",
                 )
         return "".join(pieces)
     raise RowError(
-        "bad_field_type",
+        DropReason.BAD_FIELD_TYPE,
         f"{where}: content must be a string or a list of text parts, got {type(content).__name__}",
     )
 
@@ -193,19 +194,19 @@ def normalize_messages(raw) -> tuple:  # noqa: C901, PLR0912 - one check per way
             raw = json.loads(raw)
         except json.JSONDecodeError:
             raise RowError(
-                "bad_field_type",
+                DropReason.BAD_FIELD_TYPE,
                 "messages is a string that is not JSON; it must be a list of messages",
             ) from None
     if not isinstance(raw, (list, tuple)):
-        raise RowError("bad_field_type", f"messages must be a list, got {type(raw).__name__}")
+        raise RowError(DropReason.BAD_FIELD_TYPE, f"messages must be a list, got {type(raw).__name__}")
     if not raw:
-        raise RowError("empty_conversation", "the conversation has no messages; drop the row")
+        raise RowError(DropReason.EMPTY_CONVERSATION, "the conversation has no messages; drop the row")
     out = []
     for i, message in enumerate(raw):
         where = f"message {i}"
         if not isinstance(message, dict):
             raise RowError(
-                "bad_message",
+                DropReason.BAD_MESSAGE,
                 f"{where} must be an object with role and content, got {type(message).__name__}",
             )
         message = {k: v for k, v in message.items() if v is not None}
@@ -216,33 +217,33 @@ def normalize_messages(raw) -> tuple:  # noqa: C901, PLR0912 - one check per way
             role = SHAREGPT_ROLES.get(role.lower(), role) if isinstance(role, str) else role
         else:
             raise RowError(
-                "bad_message",
+                DropReason.BAD_MESSAGE,
                 f"{where} has no `role` (or ShareGPT `from`); keys: {', '.join(sorted(message))}",
             )
         if role not in ROLES:
             raise RowError(
-                "unknown_role",
+                DropReason.UNKNOWN_ROLE,
                 f"{where} has role {role!r}; use one of {', '.join(ROLES)} (ShareGPT: human, gpt, system, tool)",
             )
         content = message.pop("content", message.pop("value", None))
         if content is None:
             if not message.get("tool_calls"):
                 raise RowError(
-                    "missing_content",
+                    DropReason.MISSING_CONTENT,
                     f"{where} ({role}) has no content; give it one or drop the row",
                 )
             content = ""
         text = _content_text(content, where)
         if not text.strip() and not message.get("tool_calls"):
             raise RowError(
-                "empty_content", f"{where} ({role}) has empty content; fill it or drop the row"
+                DropReason.EMPTY_CONTENT, f"{where} ({role}) has empty content; fill it or drop the row"
             )
         clean = {"role": role, "content": text, **message}
         if "tool_calls" in clean:
             clean["tool_calls"] = _check_tool_calls(clean["tool_calls"], where)
         if "train" in clean and not isinstance(clean["train"], bool):
             raise RowError(
-                "bad_field_type", f"{where}: `train` must be true or false, got {clean['train']!r}"
+                DropReason.BAD_FIELD_TYPE, f"{where}: `train` must be true or false, got {clean['train']!r}"
             )
         out.append(clean)
     return tuple(out)
@@ -251,18 +252,18 @@ def normalize_messages(raw) -> tuple:  # noqa: C901, PLR0912 - one check per way
 def _check_tool_calls(calls, where: str) -> list:
     if not isinstance(calls, list):
         raise RowError(
-            "bad_tool_calls", f"{where}: tool_calls must be a list, got {type(calls).__name__}"
+            DropReason.BAD_TOOL_CALLS, f"{where}: tool_calls must be a list, got {type(calls).__name__}"
         )
     for j, call in enumerate(calls):
         fn = call.get("function", call) if isinstance(call, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or "arguments" not in fn:
             raise RowError(
-                "bad_tool_calls",
+                DropReason.BAD_TOOL_CALLS,
                 f'{where}: tool_calls[{j}] needs a function name and arguments, e.g. {{"function": {{"name": "f", "arguments": {{}}}}}}',
             )
         if not isinstance(fn["arguments"], (str, dict)):
             raise RowError(
-                "bad_tool_calls",
+                DropReason.BAD_TOOL_CALLS,
                 f"{where}: tool_calls[{j}].arguments must be an object or a JSON string",
             )
     return calls
@@ -277,17 +278,17 @@ def _tools(row: dict, name: str | None):
             tools = json.loads(tools)
         except json.JSONDecodeError:
             raise RowError(
-                "bad_tools", "`tools` is a string that is not JSON; give a list of tool schemas"
+                DropReason.BAD_TOOLS, "`tools` is a string that is not JSON; give a list of tool schemas"
             ) from None
     if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
-        raise RowError("bad_tools", "`tools` must be a list of JSON tool schemas")
+        raise RowError(DropReason.BAD_TOOLS, "`tools` must be a list of JSON tool schemas")
     return tools or None
 
 
 def _prompt_completion(prompt, completion, tools=None) -> Example:
     if isinstance(prompt, str) and isinstance(completion, str):
         if not completion:
-            raise RowError("empty_completion", "the completion is empty; drop the row")
+            raise RowError(DropReason.EMPTY_COMPLETION, "the completion is empty; drop the row")
         return Example("completion", prompt=prompt, completion=completion)
     prompt_messages = (
         normalize_messages(prompt)
@@ -312,10 +313,10 @@ def _alpaca_example(row: dict) -> Example:
     for name, value in (("instruction", instruction), ("output", output), ("input", extra)):
         if not isinstance(value, str):
             raise RowError(
-                "bad_field_type", f"`{name}` must be a string, got {type(value).__name__}"
+                DropReason.BAD_FIELD_TYPE, f"`{name}` must be a string, got {type(value).__name__}"
             )
     if not output:
-        raise RowError("empty_completion", "`output` is empty; drop the row")
+        raise RowError(DropReason.EMPTY_COMPLETION, "`output` is empty; drop the row")
     prompt = []
     if isinstance(row.get("system"), str) and row["system"]:
         prompt.append({"role": "system", "content": row["system"]})
@@ -326,7 +327,7 @@ def _alpaca_example(row: dict) -> Example:
             and all(isinstance(p, str) for p in pair)
         ):
             raise RowError(
-                "bad_field_type", "`history` must be a list of [user, assistant] string pairs"
+                DropReason.BAD_FIELD_TYPE, "`history` must be a list of [user, assistant] string pairs"
             )
         prompt += [
             {"role": "user", "content": pair[0], "train": False},
@@ -354,7 +355,7 @@ def _template_normalizer(
         missing = sorted(n for n in names if n.split(".")[0].split("[")[0] not in row)
         if missing:
             raise RowError(
-                "missing_field",
+                DropReason.MISSING_FIELD,
                 f"--prompt-template/--completion-template use {', '.join(missing)}, which this row lacks",
             )
         prompt = prompt_template.format_map(row)
@@ -386,7 +387,7 @@ def _formatter_normalizer(function: Callable) -> Callable[[dict], Example]:
             result = function(row)
         except Exception as err:
             raise RowError(
-                "formatter_error", f"--formatter raised {type(err).__name__}: {err}"
+                DropReason.FORMATTER_ERROR, f"--formatter raised {type(err).__name__}: {err}"
             ) from None
         if isinstance(result, str):
             return _text_example(result)
@@ -399,7 +400,7 @@ def _formatter_normalizer(function: Callable) -> Callable[[dict], Example]:
         if isinstance(result, list):
             return Example("chat", messages=normalize_messages(result))
         raise RowError(
-            "formatter_error",
+            DropReason.FORMATTER_ERROR,
             f"--formatter returned {type(result).__name__}; return text, {{prompt, completion}} or a list of messages",
         )
 

@@ -16,9 +16,10 @@ the turn's start, which is the turn as F renders it.
 
 from dataclasses import dataclass
 
-from sftprep.chat_template import render, template_messages
+from sftprep.build.chat_template import render, template_messages
+from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError
-from sftprep.formats import Example
+from sftprep.build.formats import Example
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def render_example(example: Example, loss_on: str, template, special_tokens: dic
         return Rendered(text, ((start, len(text)),), True, True)
     if template is None:
         raise RowError(
-            "no_chat_template",
+            DropReason.NO_CHAT_TEMPLATE,
             "this is a conversation but the tokenizer has no chat template; pass --chat-template FILE, "
             "or --chat-template chatml to set up ChatML",
         )
@@ -65,7 +66,7 @@ def require_unicode(rendered: Rendered) -> Rendered:
     except UnicodeEncodeError as err:
         context = text[max(0, err.start - 20) : err.start]
         raise RowError(
-            "invalid_unicode",
+            DropReason.INVALID_UNICODE,
             f"the text holds a lone UTF-16 surrogate {ascii(text[err.start])} after {context!r} (an unpaired "
             "\\uXXXX escape); pair it (e.g. \\ud83d\\ude00) or remove it",
         ) from None
@@ -100,7 +101,7 @@ def _render_chat(example: Example, loss_on: str, template, special_tokens: dict)
         and not any(m.get("train") for m in example.messages)
     ):
         raise RowError(
-            "no_assistant_turn",
+            DropReason.NO_ASSISTANT_TURN,
             "the conversation has no assistant turn, so nothing would be trained; add one, or use --loss-on all",
         )
     full = r(messages)
@@ -131,20 +132,20 @@ def _turn_span(r, messages: list, full: str, i: int) -> tuple[int, int]:
         except RowError:
             if i == 0:
                 raise RowError(
-                    "template_error",
+                    DropReason.TEMPLATE_ERROR,
                     "the conversation starts with an assistant turn, which the template cannot prompt for; start with a user (or system) message",
                 ) from None
             raise
     if not full.startswith(head):
         raise RowError(
-            "template_error",
+            DropReason.TEMPLATE_ERROR,
             f"the chat template renders the conversation before message {i} differently once later messages "
             "follow, so its turn cannot be located; use --chat-template with a prefix-preserving template",
         )
     own = full if i == len(messages) - 1 else r(messages[: i + 1])
     if not own.startswith(head):
         raise RowError(
-            "template_error",
+            DropReason.TEMPLATE_ERROR,
             f"the chat template's generation prompt is not how it renders message {i}; use --chat-template with a consistent template",
         )
     turn = own[len(head) :]

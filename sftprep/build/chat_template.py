@@ -20,6 +20,7 @@ import jinja2.runtime
 import jinja2.utils
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError, SftprepError
 
 REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
@@ -251,7 +252,7 @@ def render(
         )
     except jinja2.exceptions.SecurityError as err:
         raise RowError(
-            "template_error", f"the chat template tried an unsafe operation: {err}"
+            DropReason.TEMPLATE_ERROR, f"the chat template tried an unsafe operation: {err}"
         ) from None
     except (
         jinja2.exceptions.TemplateError,
@@ -262,7 +263,7 @@ def render(
         KeyError,
     ) as err:
         raise RowError(
-            "template_error",
+            DropReason.TEMPLATE_ERROR,
             f"the chat template rejected this conversation: {err}; fix the roles/order of the messages "
             "or pass --chat-template FILE",
         ) from None

@@ -7,12 +7,13 @@ reading each example back with `pread`, which does not grow the process's reside
 """
 
 import os
+from collections.abc import Iterator
 from array import array
 from pathlib import Path
 
 import numpy as np
 
-from sftprep.encoding import Encoded
+from sftprep.build.masks import Encoded
 
 WRITE_BUFFER = 1 << 20
 
@@ -34,6 +35,12 @@ class Spill:
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+    def lengths_at(self, positions: np.ndarray) -> np.ndarray:
+        """Token counts (int64) of the examples at these positions."""
+        if not len(positions):
+            return np.zeros(0, dtype=np.int64)
+        return np.asarray(self.lengths, dtype=np.int64)[positions]
 
     def add(self, example_id: int, encoded: Encoded) -> None:
         """Append one example (or one fragment of a split example)."""
@@ -73,3 +80,20 @@ class Spill:
             self._mask.close()
         for path in (self._ids_path, self._mask_path):
             path.unlink(missing_ok=True)
+
+
+def assemble_rows(spill: Spill, plan: list) -> Iterator[tuple]:
+    """Rows (input_ids, loss_mask, seq_lens, example_ids) read back from the spill, in plan order."""
+    for row in plan:
+        ids, masks = [], []
+        for position, start, stop in row:
+            seg_ids, seg_mask = spill.read(position, start, stop)
+            seg_mask[0] = 0  # a segment's first token has nothing before it in the row
+            ids.append(seg_ids)
+            masks.append(seg_mask)
+        yield (
+            np.concatenate(ids),
+            np.concatenate(masks),
+            [stop - start for _, start, stop in row],
+            [spill.example_ids[p] for p, _, _ in row],
+        )

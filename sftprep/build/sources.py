@@ -18,8 +18,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError, SftprepError
-from sftprep.json_array import JSON_WHITESPACE, iter_json_array
+from sftprep.build.json_array import JSON_WHITESPACE, iter_json_array
 
 FILE_KINDS = {
     ".json": "json",
@@ -171,7 +172,7 @@ def _json_array_rows(path: str, handle) -> Iterator[dict | RowError]:
             yield (
                 item
                 if isinstance(item, dict)
-                else RowError("bad_row_type", f"expected a JSON object, got {type(item).__name__}")
+                else RowError(DropReason.BAD_ROW_TYPE, f"expected a JSON object, got {type(item).__name__}")
             )
 
 
@@ -203,26 +204,26 @@ def _jsonl_rows(path: str) -> Iterator[dict | RowError]:
                 item = json.loads(line.decode("utf-8"))
             except UnicodeDecodeError as err:
                 yield RowError(
-                    "invalid_utf8",
+                    DropReason.INVALID_UTF8,
                     f"line {line_no} is not valid UTF-8 (byte {err.start}); re-encode the file as UTF-8",
                 )
                 continue
             except json.JSONDecodeError as err:
                 hint = " (the file looks cut off)" if not line.endswith(b"\n") else ""
                 yield RowError(
-                    "malformed_json",
+                    DropReason.MALFORMED_JSON,
                     f"line {line_no} is not valid JSON: {err.msg} at column {err.colno}{hint}; fix or remove the line",
                 )
                 continue
             except ValueError as err:  # a number too long to convert
                 yield RowError(
-                    "malformed_json",
+                    DropReason.MALFORMED_JSON,
                     f"line {line_no} is not valid JSON: {err}; fix or remove the line",
                 )
                 continue
             if not isinstance(item, dict):
                 yield RowError(
-                    "bad_row_type",
+                    DropReason.BAD_ROW_TYPE,
                     f"line {line_no}: expected a JSON object, got {type(item).__name__}",
                 )
                 continue
@@ -255,7 +256,7 @@ def _csv_rows(path: str) -> Iterator[dict | RowError]:
             for values in reader:
                 if len(values) != len(header):
                     yield RowError(
-                        "malformed_csv",
+                        DropReason.MALFORMED_CSV,
                         f"line {reader.line_num}: {len(values)} fields, the header has {len(header)}",
                     )
                     continue

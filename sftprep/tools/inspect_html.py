@@ -8,9 +8,9 @@ a segment starts with a header naming its example id, source file and row. All t
 import html
 from pathlib import Path
 
-from sftprep.build_view import BuildView, Token
 from sftprep.errors import SftprepError
-from sftprep.inspect_build import NEWLINE_MARK, Shown, segment_title
+from sftprep.tools.inspect_text import NEWLINE_MARK, Shown, segment_title
+from sftprep.tools.view import BuildView, Token
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #1d232a; background: #fff; }

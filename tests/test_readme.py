@@ -1,0 +1,25 @@
+"""The README's file map is the tree: every module is listed once, and every listed file exists."""
+
+import re
+
+from tests.conftest import REPO
+
+
+def test_the_file_map_lists_every_module_and_nothing_else():
+    text = (REPO / "README.md").read_text()
+    block = text[text.index("## Files") :].split("```")[1]
+    listed = {line.split()[0] for line in block.strip().splitlines()}
+    modules = {
+        str(p.relative_to(REPO))
+        for package in ("schemas", "sftprep", "sfttrain")
+        for p in (REPO / package).rglob("*.py")
+        if p.name != "__init__.py"
+    }
+    assert modules, "guard: the packages hold modules"
+    assert modules - listed == set(), "modules missing from the README's file map"
+    missing = {
+        f
+        for f in listed
+        if re.match(r"(schemas|sftprep|sfttrain)/.*\.py$", f) and not (REPO / f).is_file()
+    }
+    assert missing == set(), "files in the README's map that do not exist"
