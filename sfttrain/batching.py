@@ -16,10 +16,9 @@ every rank runs the same number of steps (as torch's DistributedSampler pads).
 
 from __future__ import annotations
 
-import bisect
-
 import numpy as np
 
+from schemas.best_fit import best_fit
 from sfttrain.errors import SfttrainError
 
 
@@ -30,7 +29,7 @@ def plan_batches(lengths: np.ndarray, budget: int, seed: int, epoch: int) -> lis
     rng = np.random.default_rng([seed, epoch])
     shuffled = rng.permutation(len(lengths))
     order = shuffled[np.argsort(-lengths[shuffled], kind="stable")]
-    batches = _best_fit(order, lengths, budget)
+    batches = best_fit(order, lengths, budget)
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
@@ -53,34 +52,6 @@ def shard_for_rank(batches: list[list[int]], rank: int, world_size: int) -> list
         batches[i % len(batches)] for i in range(per_rank * world_size - len(batches))
     ]
     return padded[rank::world_size]
-
-
-def _best_fit(order: np.ndarray, lengths: np.ndarray, budget: int) -> list[list[int]]:
-    """Put each row (longest first) into the open bin with the least room that still fits it."""
-    bins: list[list[int]] = []
-    rooms: list[int] = []  # sorted distinct free-token counts of open bins
-    by_room: dict[int, list[int]] = {}  # free tokens -> bin indices with that much room
-    for row in order.tolist():
-        need = int(lengths[row])
-        at = bisect.bisect_left(rooms, need)
-        if at < len(rooms):
-            room = rooms[at]
-            holders = by_room[room]
-            b = holders.pop()
-            if not holders:
-                del by_room[room]
-                rooms.pop(at)
-        else:
-            room, b = budget, len(bins)
-            bins.append([])
-        bins[b].append(row)
-        left = room - need
-        if left > 0:
-            if left not in by_room:
-                bisect.insort(rooms, left)
-                by_room[left] = []
-            by_room[left].append(b)
-    return bins
 
 
 class TokenBudgetBatchSampler:

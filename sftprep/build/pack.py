@@ -1,7 +1,8 @@
 """Pack examples into rows of at most max_length tokens. Pure functions over lengths and arrays.
 
 - `bfd`: best-fit decreasing over the whole split. Examples stay whole; each goes into the fullest
-  row that still has room for it (ties: the earliest row). O(n log max_length).
+  row that still has room for it (ties: the earliest row); schemas/best_fit.py, shared with
+  sfttrain's micro-batching.
 - `wrapped`: concatenate and cut into rows of exactly max_length; a document cut at a row edge
   continues as its own segment in the next row, whose first token gets no loss.
 - `none`: one example per row.
@@ -10,10 +11,11 @@ Worked example, max_length 8, lengths [5, 4, 3, 2] (ids 0..3): bfd puts 0 (5) in
 row B, 2 (3) in A (fits exactly: A = [0, 2]), 3 (2) in B (B = [1, 3]). Efficiency 14 / 16.
 """
 
-import heapq
 from dataclasses import dataclass
 
 import numpy as np
+
+from schemas.best_fit import best_fit_decreasing
 
 
 Plan = list[list[tuple[int, int, int]]]
@@ -30,73 +32,9 @@ class Segment:
 
 
 def pack_bfd(lengths: np.ndarray, max_length: int) -> list[list[int]]:
-    """Best-fit decreasing. Returns rows as lists of example positions, each row in ascending position order."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    if len(lengths) and int(lengths.max()) > max_length:
-        raise ValueError("every length must be <= max_length before packing")
-    order = np.argsort(-lengths, kind="stable")  # longest first; ties keep input order
-    tree = _CapacityTree(max_length)
-    rows: list[list[int]] = []
-    remaining: list[int] = []
-    for pos in order.tolist():
-        need = int(lengths[pos])
-        row = tree.pop_best_fit(need)
-        if row is None:
-            row = len(rows)
-            rows.append([])
-            remaining.append(max_length)
-        rows[row].append(pos)
-        remaining[row] -= need
-        tree.push(remaining[row], row)
-    return [sorted(r) for r in rows]
-
-
-class _CapacityTree:
-    """Rows indexed by remaining capacity: find the smallest capacity >= need in O(log max_length)."""
-
-    def __init__(self, max_length: int):
-        self.size = 1
-        while self.size < max_length + 1:
-            self.size *= 2
-        self.count = [0] * (2 * self.size)
-        self.rows: dict[int, list[int]] = {}
-
-    def push(self, capacity: int, row: int) -> None:
-        if capacity <= 0:
-            return  # a full row never takes anything again
-        heapq.heappush(self.rows.setdefault(capacity, []), row)
-        i = capacity + self.size
-        while i:
-            self.count[i] += 1
-            i //= 2
-
-    def pop_best_fit(self, need: int) -> int | None:
-        capacity = self._first_at_least(need)
-        if capacity is None:
-            return None
-        row = heapq.heappop(self.rows[capacity])
-        i = capacity + self.size
-        while i:
-            self.count[i] -= 1
-            i //= 2
-        return row
-
-    def _first_at_least(self, need: int) -> int | None:
-        """Smallest capacity >= need that some row has, by descending the count tree."""
-        if need >= self.size:
-            return None
-        # Walk up from leaf `need`, collecting right siblings; then descend the first non-empty one.
-        i = need + self.size
-        if self.count[i]:
-            return need
-        while i > 1:
-            if i % 2 == 0 and self.count[i + 1]:
-                i += 1
-                while i < self.size:
-                    i = 2 * i if self.count[2 * i] else 2 * i + 1
-                return i - self.size
-            i //= 2
-        return None
+    """Best-fit decreasing (schemas/best_fit.py, shared with sfttrain's batching). Returns rows as
+    lists of example positions, each row in ascending position order."""
+    return best_fit_decreasing(lengths, max_length)
 
 
 def pack_wrapped(lengths: np.ndarray, max_length: int) -> list[list[Segment]]:
