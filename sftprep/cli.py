@@ -141,11 +141,17 @@ def inspect_command(
     In a terminal, trained tokens (loss_mask 1) are on green and special tokens bold magenta; when the output is not a terminal, trained tokens are wrapped in ⟦ ⟧. Newlines show as ↵.
     """
     with user_errors():
+        if html:
+            from sftprep.tools.inspect_html import run_inspect_html
+
+            done = run_inspect_html(
+                str(build_dir), str(html), split, row, example, rows, seed, tokenizer
+            )
+            typer.echo(done)
+            return
         from sftprep.tools.inspect_text import run_inspect
 
-        run_inspect(
-            str(build_dir), split, row, example, str(html) if html else None, rows, seed, tokenizer
-        )
+        run_inspect(str(build_dir), split, row, example, tokenizer)
 
 
 @app.command("stats")

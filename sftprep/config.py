@@ -121,6 +121,11 @@ class BuildConfig:
 FIELD_NAMES = [f.name for f in fields(BuildConfig)]
 
 
+def recorded_config(manifest) -> BuildConfig:
+    """The BuildConfig a manifest records (keys this version does not know are ignored)."""
+    return BuildConfig(**{k: v for k, v in manifest.config.items() if k in FIELD_NAMES})
+
+
 def load_config(path: str | None, overrides: dict) -> BuildConfig:
     """Merge a YAML file (if any) with explicit overrides (flags given, or a Python dict);
     every problem (unknown keys, types, values) is reported at once in one ConfigError."""

@@ -23,3 +23,33 @@ def test_the_file_map_lists_every_module_and_nothing_else():
         if re.match(r"(schemas|sftprep|sfttrain)/.*\.py$", f) and not (REPO / f).is_file()
     }
     assert missing == set(), "files in the README's map that do not exist"
+
+
+def test_every_test_file_is_collected():
+    """Guard against a test folder pytest skips (by default it ignores folders named `build`)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-m",
+            "slow or not slow",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # `path::test` lines, or `path: N` with pyproject's -q added (either form names the file)
+    collected = {re.split(r"::|: ", line)[0] for line in done.stdout.splitlines() if ".py" in line}
+    files = {
+        str(p.relative_to(REPO)) for d in ("tests", "bench") for p in (REPO / d).rglob("test_*.py")
+    }
+    assert files and files - collected == set(), "test files pytest does not collect"

@@ -9,7 +9,7 @@ import html
 from pathlib import Path
 
 from sftprep.errors import SftprepError
-from sftprep.tools.inspect_text import NEWLINE_MARK, Shown, segment_title
+from sftprep.tools.inspect_text import NEWLINE_MARK, Shown, segment_title, select
 from sftprep.tools.view import BuildView, Token
 
 CSS = """
@@ -103,3 +103,24 @@ def write_html(view: BuildView, shown: list[Shown], path: str | Path, note: str 
         raise SftprepError(
             f"--html {path}: cannot write it ({err.strerror}); choose a writable path"
         ) from None
+
+
+def run_inspect_html(  # noqa: PLR0913 - one argument per `sftprep inspect --html` option
+    build_dir: str,
+    html: str,
+    split: str | None = None,
+    row: int | None = None,
+    example: int | None = None,
+    sample: int = 20,
+    seed: int = 0,
+    tokenizer: str | None = None,
+) -> str:
+    """`sftprep inspect --html`: write a page of the chosen rows (a seeded sample by default);
+    returns the line to print."""
+    view = BuildView(build_dir, tokenizer)
+    by_sample = row is None and example is None
+    shown = select(view, split, row, example, sample if by_sample else None, seed)
+    count = f"{len(shown)} row{'s' if len(shown) != 1 else ''}"
+    note = f"seeded sample of {count} (--rows {sample} --seed {seed})" if by_sample else ""
+    write_html(view, shown, html, note)
+    return f"wrote {html}: {count}"

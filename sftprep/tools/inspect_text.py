@@ -150,34 +150,17 @@ def print_rich(view: BuildView, shown: list[Shown], console: Console) -> None:
             console.print(text, soft_wrap=True)
 
 
-def run_inspect(  # noqa: PLR0913 - one argument per `sftprep inspect` option
+def run_inspect(
     build_dir: str,
     split: str | None = None,
     row: int | None = None,
     example: int | None = None,
-    html: str | None = None,
-    sample: int = 20,
-    seed: int = 0,
     tokenizer: str | None = None,
     console: Console | None = None,
 ) -> None:
-    """The `sftprep inspect` command: print rows, or with `html` write a page of sampled rows."""
+    """`sftprep inspect` without --html: print the chosen rows (rich in a terminal, else plain)."""
     view = BuildView(build_dir, tokenizer)
     console = console or Console()
-    if html:
-        from sftprep.tools.inspect_html import write_html
-
-        by_sample = row is None and example is None
-        shown = select(view, split, row, example, sample if by_sample else None, seed)
-        count = f"{len(shown)} row{'s' if len(shown) != 1 else ''}"
-        write_html(
-            view,
-            shown,
-            html,
-            f"seeded sample of {count} (--rows {sample} --seed {seed})" if by_sample else "",
-        )
-        console.print(f"wrote {html}: {count}", highlight=False)
-        return
     shown = select(view, split, row, example)
     if console.is_terminal:
         print_rich(view, shown, console)

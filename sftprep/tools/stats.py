@@ -9,6 +9,7 @@ from rich.table import Table
 
 from schemas import NUM_TOKENS
 from schemas.manifest import Manifest
+from sftprep.config import recorded_config
 from sftprep.errors import SftprepError
 from sftprep.tools.view import BuildView
 
@@ -50,7 +51,7 @@ def source_table(manifest: Manifest) -> Table:
     """Per source: rows read/kept, dropped by reason, truncated (examples and tokens cut), tokens;
     with --overlong split also how many examples were split."""
     table = Table(title="sources", title_justify="left")
-    show_split = manifest.config.get("overlong") == "split"
+    show_split = recorded_config(manifest).overlong == "split"
     columns = [
         "source",
         "format",

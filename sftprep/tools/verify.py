@@ -27,6 +27,7 @@ from schemas.manifest import (
     open_shard,
     read_manifest,
 )
+from sftprep.config import recorded_config
 
 
 def verify_build(build: str | Path, deep: bool = True) -> list[str]:  # noqa: C901, PLR0912 - one check per line of the contract
@@ -54,7 +55,7 @@ def verify_build(build: str | Path, deep: bool = True) -> list[str]:  # noqa: C9
     seen: Counter = Counter()
     for split, info in manifest.splits.items():
         problems += _check_split(build, split, info, manifest, seen)
-    whole = manifest.train.packing != "wrapped" and manifest.config.get("overlong") != "split"
+    whole = manifest.train.packing != "wrapped" and recorded_config(manifest).overlong != "split"
     if whole:
         twice = [i for i, n in seen.items() if n > 1]
         if twice:

@@ -21,6 +21,7 @@ from schemas import (
     tokenizer_fingerprint,
 )
 from schemas.manifest import ManifestError, SplitEntry, open_shard, read_manifest
+from sftprep.config import recorded_config
 from sftprep.errors import SftprepError
 
 
@@ -153,7 +154,7 @@ class BuildView:
 
         recorded = self.manifest.tokenizer
         path = self._tokenizer_path or recorded.name_or_path
-        template = "chatml" if self.manifest.config.get("chat_template") == "chatml" else None
+        template = "chatml" if recorded_config(self.manifest).chat_template == "chatml" else None
         loaded = load_tokenizer(path, template)
         backend = loaded.backend
         if tokenizer_fingerprint(backend) != recorded.fingerprint:
