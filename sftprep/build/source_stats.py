@@ -1,0 +1,57 @@
+"""Counts for one source as the build reads it: rows read, kept, dropped by reason, tokens."""
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from schemas.manifest import SourceEntry
+from sftprep.build.masks import Encoded
+from sftprep.build.sources import Source
+
+
+@dataclass
+class SourceStats:
+    """Counts for one source, as the manifest records them (see SourceEntry)."""
+
+    source: Source
+    split: str
+    sha256: str
+    example_id_start: int = 0
+    format: str = ""
+    rows_read: int = 0
+    rows_kept: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    tokens: int = 0
+    loss_tokens: int = 0
+    truncated: int = 0
+    truncated_tokens: int = 0
+    split_examples: int = 0
+
+    def count_kept(self, pieces: list[Encoded], cut: int) -> None:
+        """One row kept, as these pieces, after `cut` tokens were truncated away."""
+        self.rows_kept += 1
+        if cut:
+            self.truncated += 1
+            self.truncated_tokens += cut
+        if len(pieces) > 1:
+            self.split_examples += 1
+        for piece in pieces:
+            self.tokens += len(piece.input_ids)
+            self.loss_tokens += piece.loss_tokens
+
+    def entry(self) -> SourceEntry:
+        """This source's record in the manifest."""
+        return SourceEntry(
+            path=self.source.path,
+            split=self.split,
+            content_sha256=self.sha256,
+            format=self.format,
+            example_id_start=self.example_id_start,
+            rows_read=self.rows_read,
+            rows_kept=self.rows_kept,
+            dropped=dict(sorted(self.dropped.items())),
+            tokens=self.tokens,
+            loss_tokens=self.loss_tokens,
+            truncated=self.truncated,
+            truncated_tokens=self.truncated_tokens,
+            split_examples=self.split_examples,
+        )
