@@ -19,6 +19,7 @@ import dataclasses
 import inspect
 import itertools
 import json
+import re
 import types
 import typing
 from functools import cache
@@ -129,13 +130,30 @@ def type_problems(config) -> dict[str, str]:
     return problems
 
 
+class _Yaml12Numbers(yaml.SafeLoader):
+    """PyYAML reads YAML 1.1, where `1e-5` and `2e-4` (no dot) are strings; users write learning
+    rates that way everywhere, and YAML 1.2 reads them as numbers: so do we. Quoted "1e-5" stays
+    a string (and is then a type error for a float key)."""
+
+
+_Yaml12Numbers.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
 def read_yaml(path: str | Path, error: type[Exception]) -> dict:
     """The mapping in a YAML config file; `error` for a missing file, bad YAML or not a mapping."""
     path = Path(path)
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_Yaml12Numbers) or {}  # noqa: S506 - a SafeLoader
     except (FileNotFoundError, IsADirectoryError):
         raise error(f"--config {path}: file not found") from None
+    except UnicodeDecodeError as err:
+        raise error(
+            f"--config {path}: not UTF-8 text (byte {err.start}); save it as UTF-8 YAML"
+        ) from None
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""

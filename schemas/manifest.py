@@ -249,6 +249,27 @@ def write_manifest(build: Path, manifest: Manifest) -> None:
     os.replace(tmp, build / MANIFEST_NAME)
 
 
+def shard_problems(build: str | Path, manifest: Manifest, sha256: bool) -> list[str]:
+    """Every shard the manifest lists that is not there as recorded: listed twice, missing, of
+    another size, or (with `sha256`) with other bytes. One line each, the shard named."""
+    build = Path(build)
+    problems, seen = [], set()
+    for shard in manifest.shards():
+        path = build / shard.path
+        if shard.path in seen:
+            problems.append(f"{shard.path} is listed twice in the manifest")
+        elif not path.is_file():
+            problems.append(f"{shard.path} is missing")
+        elif (size := path.stat().st_size) != shard.bytes:
+            problems.append(f"{shard.path} has {size} bytes, the manifest says {shard.bytes}")
+        elif sha256 and (digest := file_sha256(path)) != shard.sha256:
+            problems.append(
+                f"{shard.path} has sha256 {digest[:12]}..., the manifest says {shard.sha256[:12]}..."
+            )
+        seen.add(shard.path)
+    return problems
+
+
 def open_shard(path: str | Path) -> pa.Table:
     """A shard's table, memory-mapped: zero copy, columns are views into the file."""
     with pa.memory_map(str(path)) as source:

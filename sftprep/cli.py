@@ -54,6 +54,10 @@ def build(config: Path | None = None, quiet: bool = False, **flags) -> None:
         )
         with build_progress(enabled=not quiet) as progress:
             result = run_build(cfg, progress)
+    if result.repaired:
+        typer.echo(
+            f"note: {cfg.out} held this build damaged ({result.repaired}); rebuilt it", err=True
+        )
     if result.up_to_date:
         typer.echo(
             f"up to date: {cfg.out} already holds this build (fingerprint {result.manifest.fingerprint[:12]})"

@@ -13,7 +13,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from schemas import FORMAT_VERSION
-from schemas.manifest import Manifest, ManifestError, read_manifest, write_manifest
+from schemas.manifest import (
+    Manifest,
+    ManifestError,
+    read_manifest,
+    shard_problems,
+    write_manifest,
+)
 from sftprep.build.fingerprint import build_fingerprint
 from sftprep.build.formats import detect_format
 from sftprep.build.length_policy import admit
@@ -49,6 +55,8 @@ class BuildResult:
 
     manifest: Manifest
     up_to_date: bool
+    repaired: str = ""
+    """What was damaged in an identical build already in `out` (it was ours, so it was rebuilt)."""
 
 
 def build(config, progress: Callable[[int, int], None] | None = None) -> dict:
@@ -87,9 +95,12 @@ def run_build(
     fingerprint = build_fingerprint(config.to_dict(), stats, tokenizer)
     out = Path(config.out)
     existing = _existing_manifest(out)
+    damage = []
     if existing is not None and existing.fingerprint == fingerprint:
-        return BuildResult(existing, True)
-    if out.exists() and any(out.iterdir()) and not config.overwrite:
+        damage = shard_problems(out, existing, sha256=True)
+        if not damage:
+            return BuildResult(existing, True)
+    if out.exists() and any(out.iterdir()) and not config.overwrite and not damage:
         what = "a different build" if existing else "files that are not a complete build"
         raise SftprepError(
             f"--out {out} already holds {what}; pass --overwrite to replace it, or choose another --out"
@@ -127,7 +138,7 @@ def run_build(
             dropped=dict(sorted(sum((st.dropped for st in stats), Counter()).items())),
         )
         write_manifest(tmp, manifest)
-    return BuildResult(manifest, False)
+    return BuildResult(manifest, False, "; ".join(damage))
 
 
 def _existing_manifest(out: Path) -> Manifest | None:

@@ -30,8 +30,8 @@ from schemas.manifest import (
     Manifest,
     ManifestError,
     SplitEntry,
-    file_sha256,
     open_shard,
+    shard_problems,
 )
 from schemas.manifest import read_manifest as read_build_manifest
 from sfttrain.errors import SfttrainError
@@ -46,8 +46,15 @@ class PackedRows:
     {input_ids: [5, 6, 7, 8, 9], loss_mask: [0, 1, 1, 0, 1], seq_lens: [3, 2], example_ids: [17, 4]}.
     """
 
-    def __init__(self, tables: list[pa.Table]):
-        batches = [b for t in tables for b in t.to_batches() if b.num_rows]
+    def __init__(self, tables: list[pa.Table], shard_names: list[str], vocab: int):
+        batches, self._where = [], []  # per record batch: (shard name, its first row in the shard)
+        for table, name in zip(tables, shard_names):
+            first = 0
+            for b in table.to_batches():
+                if b.num_rows:
+                    batches.append(b)
+                    self._where.append((name, first))
+                first += b.num_rows
         # per record batch: {column: (offsets, values)} as zero-copy numpy views
         self._chunks = [
             {
@@ -61,6 +68,8 @@ class PackedRows:
             [b.column(NUM_TOKENS).to_numpy() for b in batches] or [np.zeros(0, np.int32)]
         )
         self._batches = batches
+        self.vocab = vocab
+        """Token ids must lie in [0, vocab): the build's tokenizer length."""
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -70,15 +79,41 @@ class PackedRows:
             raise IndexError(f"row {index} out of range for {len(self)} rows")
         chunk = int(np.searchsorted(self._starts, index, side="right")) - 1
         local = index - int(self._starts[chunk])
-        return {
+        row = {
             c: values[offsets[local] : offsets[local + 1]]
             for c, (offsets, values) in self._chunks[chunk].items()
         }
+        broken = row_problem(row, int(self.num_tokens[index]), self.vocab)
+        if broken:
+            shard, first = self._where[chunk]
+            raise SfttrainError(
+                f"{shard}, row {first + local}: {broken}, which breaks the shard contract; "
+                "the build is damaged: run `sftprep verify` on it and rebuild"
+            )
+        return row
 
     def max_token_id(self) -> int:
         """The largest id in input_ids (-1 when empty), computed in Arrow without copying."""
         maxima = [pc.max(b.column(INPUT_IDS).flatten()).as_py() for b in self._batches]
         return max([m for m in maxima if m is not None], default=-1)
+
+
+def row_problem(row: dict[str, np.ndarray], num_tokens: int, vocab: int) -> str:
+    """What is wrong with one packed row ("" when nothing): checked as each row is read, a few
+    vectorized reductions (bench/row_checks.py measures their cost against a training step)."""
+    ids, mask, lens = row[INPUT_IDS], row[LOSS_MASK], row[SEQ_LENS]
+    n = len(ids)
+    if len(mask) != n:
+        return f"{len(mask)} loss_mask values for {n} input_ids"
+    if num_tokens != n:
+        return f"num_tokens is {num_tokens} but the row has {n} tokens"
+    if int(lens.sum()) != n or (len(lens) and int(lens.min()) <= 0):
+        return f"seq_lens {lens.tolist()[:8]} do not split the row's {n} tokens"
+    if n and int(mask.max()) > 1:
+        return f"loss_mask holds {int(mask.max())} (only 0 and 1 are allowed)"
+    if n and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+        return f"a token id outside [0, {vocab}) ({int(ids.min())}..{int(ids.max())})"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -105,7 +140,19 @@ def open_build(data_dir: str | Path, verify: bool = False) -> Build:
     manifest = read_manifest(path)
     splits = manifest.splits
     check_shards(path, manifest, verify)
-    opened = {name: _open_split(path, name, splits[name]) for name in splits}
+    if any(
+        len(set(s.path for s in split.shards)) != len(split.shards) for split in splits.values()
+    ):
+        raise SfttrainError(
+            f"--data {path}: the manifest lists a shard twice: rebuild with `sftprep build`"
+        )
+    vocab = manifest.tokenizer.length
+    opened = {name: _open_split(path, name, splits[name], vocab) for name in splits}
+    if not len(opened["train"]) or not manifest.train.examples:
+        raise SfttrainError(
+            f"--data {path}: the train split has no examples (every row was dropped? see `sftprep stats {path}`): "
+            "nothing to train on; rebuild with data that keeps some rows"
+        )
     return Build(path=path, manifest=manifest, train=opened["train"], eval=opened.get("eval"))
 
 
@@ -119,17 +166,7 @@ def read_manifest(path: Path) -> Manifest:
 
 def check_shards(path: Path, manifest: Manifest, verify: bool) -> None:
     """Every shard exists with the manifest's size (and sha256 when verify); report all at once."""
-    problems = []
-    for shard in manifest.shards():
-        file = path / shard.path
-        if not file.is_file():
-            problems.append(f"{shard.path} is missing")
-        elif (size := file.stat().st_size) != shard.bytes:
-            problems.append(f"{shard.path} has {size} bytes, the manifest says {shard.bytes}")
-        elif verify and (digest := file_sha256(file)) != shard.sha256:
-            problems.append(
-                f"{shard.path} has sha256 {digest[:12]}..., the manifest says {shard.sha256[:12]}..."
-            )
+    problems = shard_problems(path, manifest, verify)
     if problems:
         raise SfttrainError(
             f"--data {path}: shards do not match {MANIFEST_NAME}: "
@@ -172,11 +209,16 @@ def check_tokenizer(manifest: Manifest, tokenizer) -> list[str]:
     return added
 
 
-def _open_split(path: Path, name: str, info: SplitEntry) -> PackedRows:
+def _open_split(path: Path, name: str, info: SplitEntry, vocab: int) -> PackedRows:
     """Memory-map one split's shards and check their schema and row counts."""
     tables = []
     for shard in info.shards:
-        table = open_shard(path / shard.path)
+        try:
+            table = open_shard(path / shard.path)
+        except (OSError, pa.ArrowInvalid) as err:
+            raise SfttrainError(
+                f"--data {path}: {shard.path} is not a readable Arrow stream ({err}): rebuild with `sftprep build`"
+            ) from None
         if not table.schema.equals(row_schema()):
             raise SfttrainError(
                 f"{shard.path} has columns {table.schema.names} with types {[str(t) for t in table.schema.types]}, "
@@ -187,4 +229,4 @@ def _open_split(path: Path, name: str, info: SplitEntry) -> PackedRows:
                 f"{shard.path} has {table.num_rows} rows, the manifest says {shard.rows}: rebuild with `sftprep build`"
             )
         tables.append(table)
-    return PackedRows(tables)
+    return PackedRows(tables, [shard.path for shard in info.shards], vocab)

@@ -9,7 +9,15 @@ from sftprep.build.source_stats import SourceStats
 from sftprep.build.tokenizer import LoadedTokenizer
 from sftprep.version import __version__
 
-NOT_IN_FINGERPRINT = ("out", "overwrite", "num_proc", "sources", "eval_sources", "tokenizer", "chat_template")
+NOT_IN_FINGERPRINT = (
+    "out",
+    "overwrite",
+    "num_proc",
+    "sources",
+    "eval_sources",
+    "tokenizer",
+    "chat_template",
+)
 """Config keys that do not decide the output (num_proc), or enter it by content instead of by
 name (sources by sha256, the tokenizer and template by their fingerprints and text)."""
 

@@ -146,14 +146,17 @@ def make_normalizer(spec: FormatSpec) -> Callable[[dict], Example]:
 def _field(row: dict, name: str):
     if name not in row or row[name] is None:
         raise RowError(
-            DropReason.MISSING_FIELD, f"the `{name}` field is missing or null; fill it or drop the row"
+            DropReason.MISSING_FIELD,
+            f"the `{name}` field is missing or null; fill it or drop the row",
         )
     return row[name]
 
 
 def _text_example(text) -> Example:
     if not isinstance(text, str):
-        raise RowError(DropReason.BAD_FIELD_TYPE, f"text must be a string, got {type(text).__name__}")
+        raise RowError(
+            DropReason.BAD_FIELD_TYPE, f"text must be a string, got {type(text).__name__}"
+        )
     if not text:
         raise RowError(DropReason.EMPTY_TEXT, "the text is empty; drop the row")
     return Example("text", text=text)
@@ -198,9 +201,13 @@ def normalize_messages(raw) -> tuple:  # noqa: C901, PLR0912 - one check per way
                 "messages is a string that is not JSON; it must be a list of messages",
             ) from None
     if not isinstance(raw, (list, tuple)):
-        raise RowError(DropReason.BAD_FIELD_TYPE, f"messages must be a list, got {type(raw).__name__}")
+        raise RowError(
+            DropReason.BAD_FIELD_TYPE, f"messages must be a list, got {type(raw).__name__}"
+        )
     if not raw:
-        raise RowError(DropReason.EMPTY_CONVERSATION, "the conversation has no messages; drop the row")
+        raise RowError(
+            DropReason.EMPTY_CONVERSATION, "the conversation has no messages; drop the row"
+        )
     out = []
     for i, message in enumerate(raw):
         where = f"message {i}"
@@ -236,14 +243,16 @@ def normalize_messages(raw) -> tuple:  # noqa: C901, PLR0912 - one check per way
         text = _content_text(content, where)
         if not text.strip() and not message.get("tool_calls"):
             raise RowError(
-                DropReason.EMPTY_CONTENT, f"{where} ({role}) has empty content; fill it or drop the row"
+                DropReason.EMPTY_CONTENT,
+                f"{where} ({role}) has empty content; fill it or drop the row",
             )
         clean = {"role": role, "content": text, **message}
         if "tool_calls" in clean:
             clean["tool_calls"] = _check_tool_calls(clean["tool_calls"], where)
         if "train" in clean and not isinstance(clean["train"], bool):
             raise RowError(
-                DropReason.BAD_FIELD_TYPE, f"{where}: `train` must be true or false, got {clean['train']!r}"
+                DropReason.BAD_FIELD_TYPE,
+                f"{where}: `train` must be true or false, got {clean['train']!r}",
             )
         out.append(clean)
     return tuple(out)
@@ -252,7 +261,8 @@ def normalize_messages(raw) -> tuple:  # noqa: C901, PLR0912 - one check per way
 def _check_tool_calls(calls, where: str) -> list:
     if not isinstance(calls, list):
         raise RowError(
-            DropReason.BAD_TOOL_CALLS, f"{where}: tool_calls must be a list, got {type(calls).__name__}"
+            DropReason.BAD_TOOL_CALLS,
+            f"{where}: tool_calls must be a list, got {type(calls).__name__}",
         )
     for j, call in enumerate(calls):
         fn = call.get("function", call) if isinstance(call, dict) else None
@@ -278,7 +288,8 @@ def _tools(row: dict, name: str | None):
             tools = json.loads(tools)
         except json.JSONDecodeError:
             raise RowError(
-                DropReason.BAD_TOOLS, "`tools` is a string that is not JSON; give a list of tool schemas"
+                DropReason.BAD_TOOLS,
+                "`tools` is a string that is not JSON; give a list of tool schemas",
             ) from None
     if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
         raise RowError(DropReason.BAD_TOOLS, "`tools` must be a list of JSON tool schemas")
@@ -327,7 +338,8 @@ def _alpaca_example(row: dict) -> Example:
             and all(isinstance(p, str) for p in pair)
         ):
             raise RowError(
-                DropReason.BAD_FIELD_TYPE, "`history` must be a list of [user, assistant] string pairs"
+                DropReason.BAD_FIELD_TYPE,
+                "`history` must be a list of [user, assistant] string pairs",
             )
         prompt += [
             {"role": "user", "content": pair[0], "train": False},

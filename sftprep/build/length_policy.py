@@ -28,7 +28,9 @@ def admit(encoded: Encoded, max_length: int, overlong: str, side: str, wrapped: 
     itself, so nothing is cut here); drop it as no_loss_tokens or too_long otherwise."""
     if not has_loss(encoded):
         return Admitted([], 0, DropReason.NO_LOSS_TOKENS)
-    pieces, cut = ([encoded], 0) if wrapped else apply_length_policy(encoded, max_length, overlong, side)
+    pieces, cut = (
+        ([encoded], 0) if wrapped else apply_length_policy(encoded, max_length, overlong, side)
+    )
     if not pieces:
         return Admitted([], cut, DropReason.TOO_LONG)
     if not any(has_loss(p) for p in pieces):  # e.g. truncation cut off the whole answer

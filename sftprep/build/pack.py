@@ -17,7 +17,6 @@ import numpy as np
 
 from schemas.best_fit import best_fit_decreasing
 
-
 Plan = list[list[tuple[int, int, int]]]
 """Rows, each a list of segments (spill position, first token, end token)."""
 
@@ -69,7 +68,9 @@ def length_histogram(lengths: np.ndarray, max_length: int, bins: int = 16) -> di
     return {"bin_edges": edges.tolist(), "counts": counts.tolist()}
 
 
-def plan_rows(lengths: np.ndarray, positions: np.ndarray, packing: str, max_length: int, seed: int) -> Plan:
+def plan_rows(
+    lengths: np.ndarray, positions: np.ndarray, packing: str, max_length: int, seed: int
+) -> Plan:
     """Pack the examples at `positions` (their `lengths`) into rows, then shuffle the rows with the seed."""
     if packing == "wrapped":
         plan = [

@@ -17,9 +17,9 @@ the turn's start, which is the turn as F renders it.
 from dataclasses import dataclass
 
 from sftprep.build.chat_template import render, template_messages
+from sftprep.build.formats import Example
 from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError
-from sftprep.build.formats import Example
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sftprep.build.json_array import JSON_WHITESPACE, iter_json_array
 from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError, SftprepError
-from sftprep.build.json_array import JSON_WHITESPACE, iter_json_array
 
 FILE_KINDS = {
     ".json": "json",
@@ -172,7 +172,9 @@ def _json_array_rows(path: str, handle) -> Iterator[dict | RowError]:
             yield (
                 item
                 if isinstance(item, dict)
-                else RowError(DropReason.BAD_ROW_TYPE, f"expected a JSON object, got {type(item).__name__}")
+                else RowError(
+                    DropReason.BAD_ROW_TYPE, f"expected a JSON object, got {type(item).__name__}"
+                )
             )
 
 

@@ -7,8 +7,8 @@ reading each example back with `pread`, which does not grow the process's reside
 """
 
 import os
-from collections.abc import Iterator
 from array import array
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np

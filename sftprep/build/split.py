@@ -9,10 +9,9 @@ import hashlib
 import numpy as np
 
 from schemas.manifest import ShardEntry, SplitEntry
-from sftprep.config import BuildConfig
 from sftprep.build.pack import Plan, efficiency, length_histogram
 from sftprep.build.spill import Spill
-
+from sftprep.config import BuildConfig
 
 
 def split_positions(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from schemas import EXAMPLE_IDS, INPUT_IDS, LOSS_MASK, SEQ_LENS
-from schemas.manifest import SourceEntry, SplitEntry
+from schemas.manifest import SourceEntry, SplitEntry, shard_problems
 from sftprep.errors import SftprepError
 from sftprep.tools.view import BuildView, token_texts
 
@@ -211,6 +211,15 @@ def diff_builds(dir_a: str, dir_b: str, examples: int = 3) -> list[str]:
     a, b = BuildView(dir_a), BuildView(dir_b)
     ma, mb = a.manifest, b.manifest
     if ma.fingerprint == mb.fingerprint:
+        damaged = [
+            f"  {side} {view.dir}: {problem}"
+            for side, view in (("a", a), ("b", b))
+            for problem in shard_problems(view.dir, view.manifest, sha256=True)
+        ]
+        if damaged:
+            return [
+                f"differ: same fingerprint {ma.fingerprint[:12]}, but shards do not match their manifest (run `sftprep verify`):"
+            ] + damaged
         return [
             f"identical: both builds have fingerprint {ma.fingerprint[:12]} (same config, sources, tokenizer and sftprep version)"
         ]

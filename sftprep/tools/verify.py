@@ -23,9 +23,9 @@ from schemas.manifest import (
     Manifest,
     ManifestError,
     SplitEntry,
-    file_sha256,
     open_shard,
     read_manifest,
+    shard_problems,
 )
 from sftprep.config import recorded_config
 
@@ -37,19 +37,7 @@ def verify_build(build: str | Path, deep: bool = True) -> list[str]:  # noqa: C9
         manifest = read_manifest(build)
     except ManifestError as err:
         return [str(err)]
-    problems = []
-    for shard in manifest.shards():
-        path = build / shard.path
-        if not path.is_file():
-            problems.append(f"{shard.path}: missing")
-        elif path.stat().st_size != shard.bytes:
-            problems.append(
-                f"{shard.path}: {path.stat().st_size} bytes, the manifest says {shard.bytes} (truncated or replaced)"
-            )
-        elif deep and file_sha256(path) != shard.sha256:
-            problems.append(
-                f"{shard.path}: sha256 differs from the manifest (the file was changed)"
-            )
+    problems = shard_problems(build, manifest, sha256=deep)
     if problems or not deep:
         return problems
     seen: Counter = Counter()

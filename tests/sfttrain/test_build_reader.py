@@ -1,6 +1,7 @@
 """Reading a build: zero-copy rows, and every refusal of a build that must not be trained on."""
 
 import json
+import re
 
 import pyarrow as pa
 import pytest
@@ -11,6 +12,7 @@ from schemas import (
     INPUT_IDS,
     LOSS_MASK,
     MANIFEST_NAME,
+    NUM_TOKENS,
     SEQ_LENS,
     tokenizer_fingerprint,
 )
@@ -144,3 +146,52 @@ def test_wrong_shard_schema_is_refused(tmp_path):
     (out / MANIFEST_NAME).write_text(json.dumps(manifest))
     with pytest.raises(SfttrainError, match="shard contract"):
         open_build(out)
+
+
+@pytest.mark.parametrize(
+    "damage,says",
+    [
+        (lambda r: r[LOSS_MASK].__setitem__(3, 7), "loss_mask holds 7"),
+        (lambda r: r.__setitem__(NUM_TOKENS, 0), "num_tokens is 0 but the row has 10 tokens"),
+        (lambda r: r[INPUT_IDS].__setitem__(2, -5), "a token id outside"),
+        (lambda r: r.__setitem__(SEQ_LENS, [4, 4]), "seq_lens [4, 4] do not split"),
+    ],
+)
+def test_a_row_that_breaks_the_contract_stops_training_naming_shard_and_row(tmp_path, damage, says):
+    rows = random_rows(4, 10)
+    damage(rows[3])
+    build = open_build(write_build(tmp_path / "b", rows, rows_per_shard=2))
+    assert build.train[2][INPUT_IDS].tolist() == rows[2][INPUT_IDS]  # intact rows read as before
+    with pytest.raises(SfttrainError, match=rf"train/00001.arrow, row 1: {re.escape(says)}"):
+        build.train[3]
+
+
+def test_an_empty_train_split_is_refused(tmp_path):
+    with pytest.raises(SfttrainError, match="the train split has no examples"):
+        open_build(write_build(tmp_path / "b", []))
+
+
+def test_a_shard_listed_twice_is_refused(tmp_path):
+    out = write_build(tmp_path / "b", random_rows(2, 10))
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    manifest["splits"]["train"]["shards"] *= 2
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(SfttrainError, match="listed twice"):
+        open_build(out)
+
+
+def test_an_unreadable_shard_of_the_right_size_is_one_line(tmp_path):
+    out = write_build(tmp_path / "b", random_rows(2, 10))
+    shard = out / "train/00000.arrow"
+    shard.write_bytes(b"\0" * shard.stat().st_size)
+    with pytest.raises(SfttrainError, match="is not a readable Arrow stream"):
+        open_build(out)
+
+
+@pytest.mark.parametrize("text", ["\x00\xff binary", "null", "[1, 2]"])
+def test_a_manifest_that_is_not_a_mapping_is_one_line(tmp_path, text):
+    out = write_build(tmp_path / "b", random_rows(2, 10))
+    (out / MANIFEST_NAME).write_bytes(text.encode("latin-1"))
+    with pytest.raises(SfttrainError) as err:
+        open_build(out)
+    assert "\n" not in str(err.value) and "sftprep build" in str(err.value)

@@ -37,7 +37,9 @@ def ids(text: str) -> list[int]:
 
 def write_char_tokenizer(folder: Path) -> Path:
     """tokenizer.json + tokenizer_config.json (ChatML template, EOS <|im_end|>) in `folder`."""
-    vocab = {c: i for i, c in enumerate(CHARS)} | {s: len(CHARS) + i for i, s in enumerate(SPECIALS)}
+    vocab = {c: i for i, c in enumerate(CHARS)} | {
+        s: len(CHARS) + i for i, s in enumerate(SPECIALS)
+    }
     tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = Split("", behavior="isolated")
     tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in SPECIALS])

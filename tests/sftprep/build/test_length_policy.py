@@ -38,7 +38,10 @@ def test_a_short_example_is_kept_whole():
 
 def test_admit_counts_each_drop_under_its_reason():
     assert admit(example(6), 4, "drop", "right", False).dropped is DropReason.TOO_LONG
-    assert admit(example(3, slice(0, 0)), 4, "truncate", "right", False).dropped is DropReason.NO_LOSS_TOKENS
+    assert (
+        admit(example(3, slice(0, 0)), 4, "truncate", "right", False).dropped
+        is DropReason.NO_LOSS_TOKENS
+    )
     answer_at_end = example(6, slice(5, 6))
     cut_off = admit(answer_at_end, 4, "truncate", "right", False)
     assert cut_off.dropped is DropReason.NO_LOSS_TOKENS and cut_off.pieces == []

@@ -8,7 +8,14 @@ from sftprep.build.masks import token_range
 from sftprep.build.row_encoder import RowEncoder
 from tests.sftprep.build.char_tokenizer import ids, special_id
 
-CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}, {"role": "user", "content": "ok?"}, {"role": "assistant", "content": "no"}]}
+CHAT = {
+    "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "yo"},
+        {"role": "user", "content": "ok?"},
+        {"role": "assistant", "content": "no"},
+    ]
+}
 SPEC = FormatSpec("messages", {"messages": "messages", "tools": "tools"})
 
 
@@ -22,14 +29,19 @@ def trained_text(encoded, tokenizer) -> list[str]:
     return [backend.id_to_token(int(i)) for i, m in zip(encoded.input_ids, encoded.loss_mask) if m]
 
 
-def test_chat_ids_are_the_rendered_characters_and_the_mask_is_each_answer_with_its_end(char_tokenizer):
+def test_chat_ids_are_the_rendered_characters_and_the_mask_is_each_answer_with_its_end(
+    char_tokenizer,
+):
     text = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nyo<|im_end|>\n<|im_start|>user\nok?<|im_end|>\n<|im_start|>assistant\nno<|im_end|>\n"
     encoded = encode(char_tokenizer, CHAT)
     assert encoded.input_ids.tolist() == ids(text)
     assert trained_text(encoded, char_tokenizer) == ["y", "o", "<|im_end|>", "n", "o", "<|im_end|>"]
     end = special_id("<|im_end|>")
     trained_at = np.flatnonzero(encoded.loss_mask).tolist()
-    assert [encoded.input_ids[i] for i in trained_at[2::3]] == [end, end]  # every answer ends trained
+    assert [encoded.input_ids[i] for i in trained_at[2::3]] == [
+        end,
+        end,
+    ]  # every answer ends trained
     assert encoded.loss_tokens == 6 and encoded.loss_mask[0] == 0
 
 
@@ -37,7 +49,9 @@ def test_last_assistant_and_all(char_tokenizer):
     last = encode(char_tokenizer, CHAT, "last-assistant")
     assert trained_text(last, char_tokenizer) == ["n", "o", "<|im_end|>"]
     everything = encode(char_tokenizer, CHAT, "all")
-    assert everything.loss_mask.tolist() == [0] + [1] * (len(everything.input_ids) - 1)  # all: every token
+    assert everything.loss_mask.tolist() == [0] + [1] * (
+        len(everything.input_ids) - 1
+    )  # all: every token
 
 
 def test_text_trains_every_token_but_the_first_and_appends_eos_once(char_tokenizer):

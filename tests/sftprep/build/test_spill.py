@@ -11,10 +11,15 @@ def test_examples_come_back_as_planned_with_each_segment_start_untrained(tmp_pat
     spill = Spill(tmp_path, "train")
     examples = {7: [1, 2, 3], 9: [4, 5], 11: [6, 7, 8, 9]}
     for example_id, ids in examples.items():
-        spill.add(example_id, Encoded(np.array(ids, dtype=np.int32), np.ones(len(ids), dtype=np.uint8)))
+        spill.add(
+            example_id, Encoded(np.array(ids, dtype=np.int32), np.ones(len(ids), dtype=np.uint8))
+        )
     positions = np.arange(len(spill))
     lengths = spill.lengths_at(positions)
-    assert lengths.tolist() == [3, 2, 4] and spill.lengths_at(np.array([], dtype=np.int64)).tolist() == []
+    assert (
+        lengths.tolist() == [3, 2, 4]
+        and spill.lengths_at(np.array([], dtype=np.int64)).tolist() == []
+    )
     plan = plan_rows(lengths, positions, "bfd", 5, seed=0)
     rows = list(assemble_rows(spill, plan))
     spill.close()
