@@ -200,6 +200,10 @@ def read_manifest(build: str | Path) -> Manifest:
 
     build = Path(build)
     path = build / MANIFEST_NAME
+    if build.is_file():
+        raise ManifestError(
+            f"{build} is a file, not a build folder: pass the folder `sftprep build --out` wrote"
+        )
     if not path.is_file():
         state = (
             "does not exist"
@@ -215,7 +219,11 @@ def read_manifest(build: str | Path) -> Manifest:
         raise ManifestError(
             f"{path} is not valid JSON ({err}): rebuild with `sftprep build`"
         ) from None
-    version = data.get("format_version") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise ManifestError(
+            f"{path} holds JSON {type(data).__name__}, not a manifest object: rebuild with `sftprep build`"
+        )
+    version = data.get("format_version")
     if version != FORMAT_VERSION:
         raise ManifestError(
             f"{path} has format_version {version!r}, this version reads format_version {FORMAT_VERSION}: "

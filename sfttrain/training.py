@@ -15,6 +15,7 @@ import torch
 from schemas import MANIFEST_NAME
 from sfttrain.adapters import apply_adapter, merge_adapter
 from sfttrain.build_reader import Build, check_tokenizer, open_build
+from sfttrain.checkpoints import SealCheckpoints, choose_checkpoint
 from sfttrain.collator import collate_padding_free
 from sfttrain.config import TrainConfig, flag
 from sfttrain.errors import SfttrainError
@@ -109,19 +110,10 @@ def prepare(
 ) -> Run:
     """Everything before trainer.train(): checks first, so a bad build fails before a model loads."""
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     build = open_build(config.data, verify=config.verify)
     budget = _batch_tokens(config, build)
-    resume_from = None
-    if config.resume:
-        resume_from = (
-            get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
-        )
-        if resume_from is None:
-            raise SfttrainError(
-                f"--resume: no checkpoint-* folder in --output-dir {config.output_dir}: drop --resume to start a new run"
-            )
+    resume_from = _resume_from(config) if config.resume else None
 
     tokenizer = load_tokenizer(config, build.manifest)
     check_tokenizer(build.manifest, tokenizer)
@@ -152,7 +144,7 @@ def prepare(
         eval_dataset=build.eval,
         data_collator=collate_padding_free,
         processing_class=tokenizer,
-        callbacks=callbacks,
+        callbacks=[SealCheckpoints(), *(callbacks or [])],
         compute_metrics=compute_metrics or token_accuracy,
         preprocess_logits_for_metrics=None if compute_metrics else argmax_logits,
         optimizers=optimizers,
@@ -226,6 +218,22 @@ def save(run: Run) -> None:
         trainer.save_model(config.output_dir)
     if trainer.is_world_process_zero():
         shutil.copyfile(run.build.path / MANIFEST_NAME, Path(config.output_dir) / COPIED_MANIFEST)
+
+
+def _resume_from(config: TrainConfig) -> str:
+    """The newest checkpoint in --output-dir that loads; the newer ones that do not are named."""
+    output_dir = Path(config.output_dir)
+    chosen, skipped = choose_checkpoint(output_dir, announce) if output_dir.is_dir() else (None, [])
+    if chosen is None and skipped:
+        raise SfttrainError(
+            f"--resume: no checkpoint in --output-dir {output_dir} can be loaded: {'; '.join(skipped)}; "
+            "drop --resume to start a new run"
+        )
+    if chosen is None:
+        raise SfttrainError(
+            f"--resume: no checkpoint-* folder in --output-dir {output_dir}: drop --resume to start a new run"
+        )
+    return chosen
 
 
 def _batch_tokens(config: TrainConfig, build: Build) -> int:

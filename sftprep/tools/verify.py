@@ -65,13 +65,14 @@ def _check_split(  # noqa: C901, PLR0912, PLR0915 - one check per invariant of a
     build: Path, split: str, info: SplitEntry, manifest: Manifest, seen: Counter
 ) -> list[str]:
     problems, rows, tokens, loss = [], 0, 0, 0
+    examples: set = set()
     vocab = manifest.tokenizer.length
     ranges = [(s.example_id_start, s.example_id_start + s.rows_read) for s in manifest.sources]
     for shard in info.shards:
         where = shard.path
         try:
             table = open_shard(build / where)
-        except pa.ArrowInvalid as err:
+        except (OSError, pa.ArrowInvalid) as err:
             problems.append(f"{where}: not a readable Arrow stream ({err})")
             continue
         if not table.schema.equals(row_schema()):
@@ -138,9 +139,14 @@ def _check_split(  # noqa: C901, PLR0912, PLR0915 - one check per invariant of a
         if not inside.all():
             problems.append(f"{where}: example_ids outside every source's range")
         seen.update(flat_examples.tolist())
+        examples.update(flat_examples.tolist())
         rows += table.num_rows
         tokens += int(row_len.sum())
         loss += int(flat_mask.sum())
+    if len(examples) != info.examples:
+        problems.append(
+            f"split {split}: {len(examples)} distinct examples in the shards, the manifest says {info.examples}"
+        )
     if (rows, tokens, loss) != (info.rows, info.tokens, info.loss_tokens):
         problems.append(
             f"split {split}: rows/tokens/loss tokens are {rows}/{tokens}/{loss}, the manifest says {info.rows}/{info.tokens}/{info.loss_tokens}"

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import sftprep.pipeline
 from sftprep.cli import app
 from tests.conftest import BUNDLED_TOKENIZER, REPO
 from tests.sftprep.build_checks import check_build, load_manifest
+from tests.sftprep.worker_pool import force_worker_pool
 
 BAD = Path(__file__).resolve().parents[1] / "data" / "bad"
 EXPECTED = json.loads((BAD / "expected.json").read_text())
@@ -40,11 +40,7 @@ def invoke(out, name, *extra, num_proc=1):
     if num_proc == 1:
         return runner.invoke(app, args + list(extra))
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(sftprep.pipeline, "CHUNK_ROWS", 1)
-        m.setattr(sftprep.pipeline, "POOL_MIN_CHUNKS", 1)
-        m.setattr(
-            sftprep.pipeline, "pipelined", None
-        )  # proves the worker pool runs: the in-process path would fail
+        force_worker_pool(m)
         return runner.invoke(app, args + list(extra))
 
 

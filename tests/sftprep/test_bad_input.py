@@ -7,11 +7,11 @@ import pytest
 from typer.testing import CliRunner
 
 import sftprep
-import sftprep.pipeline
 from sftprep.cli import app
 from sftprep.errors import SftprepError
 from tests.conftest import BUNDLED_TOKENIZER
 from tests.sftprep.build_checks import check_build
+from tests.sftprep.worker_pool import force_worker_pool
 
 GOOD = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
 
@@ -77,10 +77,8 @@ def test_skip_drops_and_counts_every_bad_row_by_reason(tmp_path, monkeypatch, nu
     for line in BAD_LINES.values():
         lines += [line, json.dumps(GOOD)]
     src = write_lines(tmp_path / "d.jsonl", lines)
-    if num_proc > 1:  # one row per chunk, every chunk through the worker pool
-        monkeypatch.setattr(sftprep.pipeline, "CHUNK_ROWS", 1)
-        monkeypatch.setattr(sftprep.pipeline, "POOL_MIN_CHUNKS", 1)
-        monkeypatch.setattr(sftprep.pipeline, "pipelined", None)
+    if num_proc > 1:
+        force_worker_pool(monkeypatch)
     manifest = run(tmp_path, src, on_error="skip", num_proc=num_proc)
     check_build(tmp_path / "out")
     assert manifest["dropped"] == {reason: 1 for reason in BAD_LINES}

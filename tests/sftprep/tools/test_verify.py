@@ -107,3 +107,22 @@ def test_rewritten_shard_with_a_broken_invariant_is_caught(copy):
     (copy / "manifest.json").write_text(json.dumps(manifest))
     problems = verify_build(copy)
     assert any("first token" in p for p in problems), problems
+
+
+def test_every_count_the_manifest_records_is_checked(copy):
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["splits"]["train"]["examples"] += 1
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert any(
+        "distinct examples in the shards, the manifest says" in p for p in verify_build(copy)
+    )
+
+
+@pytest.mark.parametrize("content", [b"\x00\xff binary", b"null", b"[1]"])
+def test_an_unreadable_manifest_is_one_line(copy, content):
+    (copy / "manifest.json").write_bytes(content)
+    problems = verify_build(copy)
+    assert len(problems) == 1 and "\n" not in problems[0] and "sftprep build" in problems[0]
+    assert verify_build(copy / "manifest.json")[0].endswith(
+        "is a file, not a build folder: pass the folder `sftprep build --out` wrote"
+    )
