@@ -16,6 +16,7 @@ class DropReason(str, Enum):
     INVALID_UTF8 = "invalid_utf8"
     MALFORMED_CSV = "malformed_csv"
     BAD_ROW_TYPE = "bad_row_type"
+    TOO_DEEP = "too_deep"
     # the row: fields that do not fit the detected format
     MISSING_FIELD = "missing_field"
     BAD_FIELD_TYPE = "bad_field_type"
@@ -48,6 +49,7 @@ DESCRIPTIONS = {
     DropReason.INVALID_UTF8: "a line that is not UTF-8",
     DropReason.MALFORMED_CSV: "a CSV line with another number of fields than the header",
     DropReason.BAD_ROW_TYPE: "a JSON value that is not an object",
+    DropReason.TOO_DEEP: "JSON nested deeper than Python's parser can go",
     DropReason.MISSING_FIELD: "the format's field is missing or null",
     DropReason.BAD_FIELD_TYPE: "a field of the wrong type (e.g. text that is not a string)",
     DropReason.EMPTY_TEXT: "an empty text",

@@ -33,7 +33,7 @@ from sftprep.build.row_encoder import (
 )
 from sftprep.build.shards import atomic_build_dir, write_split
 from sftprep.build.source_stats import SourceStats
-from sftprep.build.sources import content_sha256, iter_rows, resolve_sources
+from sftprep.build.sources import content_sha256, iter_rows, resolve_sources, same_sources
 from sftprep.build.spill import Spill, assemble_rows
 from sftprep.build.split import split_positions, split_stats
 from sftprep.build.tokenizer import LoadedTokenizer, load_tokenizer
@@ -84,6 +84,11 @@ def run_build(
     started = time.perf_counter()
     train_sources = resolve_sources(config.sources)
     eval_sources = resolve_sources(config.eval_sources, "--eval") if config.eval_sources else []
+    if both := same_sources(train_sources, eval_sources):
+        raise SftprepError(
+            f"--eval {', '.join(both)}: also a training source, so the eval split would be training data; "
+            "use a held-out file, or --eval-fraction"
+        )
     tokenizer = load_tokenizer(
         config.tokenizer, config.chat_template, config.pad_vocab_to_multiple_of
     )
@@ -113,6 +118,7 @@ def run_build(
                 st.example_id_start = start
                 _read_source(config, tokenizer, st, spills, progress)
                 start += st.rows_read
+            _refuse_empty(spills, stats, bool(eval_sources))
             splits = {}
             for split, (spill, positions) in split_positions(spills, stats, config).items():
                 lengths = spill.lengths_at(positions)
@@ -139,6 +145,22 @@ def run_build(
         )
         write_manifest(tmp, manifest)
     return BuildResult(manifest, False, "; ".join(damage))
+
+
+def _refuse_empty(spills: dict, stats: list[SourceStats], eval_asked: bool) -> None:
+    """A split with no example left fails the build (nothing is written), with the drops by reason."""
+    for split in ("train", "eval") if eval_asked else ("train",):
+        if not len(spills[split]):
+            mine = [st for st in stats if (st.split == "eval") == (split == "eval")]
+            dropped = sum((st.dropped for st in mine), Counter())
+            counts = (
+                ", ".join(f"{n:,} {reason}" for reason, n in sorted(dropped.items())) or "no rows"
+            )
+            read = sum(st.rows_read for st in mine)
+            raise SftprepError(
+                f"the {split} split would be empty: all {read:,} rows were dropped ({counts}); "
+                "fix the data (see the README's drop reasons) or the options that drop them"
+            )
 
 
 def _existing_manifest(out: Path) -> Manifest | None:

@@ -190,16 +190,25 @@ def _content_text(content, where: str) -> str:
     )
 
 
+def loads_field(text: str, name: str, reason: DropReason, wanted: str):
+    """A column holding JSON text, parsed; a RowError for text that is not JSON, nests too deep, or
+    holds a number too long to convert (never a traceback)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise RowError(
+            DropReason.TOO_DEEP, f"`{name}` nests JSON deeper than Python can parse; flatten it"
+        ) from None
+    except ValueError as err:  # JSONDecodeError, or an integer of over 4300 digits
+        raise RowError(
+            reason, f"`{name}` is a string that is not usable JSON ({err}); it must be {wanted}"
+        ) from None
+
+
 def normalize_messages(raw) -> tuple:  # noqa: C901, PLR0912 - one check per way a message can be wrong
     """Canonical messages from {role, content} or ShareGPT {from, value} dicts; checks every message."""
     if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError:
-            raise RowError(
-                DropReason.BAD_FIELD_TYPE,
-                "messages is a string that is not JSON; it must be a list of messages",
-            ) from None
+        raw = loads_field(raw, "messages", DropReason.BAD_FIELD_TYPE, "a list of messages")
     if not isinstance(raw, (list, tuple)):
         raise RowError(
             DropReason.BAD_FIELD_TYPE, f"messages must be a list, got {type(raw).__name__}"
@@ -284,13 +293,7 @@ def _tools(row: dict, name: str | None):
         return None
     tools = row[name]
     if isinstance(tools, str):
-        try:
-            tools = json.loads(tools)
-        except json.JSONDecodeError:
-            raise RowError(
-                DropReason.BAD_TOOLS,
-                "`tools` is a string that is not JSON; give a list of tool schemas",
-            ) from None
+        tools = loads_field(tools, "tools", DropReason.BAD_TOOLS, "a list of tool schemas")
     if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
         raise RowError(DropReason.BAD_TOOLS, "`tools` must be a list of JSON tool schemas")
     return tools or None

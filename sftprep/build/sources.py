@@ -31,6 +31,11 @@ FILE_KINDS = {
     ".arrow": "arrow",
 }
 BATCH_ROWS = 1024
+UTF8_BOM = b"\xef\xbb\xbf"
+CSV_FIELD_LIMIT = (
+    64 << 20
+)  # bytes per CSV field (Python's default, 128 KiB, is below real documents)
+csv.field_size_limit(CSV_FIELD_LIMIT)
 
 
 @dataclass(frozen=True)
@@ -63,12 +68,40 @@ def resolve_sources(specs: tuple[str, ...], flag: str = "SOURCE") -> list[Source
             missing.append(f"{spec} (no such file or folder)")
     if missing:
         raise SftprepError(f"{flag}: cannot read " + "; ".join(missing))
+    found = _once(found, flag)
     bad = [s.path for s in found if s.kind == "unknown"]
     if bad:
         raise SftprepError(
             f"{flag}: unsupported file type for {', '.join(bad)}; use .json, .jsonl, .parquet, .csv or .arrow"
         )
     return found
+
+
+def _once(sources: list[Source], flag: str) -> list[Source]:
+    """Each file or folder once: the same real path reached twice (two specs, overlapping globs,
+    symlinks) would silently duplicate its rows, so it is an error naming both spellings."""
+    first: dict[str, str] = {}
+    repeated = []
+    for source in sources:
+        key = source.path if source.kind == "hub" else os.path.realpath(source.path)
+        if key in first:
+            repeated.append(f"{source.path} (the same as {first[key]})")
+        else:
+            first[key] = source.path
+    if repeated:
+        raise SftprepError(
+            f"{flag}: {'; '.join(repeated[:5])} given more than once; list each source once "
+            "(a glob or symlink may reach a file twice)"
+        )
+    return sources
+
+
+def same_sources(a: list[Source], b: list[Source]) -> list[str]:
+    """Paths of `b` that are also sources in `a` (by real path)."""
+    real = {os.path.realpath(s.path) for s in a if s.kind != "hub"} | {
+        s.path for s in a if s.kind == "hub"
+    }
+    return [s.path for s in b if (s.path if s.kind == "hub" else os.path.realpath(s.path)) in real]
 
 
 def _looks_like_hub_name(spec: str) -> bool:
@@ -125,12 +158,14 @@ def iter_rows(source: Source) -> Iterator[dict | RowError]:
 def _json_rows(path: str) -> Iterator[dict | RowError]:
     """A JSON array of objects (streamed, see json_array.py), one object, or JSON lines saved as .json."""
     with open(path, "rb") as handle:
+        start = len(UTF8_BOM) if handle.read(len(UTF8_BOM)) == UTF8_BOM else 0
+        handle.seek(start)  # a UTF-8 byte order mark is not data
         offset = _first_value_offset(handle)
         if offset is None:
             raise SftprepError(f"{path}: the file is empty; remove it or put data in it")
         handle.seek(offset)
         if handle.read(1) == b"[":
-            handle.seek(0)
+            handle.seek(start)
             yield from _json_array_rows(path, handle)
             return
         handle.seek(offset)
@@ -141,7 +176,7 @@ def _json_rows(path: str) -> Iterator[dict | RowError]:
         return
     hint = " (JSON lines whose first line is malformed? fix that line)" if more_follows else ""
     with _json_errors(path, hint):
-        data = json.loads(Path(path).read_bytes().decode("utf-8"))  # one object: one row
+        data = json.loads(Path(path).read_bytes().decode("utf-8-sig"))  # one object: one row
     if not isinstance(data, dict):
         raise SftprepError(f"{path}: expected a JSON array of objects, got {type(data).__name__}")
     yield data
@@ -183,6 +218,10 @@ def _json_errors(path: str, hint: str = ""):
     """Turn a whole-file JSON parse failure into an SftprepError naming the file, the place and the fix."""
     try:
         yield
+    except RecursionError:
+        raise SftprepError(
+            f"{path}: JSON nested deeper than Python can parse; flatten the deepest item"
+        ) from None
     except UnicodeDecodeError as err:
         raise SftprepError(
             f"{path}: not valid UTF-8 at byte {err.start}; re-encode the file as UTF-8"
@@ -199,11 +238,19 @@ def _jsonl_rows(path: str) -> Iterator[dict | RowError]:
     empty = True
     with open(path, "rb") as handle:
         for line_no, line in enumerate(handle, start=1):
+            if line_no == 1 and line.startswith(UTF8_BOM):
+                line = line[len(UTF8_BOM) :]  # a UTF-8 byte order mark is not data
             if not line.strip():
                 continue
             empty = False
             try:
                 item = json.loads(line.decode("utf-8"))
+            except RecursionError:
+                yield RowError(
+                    DropReason.TOO_DEEP,
+                    f"line {line_no} nests JSON deeper than Python can parse; flatten it or remove the line",
+                )
+                continue
             except UnicodeDecodeError as err:
                 yield RowError(
                     DropReason.INVALID_UTF8,
@@ -244,7 +291,7 @@ def _parquet_rows(path: str) -> Iterator[dict]:
 
 
 def _csv_rows(path: str) -> Iterator[dict | RowError]:
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open(path, encoding="utf-8-sig", newline="") as handle:  # -sig: a BOM is not data
         reader = csv.reader(handle)
         try:
             header = next(reader, None)
@@ -255,7 +302,10 @@ def _csv_rows(path: str) -> Iterator[dict | RowError]:
                 raise SftprepError(
                     f"{path}: duplicate column names {', '.join(duplicates)} in the header; rename them"
                 )
-            for values in reader:
+            for values in _csv_records(reader):
+                if isinstance(values, RowError):
+                    yield values
+                    continue
                 if len(values) != len(header):
                     yield RowError(
                         DropReason.MALFORMED_CSV,
@@ -267,6 +317,20 @@ def _csv_rows(path: str) -> Iterator[dict | RowError]:
             raise SftprepError(
                 f"{path}: not valid UTF-8 near line {reader.line_num + 1}; re-encode the file as UTF-8"
             ) from None
+
+
+def _csv_records(reader) -> Iterator[list | RowError]:
+    """The reader's records; a field over CSV_FIELD_LIMIT is a row error, not a crash."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            yield RowError(
+                DropReason.MALFORMED_CSV,
+                f"line {reader.line_num}: {err} (fields are limited to {CSV_FIELD_LIMIT // (1 << 20)} MiB)",
+            )
 
 
 def _arrow_batches(path: Path) -> Iterator[pa.RecordBatch]:

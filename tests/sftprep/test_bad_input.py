@@ -176,3 +176,85 @@ def test_a_lone_surrogate_is_a_counted_row_error_never_altered(tmp_path, suffix)
     assert (
         manifest["dropped"] == {"invalid_unicode": 1} and manifest["sources"][0]["rows_kept"] == 2
     )
+
+
+BOM = "\ufeff"
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+def test_a_byte_order_mark_is_not_data(tmp_path, suffix):
+    """Files saved by Windows tools start with a UTF-8 BOM: the first row must not become malformed
+    (JSONL), nor the first column name `\\ufeffprompt` (CSV)."""
+    rows = [{"prompt": "Q1?", "completion": " A1."}, {"prompt": "Q2?", "completion": " A2."}]
+    src = tmp_path / f"d{suffix}"
+    if suffix == ".jsonl":
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+    elif suffix == ".json":
+        text = json.dumps(rows)
+    else:
+        text = "prompt,completion\n" + "".join(f"{r['prompt']},{r['completion']}\n" for r in rows)
+    src.write_text(BOM + text, encoding="utf-8")
+    manifest = run(tmp_path, src)
+    assert manifest["sources"][0]["rows_kept"] == 2 and manifest["dropped"] == {}
+    assert manifest["sources"][0]["format"] == "prompt-completion"
+
+
+def test_a_csv_field_over_the_limit_is_a_counted_row_error(tmp_path, monkeypatch):
+    import csv
+
+    from sftprep.build import sources
+
+    monkeypatch.setattr(sources, "CSV_FIELD_LIMIT", 1 << 20)
+    previous = csv.field_size_limit(1 << 20)
+    try:
+        src = tmp_path / "d.csv"
+        src.write_text("prompt,completion\nQ?, A.\n" + "Q?," + "x" * (2 << 20) + "\nQ2?, B.\n")
+        manifest = run(tmp_path, src, on_error="skip")
+    finally:
+        csv.field_size_limit(previous)
+    assert manifest["dropped"] == {"malformed_csv": 1} and manifest["sources"][0]["rows_kept"] == 2
+
+
+def test_json_text_columns_that_nest_too_deep_or_hold_huge_numbers_are_row_errors(tmp_path):
+    deep = json.dumps({"messages": "[" * 10000 + "]" * 10000})
+    huge = json.dumps({"messages": '[{"role": "user", "content": "q", "n": ' + "9" * 5000 + "}]"})
+    src = write_lines(tmp_path / "d.jsonl", [json.dumps(GOOD), deep, huge, json.dumps(GOOD)])
+    manifest = run(tmp_path, src, on_error="skip")
+    assert manifest["dropped"] == {"too_deep": 1, "bad_field_type": 1}
+
+
+def test_a_source_reached_twice_is_refused(tmp_path):
+    src = write_lines(tmp_path / "d.jsonl", [json.dumps(GOOD)])
+    (tmp_path / "link.jsonl").symlink_to(src)
+    for sources in (
+        [str(src), str(src)],
+        [str(src), str(tmp_path / "link.jsonl")],
+        [str(src), str(tmp_path / "*.jsonl")],
+    ):
+        with pytest.raises(SftprepError, match="given more than once; list each source once"):
+            sftprep.build(
+                {
+                    "sources": sources,
+                    "tokenizer": str(BUNDLED_TOKENIZER),
+                    "out": str(tmp_path / "out"),
+                }
+            )
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_eval_source_that_is_a_training_source_is_refused(tmp_path):
+    src = write_lines(tmp_path / "d.jsonl", [json.dumps(GOOD)])
+    with pytest.raises(SftprepError, match="also a training source"):
+        run(tmp_path, src, eval_sources=[str(src)])
+
+
+def test_a_build_whose_every_row_is_dropped_fails_and_writes_nothing(tmp_path):
+    src = write_lines(
+        tmp_path / "d.jsonl", [BAD_LINES["unknown_role"], BAD_LINES["no_assistant_turn"]]
+    )
+    with pytest.raises(
+        SftprepError,
+        match=r"the train split would be empty: all 2 rows were dropped \(1 no_assistant_turn, 1 unknown_role\)",
+    ):
+        run(tmp_path, src, on_error="skip")
+    assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == ["d.jsonl"]
