@@ -30,6 +30,7 @@ class DropReason(str, Enum):
     UNSUPPORTED_CONTENT = "unsupported_content"
     BAD_TOOL_CALLS = "bad_tool_calls"
     BAD_TOOLS = "bad_tools"
+    TOOLS_UNSUPPORTED = "tools_unsupported"
     INVALID_UNICODE = "invalid_unicode"
     FORMATTER_ERROR = "formatter_error"
     # rendering
@@ -62,6 +63,7 @@ DESCRIPTIONS = {
     DropReason.UNSUPPORTED_CONTENT: "a content part that is not text",
     DropReason.BAD_TOOL_CALLS: "tool_calls that are not a list of {function: {name, arguments}}",
     DropReason.BAD_TOOLS: "`tools` that are not a list of JSON schemas",
+    DropReason.TOOLS_UNSUPPORTED: "tool calls or tools the chat template does not render (it would drop them)",
     DropReason.INVALID_UNICODE: "a lone UTF-16 surrogate (an unpaired \\uXXXX escape)",
     DropReason.FORMATTER_ERROR: "--formatter raised or returned something unusable",
     DropReason.NO_CHAT_TEMPLATE: "a conversation, but the tokenizer has no chat template",

@@ -14,6 +14,7 @@ last turn) is aligned to F: the span ends after the longest suffix of T that F c
 the turn's start, which is the turn as F renders it.
 """
 
+import json
 from dataclasses import dataclass
 
 from sftprep.build.chat_template import render, template_messages
@@ -105,6 +106,7 @@ def _render_chat(example: Example, loss_on: str, template, special_tokens: dict)
             "the conversation has no assistant turn, so nothing would be trained; add one, or use --loss-on all",
         )
     full = r(messages)
+    require_tools_rendered(example, full)
     if loss_on == "all":
         excluded = [i for i, m in enumerate(example.messages) if m.get("train") is False]
         spans = _subtract([(0, len(full))], [_turn_span(r, messages, full, i) for i in excluded])
@@ -115,6 +117,39 @@ def _render_chat(example: Example, loss_on: str, template, special_tokens: dict)
         if t
     ]
     return Rendered(full, tuple(s for s in spans if s[1] > s[0]), False, False)
+
+
+def require_tools_rendered(example: Example, full: str) -> None:
+    """A RowError(`tools_unsupported`) when the render dropped a tool call or a tool schema.
+
+    Templates without tool support (SmolLM2's, Llama-3's short one) silently leave `tool_calls`
+    and `tools` out, and an empty assistant turn would be trained. The check is structural: each
+    call's function name and argument names, and each tool's name, must appear in the render.
+    """
+    for i, message in enumerate(example.messages):
+        for call in message.get("tool_calls") or []:
+            fn = call.get("function", call)
+            arguments = fn.get("arguments")
+            if isinstance(arguments, str):
+                try:
+                    arguments = json.loads(arguments)
+                except ValueError:
+                    arguments = {}
+            names = [fn["name"], *(arguments if isinstance(arguments, dict) else {})]
+            if missing := [n for n in names if str(n) not in full]:
+                raise RowError(
+                    DropReason.TOOLS_UNSUPPORTED,
+                    f"message {i} calls tool {fn['name']!r}, but the chat template does not render it "
+                    f"({', '.join(map(repr, missing))} missing from the text); pass --chat-template with tool support",
+                )
+    for tool in example.tools or []:
+        name = tool.get("function", tool).get("name") if isinstance(tool, dict) else None
+        if isinstance(name, str) and name not in full:
+            raise RowError(
+                DropReason.TOOLS_UNSUPPORTED,
+                f"the row's `tools` list {name!r}, but the chat template does not render it; "
+                "pass --chat-template with tool support, or drop the tools column",
+            )
 
 
 def _turn_span(r, messages: list, full: str, i: int) -> tuple[int, int]:

@@ -2,6 +2,7 @@
 --on-error skip drops such rows and counts each by its reason."""
 
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -258,3 +259,44 @@ def test_a_build_whose_every_row_is_dropped_fails_and_writes_nothing(tmp_path):
     ):
         run(tmp_path, src, on_error="skip")
     assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == ["d.jsonl"]
+
+
+TOOL_ROW = {
+    "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": {"city": "Paris"}},
+                }
+            ],
+        },
+        {"role": "tool", "content": "18C"},
+        {"role": "assistant", "content": "It is 18C."},
+    ]
+}
+TOOL_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+    "{% for c in m.tool_calls or [] %}<tool_call>{{ c.function.name }} {{ c.function.arguments | tojson }}</tool_call>{% endfor %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_tool_calls_a_template_drops_are_a_row_error_not_an_empty_trained_turn(tmp_path):
+    """SmolLM2's template (the bundled one) does not render tool_calls: the call would vanish and
+    an empty assistant turn be trained. With a template that renders them, the row builds."""
+    src = write_lines(tmp_path / "d.jsonl", [json.dumps(GOOD), json.dumps(TOOL_ROW)])
+    with pytest.raises(
+        SftprepError,
+        match=r"row 1: message 1 calls tool 'get_weather', but the chat template does not render it.*\[tools_unsupported\]",
+    ):
+        run(tmp_path, src)
+    assert run(tmp_path, src, on_error="skip")["dropped"] == {"tools_unsupported": 1}
+    template = tmp_path / "tools.jinja"
+    template.write_text(TOOL_TEMPLATE)
+    shutil.rmtree(tmp_path / "out")
+    manifest = run(tmp_path, src, chat_template=str(template))
+    assert manifest["dropped"] == {} and manifest["sources"][0]["rows_kept"] == 2
