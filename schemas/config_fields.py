@@ -231,6 +231,19 @@ def cli_parameters(cls: type, positional: str | None = None) -> list[inspect.Par
     return params
 
 
+def config_file_parameter() -> inspect.Parameter:
+    """The `--config FILE` option both CLIs take before their generated ones."""
+    import typer
+
+    option = typer.Option("--config", help="YAML file of config keys; flags override it.")
+    return inspect.Parameter(
+        "config",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=typing.Annotated[Path | None, option],
+    )
+
+
 @cache
 def _hints(cls: type) -> dict:
     return typing.get_type_hints(cls)

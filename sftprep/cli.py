@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from schemas.config_fields import cli_parameters
+from schemas.config_fields import cli_parameters, config_file_parameter
 from sftprep.config import BuildConfig, load_config
 from sftprep.errors import ConfigError, SftprepError
 from sftprep.pipeline import run_build
@@ -70,15 +70,7 @@ def build(config: Path | None = None, quiet: bool = False, **flags) -> None:
 def _build_signature() -> inspect.Signature:
     """build()'s parameters: SOURCE..., one option per BuildConfig field, then --config and -q."""
     extra = [
-        inspect.Parameter(
-            "config",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=None,
-            annotation=Annotated[
-                Path | None,
-                typer.Option("--config", help="YAML file of config keys; flags override it."),
-            ],
-        ),
+        config_file_parameter(),
         inspect.Parameter(
             "quiet",
             inspect.Parameter.KEYWORD_ONLY,

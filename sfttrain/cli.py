@@ -13,13 +13,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from schemas.config_fields import cli_parameters, flag
+from schemas.config_fields import cli_parameters, config_file_parameter, flag
 from sfttrain.config import TrainConfig, load_config
 from sfttrain.errors import ConfigError, SfttrainError
 
@@ -110,16 +110,7 @@ def _parse_json(key: str, value: Any) -> Any:
 
 def _signature() -> inspect.Signature:
     """run()'s parameters: --config, then one option per config key, all defaulting to "not given"."""
-    config = inspect.Parameter(
-        "config",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=None,
-        annotation=Annotated[
-            Path | None,
-            typer.Option("--config", help="YAML file of config keys; flags override it."),
-        ],
-    )
-    return inspect.Signature([config] + cli_parameters(TrainConfig))
+    return inspect.Signature([config_file_parameter()] + cli_parameters(TrainConfig))
 
 
 run.__signature__ = _signature()
