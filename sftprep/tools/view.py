@@ -197,6 +197,12 @@ def decode_tokens(backend, ids: list[int], mask: list[int]) -> list[Token]:
     """Decode one example's ids one at a time, as a stream, so that a character spread over several
     byte-level tokens appears whole on the token that completes it (the others get "")."""
     special = special_ids(backend)
+    vocab = backend.get_vocab_size(with_added_tokens=True)
+    if bad := [i for i in ids if not 0 <= i < vocab]:
+        raise SftprepError(
+            f"token id {bad[0]} is outside the tokenizer's {vocab} ids: the build is damaged; "
+            "run `sftprep verify` on it and rebuild"
+        )
     try:
         from tokenizers.decoders import DecodeStream
     except (

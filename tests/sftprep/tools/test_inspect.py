@@ -349,3 +349,35 @@ def test_example_cut_by_wrapped_packing_shows_every_piece(tmp_path, tokenizer):
     )
     decoded = sorted(tokenizer.decode(ids, skip_special_tokens=False) for ids, _ in expected)
     assert sorted(body.replace("⟦", "").replace("⟧", "") for _, body in shown) == decoded
+
+
+def test_a_damaged_id_is_one_line_not_a_tokenizer_traceback(build, tmp_path):
+    import pyarrow as pa
+
+    from schemas import row_schema
+    from schemas.manifest import file_sha256
+
+    copy = tmp_path / "copy"
+    shutil.copytree(build, copy)
+    manifest = load_manifest(copy)
+    shard = manifest["splits"]["train"]["shards"][0]
+    rows = read_rows(copy, "train")[: shard["rows"]]
+    table = pa.ipc.open_stream(pa.memory_map(str(copy / shard["path"]))).read_all().to_pylist()
+    table[0][INPUT_IDS][1] = 10**7  # an id no tokenizer has
+    with (
+        pa.OSFile(str(copy / shard["path"]), "wb") as sink,
+        pa.ipc.new_stream(sink, row_schema()) as writer,
+    ):
+        writer.write_table(pa.Table.from_pylist(table, schema=row_schema()))
+    shard["bytes"], shard["sha256"] = (
+        (copy / shard["path"]).stat().st_size,
+        file_sha256(copy / shard["path"]),
+    )
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert rows  # guard
+    result = CliRunner().invoke(app, ["inspect", str(copy), "--row", "0"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert (
+        result.output.startswith("error: token id 10000000 is outside the tokenizer's")
+        and result.output.count("\n") == 1
+    )
