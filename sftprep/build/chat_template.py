@@ -20,6 +20,12 @@ import jinja2.runtime
 import jinja2.utils
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from sftprep.build.render_budget import (
+    MAX_RENDER_CHARS,
+    RenderTimeout,
+    checked_binop,
+    render_budget,
+)
 from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError, SftprepError
 
@@ -122,6 +128,14 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     For the plain types below the answer depends only on the type and the attribute name, so it
     is computed once by the parent class and then looked up; any other type is checked every time.
     """
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context, operator, left, right):
+        """Repetition and powers, refused when the result would be huge (render_budget)."""
+        if operator in ("*", "**"):
+            return checked_binop(operator, left, right)
+        return super().call_binop(context, operator, left, right)
 
     _CACHEABLE = frozenset(
         {
@@ -243,13 +257,24 @@ def render(
     Raises RowError(`template_error`) when the template rejects the conversation.
     """
     try:
-        return template.render(
-            messages=messages,
-            tools=tools,
-            documents=None,
-            add_generation_prompt=add_generation_prompt,
-            **special_tokens,
+        with render_budget():
+            text = template.render(
+                messages=messages,
+                tools=tools,
+                documents=None,
+                add_generation_prompt=add_generation_prompt,
+                **special_tokens,
+            )
+    except (RenderTimeout, RecursionError, ArithmeticError, MemoryError) as err:
+        what = (
+            "recursed too deep"
+            if isinstance(err, RecursionError)
+            else f"{type(err).__name__}: {err}"
         )
+        raise RowError(
+            DropReason.TEMPLATE_ERROR,
+            f"the chat template failed on this conversation ({what}); fix the template",
+        ) from None
     except jinja2.exceptions.SecurityError as err:
         raise RowError(
             DropReason.TEMPLATE_ERROR, f"the chat template tried an unsafe operation: {err}"
@@ -267,3 +292,9 @@ def render(
             f"the chat template rejected this conversation: {err}; fix the roles/order of the messages "
             "or pass --chat-template FILE",
         ) from None
+    if len(text) > MAX_RENDER_CHARS:
+        raise RowError(
+            DropReason.TEMPLATE_ERROR,
+            f"the chat template rendered {len(text):,} characters, over the {MAX_RENDER_CHARS:,} limit; fix the template",
+        )
+    return text
