@@ -183,8 +183,14 @@ def _read_source(config, tokenizer, st: SourceStats, spills: dict, progress) -> 
         raise SftprepError(
             f"{st.source.path}: no rows; remove it from the sources or put data in it"
         )
+    if not isinstance(head[-1], dict):  # no row of the file is an object: say why, not "no columns"
+        first = next(i for i, r in enumerate(head) if isinstance(r, RowError))
+        raise SftprepError(
+            f"{st.source.path}: no row can be read ({len(head):,} tried); the first, "
+            f"{head[first].located(st.source.path, first)}"
+        )
     rows = itertools.chain(head, rows)
-    columns = list(head[-1]) if isinstance(head[-1], dict) else []
+    columns = list(head[-1])
     spec = detect_format(columns, config, st.source.path)
     st.format = spec.name
     tasks = ((spec, chunk) for chunk in chunked(rows, CHUNK_ROWS))

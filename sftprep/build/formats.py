@@ -300,6 +300,12 @@ def _tools(row: dict, name: str | None):
 
 
 def _prompt_completion(prompt, completion, tools=None) -> Example:
+    for name, value in (("prompt", prompt), ("completion", completion)):
+        if not isinstance(value, (str, list, tuple)):
+            raise RowError(
+                DropReason.BAD_FIELD_TYPE,
+                f"`{name}` must be a string or a list of messages, got {type(value).__name__}",
+            )
     if isinstance(prompt, str) and isinstance(completion, str):
         if not completion:
             raise RowError(DropReason.EMPTY_COMPLETION, "the completion is empty; drop the row")

@@ -300,3 +300,31 @@ def test_tool_calls_a_template_drops_are_a_row_error_not_an_empty_trained_turn(t
     shutil.rmtree(tmp_path / "out")
     manifest = run(tmp_path, src, chat_template=str(template))
     assert manifest["dropped"] == {} and manifest["sources"][0]["rows_kept"] == 2
+
+
+def test_a_file_with_no_readable_row_says_why_not_no_columns(tmp_path):
+    numbers = tmp_path / "n.json"
+    numbers.write_text("[1, 2, 3]")
+    with pytest.raises(
+        SftprepError,
+        match=r"no row can be read \(3 tried\); the first, .*row 0: expected a JSON object, got int",
+    ):
+        run(tmp_path, numbers)
+    latin = tmp_path / "l.jsonl"
+    latin.write_bytes('{"text": "caf\xe9"}\n'.encode("latin-1"))
+    with pytest.raises(SftprepError, match=r"row 0: line 1 is not valid UTF-8 \(byte 13\)"):
+        run(tmp_path, latin)
+
+
+def test_a_prompt_that_is_not_text_or_messages_is_named(tmp_path):
+    src = write_lines(
+        tmp_path / "d.jsonl",
+        [
+            json.dumps({"prompt": "a", "completion": "b"}),
+            json.dumps({"prompt": 1, "completion": 2}),
+        ],
+    )
+    with pytest.raises(
+        SftprepError, match=r"row 1: `prompt` must be a string or a list of messages, got int"
+    ):
+        run(tmp_path, src)
