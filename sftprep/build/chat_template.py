@@ -24,7 +24,7 @@ from sftprep.build.render_budget import (
     MAX_RENDER_CHARS,
     RenderTimeout,
     checked_binop,
-    render_budget,
+    timed_render,
 )
 from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError, SftprepError
@@ -257,14 +257,15 @@ def render(
     Raises RowError(`template_error`) when the template rejects the conversation.
     """
     try:
-        with render_budget():
-            text = template.render(
+        text = timed_render(
+            lambda: template.render(
                 messages=messages,
                 tools=tools,
                 documents=None,
                 add_generation_prompt=add_generation_prompt,
                 **special_tokens,
             )
+        )
     except (RenderTimeout, RecursionError, ArithmeticError, MemoryError) as err:
         what = (
             "recursed too deep"
