@@ -1,6 +1,6 @@
 """The build, top to bottom: sources -> detect -> normalize/render/encode -> length policy ->
 split -> pack -> write. Reads like the diagram in DESIGN.md; each stage lives in its own module
-under sftprep/build/, and sftprep/parallel.py decides how chunks of rows are encoded."""
+under sftprep/stages/, and sftprep/parallel.py decides how chunks of rows are encoded."""
 
 import itertools
 import os
@@ -20,26 +20,26 @@ from schemas.manifest import (
     shard_problems,
     write_manifest,
 )
-from sftprep.build.fingerprint import build_fingerprint
-from sftprep.build.formats import detect_format
-from sftprep.build.length_policy import admit
-from sftprep.build.masks import Encoded
-from sftprep.build.pack import plan_rows
-from sftprep.build.row_encoder import (
+from sftprep.config import BuildConfig, load_config
+from sftprep.errors import RowError, SftprepError
+from sftprep.parallel import chunked, in_worker_processes, pipelined, worker_processes
+from sftprep.stages.fingerprint import build_fingerprint
+from sftprep.stages.formats import detect_format
+from sftprep.stages.length_policy import admit
+from sftprep.stages.masks import Encoded
+from sftprep.stages.pack import plan_rows
+from sftprep.stages.row_encoder import (
     RowEncoder,
     adds_special_tokens,
     init_worker,
     process_in_worker,
 )
-from sftprep.build.shards import atomic_build_dir, write_split
-from sftprep.build.source_stats import SourceStats
-from sftprep.build.sources import content_sha256, iter_rows, resolve_sources, same_sources
-from sftprep.build.spill import Spill, assemble_rows
-from sftprep.build.split import split_positions, split_stats
-from sftprep.build.tokenizer import LoadedTokenizer, load_tokenizer
-from sftprep.config import BuildConfig, load_config
-from sftprep.errors import RowError, SftprepError
-from sftprep.parallel import chunked, in_worker_processes, pipelined, worker_processes
+from sftprep.stages.shards import atomic_build_dir, write_split
+from sftprep.stages.source_stats import SourceStats
+from sftprep.stages.sources import content_sha256, iter_rows, resolve_sources, same_sources
+from sftprep.stages.spill import Spill, assemble_rows
+from sftprep.stages.split import split_positions, split_stats
+from sftprep.stages.tokenizer import LoadedTokenizer, load_tokenizer
 from sftprep.version import __version__
 
 CHUNK_ROWS = 1024

@@ -150,7 +150,7 @@ class BuildView:
     @cached_property
     def tokenizer(self):
         """The build's tokenizer (a `tokenizers.Tokenizer`), with any tokens the build added."""
-        from sftprep.build.tokenizer import load_tokenizer
+        from sftprep.stages.tokenizer import load_tokenizer
 
         recorded = self.manifest.tokenizer
         path = self._tokenizer_path or recorded.name_or_path

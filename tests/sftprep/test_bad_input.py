@@ -203,7 +203,7 @@ def test_a_byte_order_mark_is_not_data(tmp_path, suffix):
 def test_a_csv_field_over_the_limit_is_a_counted_row_error(tmp_path, monkeypatch):
     import csv
 
-    from sftprep.build import sources
+    from sftprep.stages import sources
 
     monkeypatch.setattr(sources, "CSV_FIELD_LIMIT", 1 << 20)
     previous = csv.field_size_limit(1 << 20)

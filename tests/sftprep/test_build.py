@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 import sftprep
 from schemas import INPUT_IDS, manifest_schema
-from sftprep.build.sources import iter_rows, resolve_sources
 from sftprep.cli import app
 from sftprep.errors import SftprepError
+from sftprep.stages.sources import iter_rows, resolve_sources
 from tests.conftest import BUNDLED_TOKENIZER, EXAMPLES, hf_tokenizer
 from tests.sftprep.build_checks import check_build, examples_by_id, load_manifest
 

@@ -1,6 +1,6 @@
 """`sftprep inspect`: the plain-text and HTML views mark exactly the trained tokens, name each
 example's source row, and escape what the data holds. Expected text comes from the shards (read by
-tests/sftprep/build_checks.py) decoded with the tokenizer directly, not from sftprep's decoder."""
+tests/sftprep/stages_checks.py) decoded with the tokenizer directly, not from sftprep's decoder."""
 
 import io
 import json

@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from sftprep.build.masks import Encoded
-from sftprep.build.pack import plan_rows
-from sftprep.build.spill import Spill, assemble_rows
+from sftprep.stages.masks import Encoded
+from sftprep.stages.pack import plan_rows
+from sftprep.stages.spill import Spill, assemble_rows
 
 
 def test_examples_come_back_as_planned_with_each_segment_start_untrained(tmp_path):

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sftprep.build.masks import Encoded
 from sftprep.drop_reasons import DropReason
+from sftprep.stages.masks import Encoded
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from sftprep.build.tokenizer import load_tokenizer
-from tests.sftprep.build.char_tokenizer import write_char_tokenizer
+from sftprep.stages.tokenizer import load_tokenizer
+from tests.sftprep.stages.char_tokenizer import write_char_tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import pytest
 import sftprep
 import sftprep.pipeline
 from schemas import EXAMPLE_IDS, INPUT_IDS, LOSS_MASK, SEQ_LENS
-from sftprep.build.pack import pack_bfd, pack_wrapped
+from sftprep.stages.pack import pack_bfd, pack_wrapped
 from tests.conftest import TOKENIZER_NAMES, shared_data, shared_tokenizer
 from tests.sftprep.build_checks import check_build, examples_by_id, read_rows
 

@@ -10,8 +10,8 @@ from tokenizers import AddedToken, Tokenizer
 
 from schemas import tokenizer_fingerprint
 from schemas.manifest import TokenizerEntry
-from sftprep.build.chat_template import builtin_template
 from sftprep.errors import SftprepError
+from sftprep.stages.chat_template import builtin_template
 
 SPECIAL_TOKEN_KEYS = (
     "bos_token",

@@ -17,10 +17,10 @@ the turn's start, which is the turn as F renders it.
 import json
 from dataclasses import dataclass
 
-from sftprep.build.chat_template import render, template_messages
-from sftprep.build.formats import Example
 from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError
+from sftprep.stages.chat_template import render, template_messages
+from sftprep.stages.formats import Example
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 import random
 
-from sftprep.build.render import _longest_suffix_continuing, _subtract
+from sftprep.stages.render import _longest_suffix_continuing, _subtract
 
 
 def brute_force(turn: str, full: str, start: int) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sftprep.build.masks import Encoded
+from sftprep.stages.masks import Encoded
 
 WRITE_BUFFER = 1 << 20
 

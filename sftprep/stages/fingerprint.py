@@ -5,8 +5,8 @@ import hashlib
 import json
 
 from schemas import FORMAT_VERSION
-from sftprep.build.source_stats import SourceStats
-from sftprep.build.tokenizer import LoadedTokenizer
+from sftprep.stages.source_stats import SourceStats
+from sftprep.stages.tokenizer import LoadedTokenizer
 from sftprep.version import __version__
 
 NOT_IN_FINGERPRINT = (

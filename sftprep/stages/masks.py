@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sftprep.build.render import Rendered
+from sftprep.stages.render import Rendered
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from sftprep.build.length_policy import admit, apply_length_policy
-from sftprep.build.masks import Encoded
 from sftprep.drop_reasons import DropReason
+from sftprep.stages.length_policy import admit, apply_length_policy
+from sftprep.stages.masks import Encoded
 
 
 def example(n: int, trained: slice = slice(1, None)) -> Encoded:

@@ -18,9 +18,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sftprep.build.json_array import JSON_WHITESPACE, iter_json_array
 from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError, SftprepError
+from sftprep.stages.json_array import JSON_WHITESPACE, iter_json_array
 
 FILE_KINDS = {
     ".json": "json",

@@ -20,14 +20,14 @@ import jinja2.runtime
 import jinja2.utils
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from sftprep.build.render_budget import (
+from sftprep.drop_reasons import DropReason
+from sftprep.errors import RowError, SftprepError
+from sftprep.stages.render_budget import (
     MAX_RENDER_CHARS,
     RenderTimeout,
     checked_binop,
     timed_render,
 )
-from sftprep.drop_reasons import DropReason
-from sftprep.errors import RowError, SftprepError
 
 REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 CONTROL_KEYS = ("train",)

@@ -9,9 +9,9 @@ import hashlib
 import numpy as np
 
 from schemas.manifest import ShardEntry, SplitEntry
-from sftprep.build.pack import Plan, efficiency, length_histogram
-from sftprep.build.spill import Spill
 from sftprep.config import BuildConfig
+from sftprep.stages.pack import Plan, efficiency, length_histogram
+from sftprep.stages.spill import Spill
 
 
 def split_positions(

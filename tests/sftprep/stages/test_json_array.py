@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sftprep
-from sftprep.build.json_array import iter_json_array
+from sftprep.stages.json_array import iter_json_array
 from tests.conftest import BUNDLED_TOKENIZER
 
 scalars = st.one_of(
@@ -115,7 +115,7 @@ def test_a_huge_item_is_read_in_doubling_blocks(doc):
 
 def test_a_json_array_source_is_parsed_a_block_at_a_time(tmp_path, monkeypatch):
     """A build from a JSON array holds one block of its text (plus one item), never the whole file."""
-    from sftprep.build import json_array
+    from sftprep.stages import json_array
 
     rows = [
         {

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sftprep.build.formats import FormatSpec
-from sftprep.build.row_encoder import RowEncoder, adds_special_tokens
-from sftprep.build.tokenizer import load_tokenizer
 from sftprep.config import BuildConfig
 from sftprep.errors import RowError
+from sftprep.stages.formats import FormatSpec
+from sftprep.stages.row_encoder import RowEncoder, adds_special_tokens
+from sftprep.stages.tokenizer import load_tokenizer
 from tests.conftest import BUNDLED_TOKENIZER, hf_tokenizer
 
 SPECIALS = ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]

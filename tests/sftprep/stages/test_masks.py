@@ -3,10 +3,10 @@ by hand: 1 exactly on what the model must generate (assistant content and its en
 
 import numpy as np
 
-from sftprep.build.formats import FormatSpec
-from sftprep.build.masks import token_range
-from sftprep.build.row_encoder import RowEncoder
-from tests.sftprep.build.char_tokenizer import ids, special_id
+from sftprep.stages.formats import FormatSpec
+from sftprep.stages.masks import token_range
+from sftprep.stages.row_encoder import RowEncoder
+from tests.sftprep.stages.char_tokenizer import ids, special_id
 
 CHAT = {
     "messages": [

@@ -4,8 +4,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from schemas.manifest import SourceEntry
-from sftprep.build.masks import Encoded
-from sftprep.build.sources import Source
+from sftprep.stages.masks import Encoded
+from sftprep.stages.sources import Source
 
 
 @dataclass

@@ -7,8 +7,8 @@ verdicts, inline `{% generation %}` blocks); transformers' own compiled template
 import jinja2
 import pytest
 
-from sftprep.build.chat_template import compile_template
 from sftprep.errors import SftprepError
+from sftprep.stages.chat_template import compile_template
 
 transformers_templates = pytest.importorskip("transformers.utils.chat_template_utils")
 

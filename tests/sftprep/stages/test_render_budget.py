@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from sftprep.build.chat_template import compile_template, render
 from sftprep.errors import RowError
+from sftprep.stages.chat_template import compile_template, render
 
 MESSAGES = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
 

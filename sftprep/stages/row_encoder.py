@@ -9,13 +9,13 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sftprep.build.chat_template import compile_template
-from sftprep.build.formats import FormatSpec, make_normalizer
-from sftprep.build.masks import finish_batch, tokenize_batch
-from sftprep.build.render import render_example, require_unicode
-from sftprep.build.tokenizer import LoadedTokenizer, load_tokenizer
 from sftprep.config import BuildConfig
 from sftprep.errors import RowError
+from sftprep.stages.chat_template import compile_template
+from sftprep.stages.formats import FormatSpec, make_normalizer
+from sftprep.stages.masks import finish_batch, tokenize_batch
+from sftprep.stages.render import render_example, require_unicode
+from sftprep.stages.tokenizer import LoadedTokenizer, load_tokenizer
 
 
 def adds_special_tokens(config: BuildConfig) -> bool:

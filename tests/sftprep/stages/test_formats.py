@@ -5,9 +5,9 @@ import json
 import pytest
 
 import sftprep
-from sftprep.build.formats import detect_format, make_normalizer
 from sftprep.config import BuildConfig
 from sftprep.errors import RowError, SftprepError
+from sftprep.stages.formats import detect_format, make_normalizer
 from tests.conftest import BUNDLED_TOKENIZER, hf_tokenizer
 from tests.sftprep.build_checks import check_build, examples_by_id, load_manifest
 
