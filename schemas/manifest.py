@@ -241,15 +241,6 @@ def read_manifest(build: str | Path) -> Manifest:
     return Manifest.from_json(data)
 
 
-def manifest_problems(build: str | Path) -> list[str]:
-    """What read_manifest would refuse, as a list (empty: the manifest is readable)."""
-    try:
-        read_manifest(build)
-    except ManifestError as err:
-        return [str(err)]
-    return []
-
-
 def write_manifest(build: Path, manifest: Manifest) -> None:
     """Write manifest.json last, via a temporary file and a rename, so that it exists only whole."""
     tmp = build / (MANIFEST_NAME + ".tmp")

@@ -178,7 +178,7 @@ def diff_command(
 ) -> None:
     """What differs between two builds: config, tokenizer, sources, splits and the first differing tokens.
 
-    Prints `identical` when both have the same fingerprint. Exit code 0 whenever the comparison ran (identical or not); 1 only on an error (e.g. a folder that is not a build).
+    Prints `identical` when both have the same fingerprint and intact shards (else it names the damaged side). Exit code 0 whenever the comparison ran (identical or not); 1 only on an error (e.g. a folder that is not a build).
     """
     with user_errors():
         from sftprep.tools.diff import diff_builds

@@ -83,7 +83,7 @@ def _once(sources: list[Source], flag: str) -> list[Source]:
     first: dict[str, str] = {}
     repeated = []
     for source in sources:
-        key = source.path if source.kind == "hub" else os.path.realpath(source.path)
+        key = _identity(source)
         if key in first:
             repeated.append(f"{source.path} (the same as {first[key]})")
         else:
@@ -98,10 +98,13 @@ def _once(sources: list[Source], flag: str) -> list[Source]:
 
 def same_sources(a: list[Source], b: list[Source]) -> list[str]:
     """Paths of `b` that are also sources in `a` (by real path)."""
-    real = {os.path.realpath(s.path) for s in a if s.kind != "hub"} | {
-        s.path for s in a if s.kind == "hub"
-    }
-    return [s.path for s in b if (s.path if s.kind == "hub" else os.path.realpath(s.path)) in real]
+    seen = {_identity(s) for s in a}
+    return [s.path for s in b if _identity(s) in seen]
+
+
+def _identity(source: Source) -> str:
+    """What makes two sources the same: the real path of a file or folder, a hub name as is."""
+    return source.path if source.kind == "hub" else os.path.realpath(source.path)
 
 
 def _looks_like_hub_name(spec: str) -> bool:
