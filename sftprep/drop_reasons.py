@@ -26,7 +26,6 @@ class DropReason(str, Enum):
     BAD_MESSAGE = "bad_message"
     UNKNOWN_ROLE = "unknown_role"
     MISSING_CONTENT = "missing_content"
-    EMPTY_CONTENT = "empty_content"
     UNSUPPORTED_CONTENT = "unsupported_content"
     BAD_TOOL_CALLS = "bad_tool_calls"
     BAD_TOOLS = "bad_tools"
@@ -37,6 +36,7 @@ class DropReason(str, Enum):
     NO_CHAT_TEMPLATE = "no_chat_template"
     TEMPLATE_ERROR = "template_error"
     NO_ASSISTANT_TURN = "no_assistant_turn"
+    UNLOCATABLE_TURN = "unlocatable_turn"
     # the length policy
     NO_LOSS_TOKENS = "no_loss_tokens"
     TOO_LONG = "too_long"
@@ -59,7 +59,6 @@ DESCRIPTIONS = {
     DropReason.BAD_MESSAGE: "a message that is not an object with a role",
     DropReason.UNKNOWN_ROLE: "a role outside system, user, assistant, tool, developer (ShareGPT roles are mapped)",
     DropReason.MISSING_CONTENT: "a message with no content (and no tool calls)",
-    DropReason.EMPTY_CONTENT: "a message whose content is empty",
     DropReason.UNSUPPORTED_CONTENT: "a content part that is not text",
     DropReason.BAD_TOOL_CALLS: "tool_calls that are not a list of {function: {name, arguments}}",
     DropReason.BAD_TOOLS: "`tools` that are not a list of JSON schemas",
@@ -69,6 +68,7 @@ DESCRIPTIONS = {
     DropReason.NO_CHAT_TEMPLATE: "a conversation, but the tokenizer has no chat template",
     DropReason.TEMPLATE_ERROR: "the chat template rejected the conversation",
     DropReason.NO_ASSISTANT_TURN: "nothing to train: no assistant turn",
+    DropReason.UNLOCATABLE_TURN: "a trained turn the chat template renders inconsistently, so its tokens cannot be located",
     DropReason.NO_LOSS_TOKENS: "no token left to train (e.g. truncation cut off the whole answer)",
     DropReason.TOO_LONG: "longer than --max-length with --overlong drop",
 }

@@ -225,6 +225,8 @@ def normalize_messages(raw) -> tuple:  # noqa: C901, PLR0912 - one check per way
                 DropReason.BAD_MESSAGE,
                 f"{where} must be an object with role and content, got {type(message).__name__}",
             )
+        # None-valued keys are dropped, as apply_chat_template drops them: `content: null` beside
+        # `tool_calls` reaches the template as no content at all, never as "".
         message = {k: v for k, v in message.items() if v is not None}
         if "role" in message:
             role = message.pop("role")
@@ -241,21 +243,17 @@ def normalize_messages(raw) -> tuple:  # noqa: C901, PLR0912 - one check per way
                 DropReason.UNKNOWN_ROLE,
                 f"{where} has role {role!r}; use one of {', '.join(ROLES)} (ShareGPT: human, gpt, system, tool)",
             )
-        content = message.pop("content", message.pop("value", None))
-        if content is None:
-            if not message.get("tool_calls"):
-                raise RowError(
-                    DropReason.MISSING_CONTENT,
-                    f"{where} ({role}) has no content; give it one or drop the row",
-                )
-            content = ""
-        text = _content_text(content, where)
-        if not text.strip() and not message.get("tool_calls"):
+        value = message.pop("value", None)  # ShareGPT
+        if "content" not in message and value is not None:
+            message["content"] = value
+        if "content" not in message and not message.get("tool_calls"):
             raise RowError(
-                DropReason.EMPTY_CONTENT,
-                f"{where} ({role}) has empty content; fill it or drop the row",
+                DropReason.MISSING_CONTENT,
+                f"{where} ({role}) has no content; give it one or drop the row",
             )
-        clean = {"role": role, "content": text, **message}
+        if "content" in message:
+            message["content"] = _content_text(message["content"], where)
+        clean = {"role": role, **message}
         if "tool_calls" in clean:
             clean["tool_calls"] = _check_tool_calls(clean["tool_calls"], where)
         if "train" in clean and not isinstance(clean["train"], bool):

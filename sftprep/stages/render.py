@@ -111,12 +111,12 @@ def _render_chat(example: Example, loss_on: str, template, special_tokens: dict)
         excluded = [i for i, m in enumerate(example.messages) if m.get("train") is False]
         spans = _subtract([(0, len(full))], [_turn_span(r, messages, full, i) for i in excluded])
         return Rendered(full, tuple(spans), False, False)
-    spans = [
+    spans = tuple(
         _turn_span(r, messages, full, i)
         for i, t in enumerate(trained_messages(example, loss_on))
         if t
-    ]
-    return Rendered(full, tuple(s for s in spans if s[1] > s[0]), False, False)
+    )
+    return Rendered(full, spans, False, False)
 
 
 def require_tools_rendered(example: Example, full: str) -> None:
@@ -155,47 +155,214 @@ def require_tools_rendered(example: Example, full: str) -> None:
 def _turn_span(r, messages: list, full: str, i: int) -> tuple[int, int]:
     """Characters of `full` that message i contributes after its header (see the module docstring).
 
-    An assistant turn starts where the generation prompt ends. Another role (trained only through
-    its `train: true` flag) has no generation prompt: it starts where its content does.
+    Never empty: a turn that cannot be located, or that renders no text of its own, is a
+    RowError(`unlocatable_turn`) saying what differs, so no trained turn is lost without a word.
     """
-    is_assistant = messages[i]["role"] == "assistant"
-    if i == 0 and not is_assistant:
-        head = ""
-    else:
-        try:
-            head = r(messages[:i], gen=is_assistant)
-        except RowError:
-            if i == 0:
-                raise RowError(
-                    DropReason.TEMPLATE_ERROR,
-                    "the conversation starts with an assistant turn, which the template cannot prompt for; start with a user (or system) message",
-                ) from None
-            raise
-    if not full.startswith(head):
-        raise RowError(
-            DropReason.TEMPLATE_ERROR,
-            f"the chat template renders the conversation before message {i} differently once later messages "
-            "follow, so its turn cannot be located; use --chat-template with a prefix-preserving template",
-        )
-    own = full if i == len(messages) - 1 else r(messages[: i + 1])
-    if not own.startswith(head):
-        raise RowError(
-            DropReason.TEMPLATE_ERROR,
-            f"the chat template's generation prompt is not how it renders message {i}; use --chat-template with a consistent template",
-        )
-    turn = own[len(head) :]
-    if full.startswith(turn, len(head)):
-        end = len(head) + len(turn)
-    else:
-        end = len(head) + _longest_suffix_continuing(turn, full, len(head))
-    start = len(head)
-    content = messages[i].get("content")
-    if not is_assistant and isinstance(content, str) and content.strip():
-        found = full.find(content.strip(), start, end)
-        start = found if found >= 0 else start
+    start = _turn_start(r, messages, full, i)
+    end = start + _turn_length(r, messages, full, i, start)
     while end > start and full[end - 1].isspace():
         end -= 1
+    if end <= start:
+        raise RowError(
+            DropReason.UNLOCATABLE_TURN,
+            f"message {i} ({messages[i]['role']}) renders no text of its own in the conversation "
+            f"(the template drops it); remove the message or pass --chat-template with a template that renders it",
+        )
     return start, end
+
+
+def _turn_start(r, messages: list, full: str, i: int) -> int:
+    """Where message i's own text begins in `full`.
+
+    An assistant turn begins where the model starts generating: after the generation prompt P =
+    render(messages[:i], add_generation_prompt=True). When P is not a prefix of `full` because it
+    pre-fills text the full render does not have there (`<think>\n` opening a reasoning block),
+    the turn begins after the longest common prefix of P and `full`, provided the two part inside
+    the generation prompt itself, not in the history before it. Another role (trained only through
+    its `train: true` flag), or an assistant turn that nothing can prompt for (the first message,
+    when the template cannot render an empty conversation), begins where its content does.
+    """
+    message = messages[i]
+    if message["role"] != "assistant":
+        before = r(messages[:i]) if i else ""
+        return _content_start(message, full, _common_prefix(before, full))
+    if i == 0:
+        head = _prompt_or_none(r, [], True)
+        if head is None:
+            return _content_start(message, full, 0)
+    else:
+        head = r(messages[:i], gen=True)
+    if full.startswith(head):
+        return len(head)
+    common = _common_prefix(head, full)
+    history = r(messages[:i]) if i else ""
+    if common >= _common_prefix(head, history):
+        return common
+    after = _history_end(r, messages, i, full, common) if i else None
+    prompt = _generation_prompt(r, messages, i)
+    if after is not None and prompt:
+        return after + _common_prefix(prompt, full[after : after + len(prompt)])
+    raise RowError(
+        DropReason.UNLOCATABLE_TURN,
+        f"message {i} (assistant) cannot be located: the template renders the conversation before it "
+        f"differently once later messages follow ({full[common : common + 30]!r} where the prompt alone has "
+        f"{head[common : common + 30]!r}); pass --chat-template with a prefix-preserving template",
+    )
+
+
+def _prompt_or_none(r, messages: list, gen: bool) -> str | None:
+    """The render of `messages` (an assistant-first turn: of nothing), or None when the template refuses it."""
+    try:
+        return r(messages, gen=gen)
+    except RowError:
+        return None
+
+
+def _content_start(message: dict, full: str, after: int) -> int:
+    """Where the message's content begins in `full` at or after `after` (`after` when not found)."""
+    content = message.get("content")
+    if isinstance(content, str) and content.strip():
+        found = full.find(content.strip(), after)
+        return found if found >= 0 else after
+    return after
+
+
+def _turn_length(r, messages: list, full: str, i: int, start: int) -> int:
+    """How many characters of `full` from `start` message i renders, up to where the next message begins.
+
+    The turn's text T is message i rendered as the last message. When `full` does not continue
+    with T, two things can differ. The turn may end with another marker when more follows
+    (harmony's `<|end|>` where the last turn has `<|return|>`): then it is also rendered as the
+    template renders a turn that something follows, render(messages[:i+1], add_generation_prompt=
+    True) less the generation prompt. Or the template drops part of an earlier turn (Qwen3's
+    reasoning before the last user query): then the turn is the longest suffix of T that `full`
+    continues with at `start`.
+    """
+    if i == len(messages) - 1:
+        return len(full) - start
+    prefix = full[:start]
+    turns = []
+    try:
+        own = r(messages[: i + 1])
+    except RowError as err:
+        own, refusal = None, err
+    if own is not None:
+        turns.append(_own_text(r, messages, i, own, prefix))
+        if full.startswith(turns[0], start):
+            return len(turns[0])
+    followed = _followed_turn(r, messages, i, prefix)
+    if followed is not None:
+        if full.startswith(followed, start):
+            return len(followed)
+        turns.append(followed)
+    if not turns:
+        raise RowError(
+            DropReason.UNLOCATABLE_TURN,
+            f"message {i} ({messages[i]['role']}) cannot be located: the template refuses the conversation "
+            f"cut after it: {refusal.detail}; or mark it `train: false`, or start the conversation with a user message",
+        )
+    return max(_longest_suffix_continuing(t, full, start) for t in turns)
+
+
+def _own_text(r, messages: list, i: int, rendered: str, prefix: str) -> str:
+    """Message i's text in `rendered`, a render of messages[:i+1] (more only where noted).
+
+    Where `rendered` begins as `full` does up to the turn, the turn is what follows that prefix;
+    otherwise (the template renders the history otherwise once more follows) it is located in
+    `rendered` as in any render that ends with the turn.
+    """
+    if rendered.startswith(prefix):
+        return rendered[len(prefix) :]
+    return rendered[_turn_start(r, messages[: i + 1], rendered, i) :]
+
+
+def _followed_turn(r, messages: list, i: int, prefix: str) -> str | None:
+    """Message i's text as the template renders a turn that more messages follow, or None.
+
+    That is render(messages[:i+1], add_generation_prompt=True) less the generation prompt at its
+    end (see _generation_prompt).
+    """
+    prompted = _prompt_or_none(r, messages[: i + 1], True)
+    generation = _generation_prompt(r, messages, i)
+    if prompted is None or not generation or not prompted.endswith(generation):
+        return None
+    turn = _own_text(r, messages, i, prompted[: len(prompted) - len(generation)], prefix)
+    return turn or None
+
+
+def _generation_prompt(r, messages: list, i: int) -> str | None:
+    """The text add_generation_prompt appends after message i - 1, or None when it cannot be told.
+
+    Where the template renders the last message differently with a prompt after it (harmony), it
+    is taken after the nearest prefix of the conversation that renders the same either way.
+    """
+    for k in [*range(i, -1, -1), *range(i + 1, len(messages))]:
+        plain = _prompt_or_none(r, messages[:k], False)
+        prompted = _prompt_or_none(r, messages[:k], True)
+        if plain is not None and prompted is not None and prompted.startswith(plain):
+            return prompted[len(plain) :] or None
+    return None
+
+
+def _history_end(r, messages: list, i: int, full: str, after: int) -> int | None:
+    """Where the conversation before message i ends in `full`, when `full` renders it otherwise.
+
+    A template may render an earlier turn differently once more follows (Qwen3 and harmony drop
+    the reasoning of turns before the final answer; DeepSeek-V3 moves a later system message to
+    the top). What stays is the end of the history: the longest suffix of render(messages[:i])
+    that `full` holds after `after`, the point where the two part. Trusted only when it holds the
+    whole of message i - 1, as rendered or as its content, so that it cannot be a chance repeat.
+    """
+    history = r(messages[:i])
+    length = _longest_suffix_within(history, full, after)
+    if not length:
+        return None
+    tail = history[len(history) - length :]
+    before = _prompt_or_none(r, messages[: i - 1], False)
+    content = messages[i - 1].get("content")
+    whole = before is not None and history.startswith(before) and len(before) >= len(history) - length
+    if not whole and not (isinstance(content, str) and content.strip() and content.strip() in tail):
+        return None
+    return full.index(tail, after) + length
+
+
+def _longest_suffix_within(pattern: str, text: str, after: int) -> int:
+    """Length of the longest suffix of `pattern` found anywhere in text[after:] (KMP, linear).
+
+    Scans both reversed: the longest prefix of the reversed pattern matched at any point.
+    """
+    rev = pattern[::-1]
+    if not rev:
+        return 0
+    fail = [0] * len(rev)
+    for k in range(1, len(rev)):
+        j = fail[k - 1]
+        while j and rev[k] != rev[j]:
+            j = fail[j - 1]
+        fail[k] = j + 1 if rev[k] == rev[j] else 0
+    best = j = 0
+    for ch in reversed(text[after:]):
+        while j and (j == len(rev) or ch != rev[j]):
+            j = fail[j - 1]
+        if ch == rev[j]:
+            j += 1
+            best = max(best, j)
+    return best
+
+
+def _common_prefix(a: str, b: str) -> int:
+    """Length of the longest common prefix of two strings."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo], a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def _longest_suffix_continuing(turn: str, full: str, start: int) -> int:
