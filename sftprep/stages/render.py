@@ -320,7 +320,9 @@ def _history_end(r, messages: list, i: int, full: str, after: int) -> int | None
     tail = history[len(history) - length :]
     before = _prompt_or_none(r, messages[: i - 1], False)
     content = messages[i - 1].get("content")
-    whole = before is not None and history.startswith(before) and len(before) >= len(history) - length
+    whole = (
+        before is not None and history.startswith(before) and len(before) >= len(history) - length
+    )
     if not whole and not (isinstance(content, str) and content.strip() and content.strip() in tail):
         return None
     return full.index(tail, after) + length

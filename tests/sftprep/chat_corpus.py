@@ -101,7 +101,11 @@ def _multi_reasoning(rows, k):
 
 def _tool_messages(rows, k, reasoning):
     first, second = rows[0], rows[1]
-    call = {"role": "assistant", "content": None, "tool_calls": [_call(first["instruction"][:20], k % 4 < 2)]}
+    call = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [_call(first["instruction"][:20], k % 4 < 2)],
+    }
     if reasoning:
         call["reasoning_content"] = "I need to look the word up first."
     final = {"role": "assistant", "content": first["output"]}
@@ -135,7 +139,9 @@ def _empty_reply(rows, k):
 
 
 def _assistant_first(rows, k):
-    return {"messages": [{"role": "assistant", "content": "Hello! How can I help?"}] + _turns(rows[:2])}
+    return {
+        "messages": [{"role": "assistant", "content": "Hello! How can I help?"}] + _turns(rows[:2])
+    }
 
 
 def _consecutive_assistants(rows, k):
