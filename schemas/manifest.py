@@ -95,6 +95,9 @@ class TokenizerEntry:
     chat_template: str | None = None
     special_tokens: dict = field(default_factory=dict)
     pad_vocab_to_multiple_of: int | None = None
+    pipeline: str = "tokenizer.json"
+    """How the ids were made: `tokenizer.json` as shipped, or `transformers-5:<class>`, the
+    pipeline transformers 5 rebuilds for that tokenizer class."""
 
     def __post_init__(self):
         if not self.base_fingerprint:
@@ -116,6 +119,7 @@ TOKENIZER_KEYS = (  # the order manifest.json has always had
     "pad_id",
     "added_tokens",
     "pad_vocab_to_multiple_of",
+    "pipeline",
 )
 
 

@@ -7,6 +7,7 @@ values come from YAML, flags or Python; `validate()` then checks values and comb
 
 import os
 from dataclasses import asdict, dataclass, field, fields
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -48,6 +49,9 @@ class BuildConfig:
     """`module:function` called on each row; returns text, {prompt, completion} or messages."""
     chat_template: str | None = None
     """Jinja file overriding the tokenizer's template, or `chatml` to set up ChatML."""
+    template_date: str | None = None
+    """YYYY-MM-DD a chat template's `strftime_now` renders (GPT-OSS, Llama-3.1 print today's date);
+    default: the day of the build, recorded in the manifest (null when the template reads no date)."""
     pad_vocab_to_multiple_of: int | None = None
     """With added tokens (chatml), ask the trainer to resize embeddings to a multiple of this."""
     loss_on: Literal["assistant", "last-assistant", "all"] = "assistant"
@@ -109,6 +113,7 @@ class BuildConfig:
             problems.append(f"--formatter is {self.formatter!r}; write it as module:function")
         if self.pad_vocab_to_multiple_of is not None and self.pad_vocab_to_multiple_of < 1:
             problems.append("--pad-vocab-to-multiple-of must be a positive integer")
+        problems += _date_problems(self.template_date)
         if self.shard_size_mb < 1:
             problems.append("--shard-size-mb must be at least 1")
         return problems
@@ -167,3 +172,12 @@ def _resolve_paths(loaded: dict, base: Path) -> dict:
     if isinstance(out.get("out"), str) and not Path(out["out"]).is_absolute():
         out["out"] = os.path.normpath(base / out["out"])
     return out
+
+
+def _date_problems(text: str | None) -> list[str]:
+    try:
+        if text is None or (len(text) == 10 and date.fromisoformat(text)):
+            return []
+    except ValueError:
+        pass
+    return [f"--template-date is {text!r}; write it as YYYY-MM-DD, e.g. 2026-12-02"]

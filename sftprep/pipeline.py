@@ -2,6 +2,7 @@
 split -> pack -> write. Reads like the diagram in DESIGN.md; each stage lives in its own module
 under sftprep/stages/, and sftprep/parallel.py decides how chunks of rows are encoded."""
 
+import dataclasses
 import itertools
 import os
 import shutil
@@ -9,7 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 from schemas import FORMAT_VERSION
@@ -23,6 +24,7 @@ from schemas.manifest import (
 from sftprep.config import BuildConfig, load_config
 from sftprep.errors import RowError, SftprepError
 from sftprep.parallel import chunked, in_worker_processes, pipelined, worker_processes
+from sftprep.stages.chat_template import reads_date
 from sftprep.stages.fingerprint import build_fingerprint
 from sftprep.stages.formats import detect_format
 from sftprep.stages.length_policy import admit
@@ -77,6 +79,16 @@ def as_config(config) -> BuildConfig:
     )
 
 
+def _dated(config: BuildConfig, tokenizer: LoadedTokenizer) -> BuildConfig:
+    """The config with `template_date` settled: today when the template reads the date and none
+    was given, None when it reads none (so the date enters the fingerprint only when it matters)."""
+    if not reads_date(tokenizer.chat_template):
+        return dataclasses.replace(config, template_date=None)
+    return dataclasses.replace(
+        config, template_date=config.template_date or date.today().isoformat()
+    )
+
+
 def run_build(
     config: BuildConfig, progress: Callable[[int, int], None] | None = None
 ) -> BuildResult:
@@ -92,6 +104,7 @@ def run_build(
     tokenizer = load_tokenizer(
         config.tokenizer, config.chat_template, config.pad_vocab_to_multiple_of
     )
+    config = _dated(config, tokenizer)
     stats, start = [], 0
     eval_split = "train+eval" if config.eval_fraction else "train"
     for split, sources in ((eval_split, train_sources), ("eval", eval_sources)):
@@ -235,6 +248,8 @@ def _encoded_chunks(config: BuildConfig, tokenizer: LoadedTokenizer, tasks, sour
     head = list(itertools.islice(tasks, POOL_MIN_CHUNKS))
     tasks = itertools.chain(head, tasks)
     if procs <= 1 or len(head) < POOL_MIN_CHUNKS:
-        encoder = RowEncoder(tokenizer, config.loss_on, adds_special_tokens(config))
+        encoder = RowEncoder(
+            tokenizer, config.loss_on, adds_special_tokens(config), config.template_date
+        )
         return pipelined(encoder.render, encoder.tokenize, encoder.finish, tasks)
     return in_worker_processes(process_in_worker, tasks, procs, init_worker, (config,), source)

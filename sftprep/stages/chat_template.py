@@ -192,6 +192,20 @@ def _strftime_now(fmt):
     return datetime.now().strftime(fmt)
 
 
+def reads_date(source: str | None) -> bool:
+    """Whether a template can print the date (it names `strftime_now`; a mention is enough)."""
+    return bool(source) and "strftime_now" in source
+
+
+def template_variables(special_tokens: dict, template_date: str | None) -> dict:
+    """What a template sees besides the messages: the special tokens, and `strftime_now` fixed to
+    `template_date` (midnight), so the text is the same whichever day the build runs."""
+    if template_date is None:
+        return dict(special_tokens)
+    day = datetime.fromisoformat(template_date)
+    return {**special_tokens, "strftime_now": day.strftime}
+
+
 def _plain_dict(*args, **kwargs):
     return dict(*args, **kwargs)
 

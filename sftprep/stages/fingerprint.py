@@ -33,6 +33,7 @@ def build_fingerprint(config: dict, stats: list[SourceStats], tokenizer: LoadedT
         "special_tokens": tokenizer.special_tokens,
         "chat_template": tokenizer.chat_template,
         "added_tokens": tokenizer.added_tokens,
+        "pipeline": tokenizer.pipeline,
     }
     encoded = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
     return hashlib.sha256(encoded).hexdigest()

@@ -189,7 +189,7 @@ def _turn_start(r, messages: list, full: str, i: int) -> int:
     if i == 0:
         head = _prompt_or_none(r, [], True)
         if head is None:
-            return _content_start(message, full, 0)
+            return _leading_turn_start(r, messages, full)
     else:
         head = r(messages[:i], gen=True)
     if full.startswith(head):
@@ -208,6 +208,26 @@ def _turn_start(r, messages: list, full: str, i: int) -> int:
         f"differently once later messages follow ({full[common : common + 30]!r} where the prompt alone has "
         f"{head[common : common + 30]!r}); pass --chat-template with a prefix-preserving template",
     )
+
+
+def _leading_turn_start(r, messages: list, full: str) -> int:
+    """Where a leading assistant turn begins when the template cannot render an empty prompt.
+
+    After the first place `full` holds the generation prompt (as the template renders it after
+    another message), or that prompt less its trailing whitespace (a pre-filled `<think>\n` the
+    render closes at once, as in `<think></think>`), if that is before the turn's content; else at
+    the content itself.
+    """
+    content = messages[0].get("content")
+    has_content = isinstance(content, str) and bool(content.strip())
+    content_at = _content_start(messages[0], full, 0)
+    limit = content_at if has_content else len(full)
+    prompt = _generation_prompt(r, messages, 0)
+    for header in (prompt, prompt.rstrip()) if prompt else ():
+        found = full.find(header) if header else -1
+        if found >= 0 and found + len(header) <= limit:
+            return found + len(header)
+    return content_at
 
 
 def _prompt_or_none(r, messages: list, gen: bool) -> str | None:

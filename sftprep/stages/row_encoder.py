@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sftprep.config import BuildConfig
 from sftprep.errors import RowError
-from sftprep.stages.chat_template import compile_template
+from sftprep.stages.chat_template import compile_template, template_variables
 from sftprep.stages.formats import FormatSpec, make_normalizer
 from sftprep.stages.masks import finish_batch, tokenize_batch
 from sftprep.stages.render import render_example, require_unicode
@@ -34,10 +34,13 @@ class RowEncoder:
     """assistant | last-assistant | all"""
     special_tokens: bool
     """See adds_special_tokens."""
+    template_date: str | None = None
+    """The date `strftime_now` renders (config `template_date`, resolved by the pipeline)."""
 
     def __post_init__(self):
         template = self.tokenizer.chat_template
         self.template = compile_template(template) if template else None
+        self.variables = template_variables(self.tokenizer.special_tokens, self.template_date)
         self.bos_id = self.tokenizer.token_id("bos_token")
         self.eos_id = self.tokenizer.token_id("eos_token")
         self._normalizers: dict[tuple, Callable] = {}
@@ -66,7 +69,7 @@ class RowEncoder:
                             example,
                             self.loss_on,
                             self.template,
-                            self.tokenizer.special_tokens,
+                            self.variables,
                         )
                     )
                 )
@@ -108,7 +111,9 @@ def init_worker(config: BuildConfig) -> None:
     tokenizer = load_tokenizer(
         config.tokenizer, config.chat_template, config.pad_vocab_to_multiple_of
     )
-    _WORKER = RowEncoder(tokenizer, config.loss_on, adds_special_tokens(config))
+    _WORKER = RowEncoder(
+        tokenizer, config.loss_on, adds_special_tokens(config), config.template_date
+    )
 
 
 def process_in_worker(task: tuple) -> list:

@@ -12,6 +12,7 @@ from schemas import tokenizer_fingerprint
 from schemas.manifest import TokenizerEntry
 from sftprep.errors import SftprepError
 from sftprep.stages.chat_template import builtin_template
+from sftprep.stages.tokenizer_pipeline import AS_SHIPPED, transformers_backend
 
 SPECIAL_TOKEN_KEYS = (
     "bos_token",
@@ -49,6 +50,8 @@ class LoadedTokenizer:
     pad_vocab_to_multiple_of: int | None = None
     fingerprint: str = ""
     """Fingerprint after any tokens the build added (set once loading is complete)."""
+    pipeline: str = AS_SHIPPED
+    """Which pipeline encodes: tokenizer.json as shipped, or transformers 5's rebuild of it."""
 
     def token_id(self, key: str) -> int | None:
         """Id of the special token `key` (e.g. 'eos_token'), or None when it is not set."""
@@ -78,6 +81,7 @@ class LoadedTokenizer:
             pad_id=self.token_id("pad_token"),
             added_tokens=tuple(self.added_tokens),
             pad_vocab_to_multiple_of=self.pad_vocab_to_multiple_of,
+            pipeline=self.pipeline,
         )
 
 
@@ -120,8 +124,8 @@ def load_tokenizer(
     """Load a tokenizer folder (or hub name), apply `--chat-template` (a file, or `chatml`)."""
     folder = _resolve_folder(name_or_path)
     files = {n: (folder / n).read_bytes() for n in TOKENIZER_FILES if (folder / n).is_file()}
-    backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
     config = json.loads(files.get("tokenizer_config.json", b"{}"))
+    backend, pipeline = transformers_backend(files["tokenizer.json"], config)
     special_map = json.loads(files.get("special_tokens_map.json", b"{}"))
     special = {}
     for key in SPECIAL_TOKEN_KEYS:
@@ -138,6 +142,7 @@ def load_tokenizer(
         files_sha256={n: _sha256(b) for n, b in sorted(files.items())},
         base_fingerprint=tokenizer_fingerprint(backend),
         pad_vocab_to_multiple_of=pad_vocab_to_multiple_of,
+        pipeline=pipeline,
     )
     if chat_template == "chatml":
         _setup_chatml(loaded)
