@@ -3,15 +3,18 @@
 Masks are computed, not searched. For a chat, what assistant turn i trains is what the model would
 generate after the template's generation prompt: in the full render F, from the end of
 render(messages[:i], add_generation_prompt=True) to where the next message begins, with trailing
-whitespace left out (the one rule we apply at turn edges). Worked example (ChatML)::
+whitespace left out. Worked example (ChatML)::
 
     F = "<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\nHello!<|im_end|>\\n"
                                                           ^^^^^^^^^^^^^^^^ trained span
 
-Some templates are not prefix-preserving (Qwen3 drops the reasoning of turns before the last user
-query, so render(messages[:i+1]) is not a prefix of F). Then the turn's own text T (rendered as the
-last turn) is aligned to F: the span ends after the longest suffix of T that F continues with at
-the turn's start, which is the turn as F renders it.
+Two rules at turn edges: trailing whitespace is not trained, and what the generation prompt
+pre-fills (`<think>\\n`) is not trained either; where F does not hold it, the turn starts after
+the longest common prefix of the prompt and F. Templates that are not prefix-preserving are
+aligned, not assumed away: an earlier turn may end with another marker than the last one does
+(harmony), lose its reasoning once a later answer follows (Qwen3), or have a later system message
+printed before it (DeepSeek-V3); see _turn_start and _turn_length. A turn that still cannot be
+located is a RowError(`unlocatable_turn`), never an empty span.
 """
 
 import json
