@@ -273,6 +273,10 @@ def _turn_length(r, messages: list, full: str, i: int, start: int) -> int:
         turns.append(_own_text(r, messages, i, own, prefix))
         if full.startswith(turns[0], start):
             return len(turns[0])
+        # A suffix of the turn that `full` continues with ends with the turn's own end marker, so
+        # the marker is the same: the template only dropped part of the turn (Qwen3's reasoning).
+        if aligned := _longest_suffix_continuing(turns[0], full, start):
+            return aligned
     followed = _followed_turn(r, messages, i, prefix)
     if followed is not None:
         if full.startswith(followed, start):

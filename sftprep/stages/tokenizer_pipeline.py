@@ -20,8 +20,10 @@ GEMMA_CLASSES = frozenset({"GemmaTokenizer"})
 
 def transformers_backend(tokenizer_json: bytes, config: dict) -> tuple[Tokenizer, str]:
     """The Rust tokenizer transformers 5 would build from these files, and the name of its pipeline."""
-    spec = json.loads(tokenizer_json)
     declared = str(config.get("tokenizer_class") or "").removesuffix("Fast")
+    if declared not in LLAMA_CLASSES | GEMMA_CLASSES:  # parse the (large) file only when needed
+        return Tokenizer.from_str(tokenizer_json.decode("utf-8")), AS_SHIPPED
+    spec = json.loads(tokenizer_json)
     if declared in LLAMA_CLASSES and not _byte_level(spec):
         scheme = _prepend_scheme(config)
         spec["normalizer"] = None
