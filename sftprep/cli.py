@@ -3,6 +3,7 @@
 verify/inspect/stats/diff import their modules when they run, so that `sftprep build` starts faster."""
 
 import inspect
+import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -24,10 +25,17 @@ app = typer.Typer(
 )
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 @contextmanager
 def user_errors(on_interrupt: str = "interrupted"):
-    """Turn a SftprepError into one line on stderr and exit code 1, Ctrl-C into one line and 130;
-    anything else is a bug and keeps its traceback."""
+    """Turn a SftprepError into one line on stderr and exit code 1; Ctrl-C, SIGTERM (container
+    stop, Slurm preemption, `timeout`) and SIGHUP into one line and 130, after the same clean-up
+    (the temporary folder removed, worker processes stopped); anything else is a bug and keeps its
+    traceback."""
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     except SftprepError as err:
@@ -36,6 +44,9 @@ def user_errors(on_interrupt: str = "interrupted"):
     except KeyboardInterrupt:
         typer.echo(on_interrupt, err=True)
         raise typer.Exit(130) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @app.callback()

@@ -29,6 +29,7 @@ from sftprep.stages.fingerprint import build_fingerprint
 from sftprep.stages.formats import detect_format
 from sftprep.stages.length_policy import admit
 from sftprep.stages.masks import Encoded
+from sftprep.stages.out_guard import build_lock, refuse_foreign_files, refuse_unsafe_out
 from sftprep.stages.pack import plan_rows
 from sftprep.stages.row_encoder import (
     RowEncoder,
@@ -36,7 +37,7 @@ from sftprep.stages.row_encoder import (
     init_worker,
     process_in_worker,
 )
-from sftprep.stages.shards import atomic_build_dir, write_split
+from sftprep.stages.shards import atomic_build_dir, recover_interrupted, write_split
 from sftprep.stages.source_stats import SourceStats
 from sftprep.stages.sources import content_sha256, iter_rows, resolve_sources, same_sources
 from sftprep.stages.spill import Spill, assemble_rows
@@ -105,24 +106,39 @@ def run_build(
         config.tokenizer, config.chat_template, config.pad_vocab_to_multiple_of
     )
     config = _dated(config, tokenizer)
-    stats, start = [], 0
+    stats = []
     eval_split = "train+eval" if config.eval_fraction else "train"
     for split, sources in ((eval_split, train_sources), ("eval", eval_sources)):
         for source in sources:
             stats.append(SourceStats(source, split, content_sha256(source), 0))
     fingerprint = build_fingerprint(config.to_dict(), stats, tokenizer)
     out = Path(config.out)
+    refuse_unsafe_out(out, train_sources + eval_sources)
+    with build_lock(out):
+        return _build_locked(
+            config, tokenizer, stats, fingerprint, bool(eval_sources), (started, progress)
+        )
+
+
+def _build_locked(config, tokenizer, stats, fingerprint, has_eval, clock) -> BuildResult:
+    """The build once it holds the lock of `out`: reuse, repair or replace what is there.
+    `clock` is (the perf_counter the build started at, the progress callback)."""
+    out, (started, progress) = Path(config.out), clock
+    recover_interrupted(out)
     existing = _existing_manifest(out)
     damage = []
     if existing is not None and existing.fingerprint == fingerprint:
         damage = shard_problems(out, existing, sha256=True)
         if not damage:
             return BuildResult(existing, True)
-    if out.exists() and any(out.iterdir()) and not config.overwrite and not damage:
-        what = "a different build" if existing else "files that are not a complete build"
-        raise SftprepError(
-            f"--out {out} already holds {what}; pass --overwrite to replace it, or choose another --out"
-        )
+    if out.exists() and any(out.iterdir()):
+        if not config.overwrite and not damage:
+            what = "a different build" if existing else "files that are not a complete build"
+            raise SftprepError(
+                f"--out {out} already holds {what}; pass --overwrite to replace it, or choose another --out"
+            )
+        refuse_foreign_files(out, existing)
+    start = 0
 
     with atomic_build_dir(out) as tmp:
         spills = {"train": Spill(tmp / SPILL_DIR, "train"), "eval": Spill(tmp / SPILL_DIR, "eval")}
@@ -131,7 +147,7 @@ def run_build(
                 st.example_id_start = start
                 _read_source(config, tokenizer, st, spills, progress)
                 start += st.rows_read
-            _refuse_empty(spills, stats, bool(eval_sources))
+            _refuse_empty(spills, stats, has_eval)
             splits = {}
             for split, (spill, positions) in split_positions(spills, stats, config).items():
                 lengths = spill.lengths_at(positions)

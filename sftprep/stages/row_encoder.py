@@ -104,7 +104,12 @@ _WORKER: RowEncoder | None = None
 def init_worker(config: BuildConfig) -> None:
     """Pool initializer: load the tokenizer and compile the template once per process."""
     global _WORKER
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle, in one line
+    for sig in (
+        signal.SIGINT,
+        signal.SIGTERM,
+        signal.SIGHUP,
+    ):  # the parent's to handle, in one line
+        signal.signal(sig, signal.SIG_IGN)
     # The workers are the parallelism: one tokenizer thread each, not a thread pool per worker
     # fighting the others for the same cores.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"

@@ -142,6 +142,12 @@ def atomic_build_dir(target: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def recover_interrupted(target: Path) -> None:
+    """Undo what killed builds left beside `target` (see _remove_stale); call it before looking at
+    `target`, so a build killed between its two renames counts as the previous build, intact."""
+    _remove_stale(target.resolve())
+
+
 def _remove_stale(target: Path) -> None:
     """Clean up after builds that were killed (SIGKILL, power loss) beside `target`.
 

@@ -166,8 +166,19 @@ def _big_source(tmp_path) -> Path:
     return src
 
 
+def _group_gone(pgid: int, wait_s: float = 10.0) -> bool:
+    deadline = time.time() + wait_s
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
 def test_an_interrupted_build_leaves_the_previous_build_intact_and_a_rerun_completes(tmp_path, sig):
     out = tmp_path / "out"
     small = tmp_path / "small.jsonl"
@@ -210,7 +221,8 @@ def test_an_interrupted_build_leaves_the_previous_build_intact_and_a_rerun_compl
     os.killpg(proc.pid, sig) if sig == signal.SIGKILL else proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode != 0
-    if sig == signal.SIGINT:
+    if sig != signal.SIGKILL:
+        assert _group_gone(proc.pid), "worker processes outlived the interrupted build"
         assert (
             stderr.strip().count("\n") == 0
             and "interrupted" in stderr
