@@ -104,11 +104,9 @@ _WORKER: RowEncoder | None = None
 def init_worker(config: BuildConfig) -> None:
     """Pool initializer: load the tokenizer and compile the template once per process."""
     global _WORKER
-    for sig in (
-        signal.SIGINT,
-        signal.SIGTERM,
-        signal.SIGHUP,
-    ):  # the parent's to handle, in one line
+    # Ctrl-C and a hang-up reach the whole process group: they are the parent's to handle, in one
+    # line. SIGTERM is not ignored: it is how the pool stops its workers (Process.terminate).
+    for sig in (signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     # The workers are the parallelism: one tokenizer thread each, not a thread pool per worker
     # fighting the others for the same cores.
