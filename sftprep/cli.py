@@ -3,6 +3,7 @@
 verify/inspect/stats/diff import their modules when they run, so that `sftprep build` starts faster."""
 
 import inspect
+import re
 import signal
 import sys
 import time
@@ -23,6 +24,19 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Prepare SFT data once: exact ids, loss masks, packed Arrow shards.",
 )
+
+
+ESCAPED_FLAGS = ("prompt_template", "completion_template")
+"""Flags whose backslash escapes are decoded: a shell passes `\\n` as two characters."""
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def typed_escapes(value: str | None) -> str | None:
+    """`\\n`, `\\t`, `\\r` and `\\\\` as typed on a command line, decoded; any other backslash
+    kept as typed. Not `unicode_escape`, which would mangle every non-ASCII character."""
+    if value is None:
+        return None
+    return re.sub(r"\\([ntr\\])", lambda m: _ESCAPES[m.group(1)], value)
 
 
 def _interrupt(signum, frame):
@@ -59,6 +73,7 @@ def build(config: Path | None = None, quiet: bool = False, **flags) -> None:
     flags = {k: tuple(v) if isinstance(v, list) else v for k, v in flags.items()}
     started = time.perf_counter()
     with user_errors("interrupted: nothing was written; the previous build (if any) is intact"):
+        flags = {k: typed_escapes(v) if k in ESCAPED_FLAGS else v for k, v in flags.items()}
         cfg = load_config(
             str(config) if config else None,
             {k: v or None if isinstance(v, tuple) else v for k, v in flags.items()},

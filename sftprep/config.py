@@ -6,6 +6,7 @@ values come from YAML, flags or Python; `validate()` then checks values and comb
 """
 
 import os
+import string
 from dataclasses import asdict, dataclass, field, fields
 from datetime import date
 from pathlib import Path
@@ -114,6 +115,8 @@ class BuildConfig:
         if self.pad_vocab_to_multiple_of is not None and self.pad_vocab_to_multiple_of < 1:
             problems.append("--pad-vocab-to-multiple-of must be a positive integer")
         problems += _date_problems(self.template_date)
+        problems += _format_problems("--prompt-template", self.prompt_template)
+        problems += _format_problems("--completion-template", self.completion_template)
         if self.shard_size_mb < 1:
             problems.append("--shard-size-mb must be at least 1")
         return problems
@@ -181,3 +184,32 @@ def _date_problems(text: str | None) -> list[str]:
     except ValueError:
         pass
     return [f"--template-date is {text!r}; write it as YYYY-MM-DD, e.g. 2026-12-02"]
+
+
+def _format_problems(flag: str, template: str | None) -> list[str]:
+    """A prompt/completion template may hold only plain `{column}` fields: attribute access, indexing,
+    conversions and format specs would put Python's text (`<built-in method ...>`) into the data."""
+    if template is None:
+        return []
+    try:
+        fields = [
+            (f, spec, conv)
+            for _, f, spec, conv in string.Formatter().parse(template)
+            if f is not None
+        ]
+    except ValueError as err:
+        return [f"{flag} {template!r}: {err}; write a literal brace as {{{{ or }}}}"]
+    for name, spec, conversion in fields:
+        if not name.isidentifier() or spec or conversion:
+            shown = (
+                "{"
+                + name
+                + (f"!{conversion}" if conversion else "")
+                + (f":{spec}" if spec else "")
+                + "}"
+            )
+            return [
+                f"{flag} {template!r}: field {shown} is not a plain column name; use {{column}} only "
+                "(compute anything else with --formatter module:function)"
+            ]
+    return []

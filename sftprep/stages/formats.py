@@ -371,7 +371,7 @@ def _template_normalizer(
     }
 
     def normalize(row: dict) -> Example:
-        missing = sorted(n for n in names if n.split(".")[0].split("[")[0] not in row)
+        missing = sorted(n for n in names if n not in row)  # plain names only (config checks it)
         if missing:
             raise RowError(
                 DropReason.MISSING_FIELD,

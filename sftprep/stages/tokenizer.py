@@ -124,15 +124,25 @@ def load_tokenizer(
     """Load a tokenizer folder (or hub name), apply `--chat-template` (a file, or `chatml`)."""
     folder = _resolve_folder(name_or_path)
     files = {n: (folder / n).read_bytes() for n in TOKENIZER_FILES if (folder / n).is_file()}
-    config = json.loads(files.get("tokenizer_config.json", b"{}"))
-    backend, pipeline = transformers_backend(files["tokenizer.json"], config)
-    special_map = json.loads(files.get("special_tokens_map.json", b"{}"))
+    config = _json_object(folder, files, "tokenizer_config.json")
+    try:
+        backend, pipeline = transformers_backend(files["tokenizer.json"], config)
+    except Exception as err:  # noqa: BLE001 - the Rust parser's errors have no common type
+        raise SftprepError(
+            f"{folder / 'tokenizer.json'}: not a tokenizer file that loads ({str(err)[:120]}); "
+            "save the tokenizer again (AutoTokenizer.from_pretrained(...).save_pretrained(DIR))"
+        ) from None
+    special_map = _json_object(folder, files, "special_tokens_map.json")
     special = {}
     for key in SPECIAL_TOKEN_KEYS:
         text = _token_text(config.get(key, special_map.get(key)))
+        if text is not None and not isinstance(text, str):
+            raise SftprepError(
+                f"{folder / 'tokenizer_config.json'}: `{key}` is {text!r}; it must be the token's text"
+            )
         if text is not None:
             special[key] = text
-    template, source = _own_template(config, files)
+    template, source = _own_template(config, files, folder)
     loaded = LoadedTokenizer(
         backend=backend,
         name_or_path=str(folder.resolve()) if Path(name_or_path).is_dir() else str(name_or_path),
@@ -152,24 +162,72 @@ def load_tokenizer(
             raise SftprepError(
                 f"--chat-template {chat_template}: file not found (or pass `chatml`)"
             )
-        loaded.chat_template = path.read_text()
+        loaded.chat_template = _template_text(path.read_bytes(), path)
         loaded.chat_template_source = f"file:{path.name}"
+    _require_special_in_vocab(loaded, folder)
     loaded.fingerprint = (
         tokenizer_fingerprint(loaded.backend) if loaded.added_tokens else loaded.base_fingerprint
     )
     return loaded
 
 
-def _own_template(config: dict, files: dict) -> tuple[str | None, str]:
+def _json_object(folder: Path, files: dict, name: str) -> dict:
+    """A config file of the folder as a dict ({} when absent); a one-line error when it is not one."""
+    if name not in files:
+        return {}
+    try:
+        value = json.loads(files[name])
+    except ValueError as err:
+        raise SftprepError(
+            f"{folder / name}: not valid JSON ({err}); fix or remove the file"
+        ) from None
+    if not isinstance(value, dict):
+        raise SftprepError(
+            f"{folder / name}: holds a {type(value).__name__}, not a JSON object; fix or remove the file"
+        )
+    return value
+
+
+def _require_special_in_vocab(loaded: LoadedTokenizer, folder: Path) -> None:
+    """BOS and EOS must be tokens of the vocabulary: else examples would silently go without them."""
+    for key in ("bos_token", "eos_token"):
+        text = loaded.special_tokens.get(key)
+        if text is not None and loaded.backend.token_to_id(text) is None:
+            raise SftprepError(
+                f"{folder / 'tokenizer_config.json'}: `{key}` is {text!r}, which is not a token of "
+                "tokenizer.json; set it to a token the vocabulary has (or remove it)"
+            )
+
+
+def _template_text(data: bytes, path: Path) -> str:
+    """A template file's text: UTF-8, with a byte-order mark dropped (it would start every example)."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise SftprepError(
+            f"{path}: the chat template is not UTF-8 (byte {err.start}); save it as UTF-8"
+        ) from None
+
+
+def _own_template(config: dict, files: dict, folder: Path) -> tuple[str | None, str]:
     """The tokenizer's own chat template: chat_template.jinja wins, as in transformers 5."""
     if "chat_template.jinja" in files:
-        return files["chat_template.jinja"].decode("utf-8"), "tokenizer:chat_template.jinja"
+        text = _template_text(files["chat_template.jinja"], folder / "chat_template.jinja")
+        return text, "tokenizer:chat_template.jinja"
+    where = folder / "tokenizer_config.json"
     template = config.get("chat_template")
     if template is None and "chat_template.json" in files:
-        template = json.loads(files["chat_template.json"]).get("chat_template")
+        where = folder / "chat_template.json"
+        template = _json_object(folder, files, "chat_template.json").get("chat_template")
     if isinstance(template, list):  # named templates: use "default"
-        named = {t["name"]: t["template"] for t in template}
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        if None in named:
+            raise SftprepError(f"{where}: a named chat template has no `name`; name each one")
         template = named.get("default")
+    if template is not None and not isinstance(template, str):
+        raise SftprepError(
+            f"{where}: `chat_template` is a {type(template).__name__}, not a template string; fix the file"
+        )
     return template, "tokenizer:tokenizer_config.json" if template else "none"
 
 

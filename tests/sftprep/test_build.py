@@ -189,7 +189,14 @@ def test_chatml_setup_adds_tokens_keeps_pad_distinct_and_suggests_itself(tmp_pat
     (tok / "chat_template.jinja").unlink()
     cfg = json.loads((tok / "tokenizer_config.json").read_text())
     (tok / "tokenizer_config.json").write_text(
-        json.dumps({**cfg, "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"})
+        json.dumps(
+            {
+                **cfg,
+                "bos_token": "<|endoftext|>",
+                "eos_token": "<|endoftext|>",
+                "pad_token": "<|endoftext|>",
+            }
+        )
     )
     # give the tokenizer a vocabulary without the ChatML tokens
     data = json.loads((tok / "tokenizer.json").read_text())
