@@ -117,8 +117,7 @@ class BuildConfig:
         problems += _date_problems(self.template_date)
         problems += _format_problems("--prompt-template", self.prompt_template)
         problems += _format_problems("--completion-template", self.completion_template)
-        if self.shard_size_mb < 1:
-            problems.append("--shard-size-mb must be at least 1")
+        problems += _count_problems(self)
         return problems
 
     def to_dict(self) -> dict:
@@ -213,3 +212,13 @@ def _format_problems(flag: str, template: str | None) -> list[str]:
                 "(compute anything else with --formatter module:function)"
             ]
     return []
+
+
+def _count_problems(config: "BuildConfig") -> list[str]:
+    """Integers that must not be negative or zero."""
+    problems = []
+    if config.shard_size_mb < 1:
+        problems.append("--shard-size-mb must be at least 1")
+    if config.seed < 0:
+        problems.append(f"--seed is {config.seed}; it must be 0 or more")
+    return problems

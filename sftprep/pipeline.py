@@ -39,7 +39,14 @@ from sftprep.stages.row_encoder import (
 )
 from sftprep.stages.shards import atomic_build_dir, recover_interrupted, write_split
 from sftprep.stages.source_stats import SourceStats
-from sftprep.stages.sources import content_sha256, iter_rows, resolve_sources, same_sources
+from sftprep.stages.sources import (
+    content_sha256,
+    iter_rows,
+    require_unchanged,
+    resolve_sources,
+    same_sources,
+    source_stamp,
+)
 from sftprep.stages.spill import Spill, assemble_rows
 from sftprep.stages.split import split_positions, split_stats
 from sftprep.stages.tokenizer import LoadedTokenizer, load_tokenizer
@@ -110,7 +117,8 @@ def run_build(
     eval_split = "train+eval" if config.eval_fraction else "train"
     for split, sources in ((eval_split, train_sources), ("eval", eval_sources)):
         for source in sources:
-            stats.append(SourceStats(source, split, content_sha256(source), 0))
+            stamp = source_stamp(source)
+            stats.append(SourceStats(source, split, content_sha256(source), 0, stamp=stamp))
     fingerprint = build_fingerprint(config.to_dict(), stats, tokenizer)
     out = Path(config.out)
     refuse_unsafe_out(out, train_sources + eval_sources)
@@ -146,6 +154,7 @@ def _build_locked(config, tokenizer, stats, fingerprint, has_eval, clock) -> Bui
             for st in stats:
                 st.example_id_start = start
                 _read_source(config, tokenizer, st, spills, progress)
+                require_unchanged(st.source, st.stamp)
                 start += st.rows_read
             _refuse_empty(spills, stats, has_eval)
             splits = {}

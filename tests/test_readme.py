@@ -2,6 +2,8 @@
 
 import re
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -25,6 +27,7 @@ def test_the_file_map_lists_every_module_and_nothing_else():
     assert missing == set(), "files in the README's map that do not exist"
 
 
+@pytest.mark.slow  # runs a whole collection (15 s); CI runs the slow tier too
 def test_every_test_file_is_collected():
     """Guard against a test folder pytest skips (by default it ignores folders named `build`)."""
     import subprocess

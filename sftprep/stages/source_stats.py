@@ -25,6 +25,8 @@ class SourceStats:
     truncated: int = 0
     truncated_tokens: int = 0
     split_examples: int = 0
+    stamp: tuple = ()
+    """sources.source_stamp before the build hashed the source (checked once it is read)."""
 
     def count_kept(self, pieces: list[Encoded], cut: int) -> None:
         """One row kept, as these pieces, after `cut` tokens were truncated away."""

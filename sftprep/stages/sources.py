@@ -119,7 +119,10 @@ def _folder_source(path: Path) -> Source:
     if (path / "state.json").is_file():
         return Source(str(path), "saved")
     if (path / "dataset_dict.json").is_file():
-        splits = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
+        try:
+            splits = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
+        except (ValueError, AttributeError, UnicodeDecodeError):
+            splits = ["SPLIT"]  # broken, but plainly a DatasetDict: the advice is the same
         raise SftprepError(
             f"{path} is a saved DatasetDict; pass one split's folder instead, e.g. "
             + ", ".join(str(path / s) for s in splits)
@@ -287,10 +290,27 @@ def _jsonl_rows(path: str) -> Iterator[dict | RowError]:
 def _parquet_rows(path: str) -> Iterator[dict]:
     try:
         handle = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise SftprepError(f"{path}: not a readable Parquet file ({err})") from None
-    for batch in handle.iter_batches(batch_size=BATCH_ROWS):
+    except (pa.ArrowException, OSError) as err:
+        raise SftprepError(f"{path}: not a readable Parquet file ({_one_line(err)})") from None
+    _refuse_duplicate_columns(path, handle.schema_arrow.names)
+    batches = handle.iter_batches(batch_size=BATCH_ROWS)
+    while True:
+        try:
+            batch = next(batches, None)
+        except (pa.ArrowException, OSError) as err:
+            raise SftprepError(
+                f"{path}: a damaged part of the Parquet file cannot be read ({_one_line(err)}); "
+                "write the file again"
+            ) from None
+        if batch is None:
+            return
         yield from batch.to_pylist()
+
+
+def _refuse_duplicate_columns(path, names: list[str]) -> None:
+    """Two columns of one name: a row dict would keep one and silently lose the other."""
+    if duplicates := sorted({n for n in names if names.count(n) > 1}):
+        raise SftprepError(f"{path}: duplicate column names {', '.join(duplicates)}; rename them")
 
 
 def _csv_rows(path: str) -> Iterator[dict | RowError]:
@@ -350,21 +370,72 @@ def _arrow_batches(path: Path) -> Iterator[pa.RecordBatch]:
         try:
             reader = pa.ipc.open_file(handle)
         except pa.ArrowInvalid as err:
-            raise SftprepError(f"{path}: not an Arrow IPC file ({err})") from None
+            raise SftprepError(f"{path}: not an Arrow IPC file ({_one_line(err)})") from None
         for i in range(reader.num_record_batches):
             yield reader.get_batch(i)
 
 
 def _arrow_rows(paths: list[Path]) -> Iterator[dict]:
     for path in paths:
-        for batch in _arrow_batches(path):
+        batches = _arrow_batches(path)
+        while True:
+            try:
+                batch = next(batches, None)
+            except (pa.ArrowException, OSError) as err:
+                raise SftprepError(
+                    f"{path}: the Arrow file is damaged or cut short ({_one_line(err)}); write it again"
+                ) from None
+            if batch is None:
+                break
+            _refuse_duplicate_columns(path, batch.schema.names)
             for start in range(0, batch.num_rows, BATCH_ROWS):
                 yield from batch.slice(start, BATCH_ROWS).to_pylist()
 
 
 def _saved_files(folder: Path) -> list[Path]:
-    state = json.loads((folder / "state.json").read_text())
-    return [folder / f["filename"] for f in state.get("_data_files", [])]
+    """The data files a save_to_disk folder's state.json lists; a one-line error when it is broken."""
+    state_path = folder / "state.json"
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise SftprepError(
+            f"{state_path}: not valid JSON ({_one_line(err)}); save the dataset again"
+        ) from None
+    files = state.get("_data_files") if isinstance(state, dict) else None
+    if not isinstance(files, list) or not all(
+        isinstance(f, dict) and isinstance(f.get("filename"), str) for f in files
+    ):
+        raise SftprepError(
+            f"{state_path}: no `_data_files` list of {{filename}} entries; save the dataset again"
+        )
+    paths = [folder / f["filename"] for f in files]
+    if missing := [p.name for p in paths if not p.is_file()]:
+        raise SftprepError(
+            f"{folder}: state.json lists {', '.join(missing)}, which the folder lacks; save the dataset again"
+        )
+    return paths
+
+
+def source_stamp(source: Source) -> tuple:
+    """Size and modification time of each file of a source: taken before the build hashes it and
+    compared after it read it, so the manifest's sha256 is of the rows the build holds."""
+    if source.kind == "hub":
+        return ()
+    paths = [Path(source.path)] if source.kind != "saved" else _saved_files(Path(source.path))
+    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
+
+
+def require_unchanged(source: Source, stamp: tuple) -> None:
+    """A SftprepError when the source changed while the build read it."""
+    if source_stamp(source) != stamp:
+        raise SftprepError(
+            f"{source.path}: changed while the build read it (size or modification time), so the build "
+            "would not match its manifest; rerun once nothing writes it"
+        )
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())[:200]
 
 
 def _hub_dataset(name: str):
