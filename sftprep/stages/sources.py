@@ -315,7 +315,9 @@ def _refuse_duplicate_columns(path, names: list[str]) -> None:
 
 def _csv_rows(path: str) -> Iterator[dict | RowError]:
     with open(path, encoding="utf-8-sig", newline="") as handle:  # -sig: a BOM is not data
-        reader = csv.reader(handle)
+        reader = csv.reader(
+            handle, strict=True
+        )  # strict: a quote left open is an error, not a field to EOF
         try:
             header = next(reader, None)
             if not header:
@@ -350,10 +352,13 @@ def _csv_records(reader) -> Iterator[list | RowError]:
         except StopIteration:
             return
         except csv.Error as err:
-            yield RowError(
-                DropReason.MALFORMED_CSV,
-                f"line {reader.line_num}: {err} (fields are limited to {CSV_FIELD_LIMIT // (1 << 20)} MiB)",
-            )
+            if "field larger than field limit" in str(err):
+                detail = f"{err} (fields are limited to {CSV_FIELD_LIMIT // (1 << 20)} MiB)"
+            elif "unexpected end of data" in str(err):
+                detail = "a quoted field never closes: every line after it up to the end would be one field; close the quote"
+            else:
+                detail = f"{err}; quote the field or escape the quote"
+            yield RowError(DropReason.MALFORMED_CSV, f"line {reader.line_num}: {detail}")
 
 
 def _arrow_batches(path: Path) -> Iterator[pa.RecordBatch]:

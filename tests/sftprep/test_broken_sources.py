@@ -108,3 +108,14 @@ def test_a_negative_seed_is_a_config_error(tmp_path):
     path.write_text(json.dumps(TEXTS[0]) + "\n")
     with pytest.raises(ConfigError, match="--seed is -1; it must be 0 or more"):
         _build(path, tmp_path, seed=-1)
+
+
+def test_a_csv_quote_left_open_does_not_swallow_the_rows_after_it(tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_text('prompt,completion\na,b\nc,"d\ne,f\ng,h\n')
+    with pytest.raises(SftprepError, match="a quoted field never closes"):
+        _build(path, tmp_path)
+    bad = tmp_path / "bad.csv"
+    bad.write_text('prompt,completion\na,b\nc,"d"x\ne,f\n')
+    manifest = _build(bad, tmp_path, on_error="skip")
+    assert manifest["dropped"] == {"malformed_csv": 1} and manifest["sources"][0]["rows_read"] == 3
