@@ -45,7 +45,8 @@ def _interrupt(signum, frame):
 
 @contextmanager
 def user_errors(on_interrupt: str = "interrupted"):
-    """Turn a SftprepError into one line on stderr and exit code 1; Ctrl-C, SIGTERM (container
+    """Turn a SftprepError or an OSError (disk full, read-only folder) into one line on stderr and
+    exit code 1; Ctrl-C, SIGTERM (container
     stop, Slurm preemption, `timeout`) and SIGHUP into one line and 130, after the same clean-up
     (the temporary folder removed, worker processes stopped); anything else is a bug and keeps its
     traceback."""
@@ -58,6 +59,13 @@ def user_errors(on_interrupt: str = "interrupted"):
     except KeyboardInterrupt:
         typer.echo(on_interrupt, err=True)
         raise typer.Exit(130) from None
+    except OSError as err:  # disk full, a read-only or vanished folder: the machine, not a bug
+        where = f"{err.filename}: " if err.filename else ""
+        typer.echo(
+            f"error: {where}{err.strerror or err}; nothing was written, the previous build (if any) is intact",
+            err=True,
+        )
+        raise typer.Exit(1) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

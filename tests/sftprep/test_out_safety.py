@@ -139,3 +139,39 @@ def test_a_failed_build_leaves_no_folder_it_created(tmp_path):
     with pytest.raises(SftprepError):
         _build(empty, tmp_path / "new" / "parent" / "build", on_error="skip")
     assert not (tmp_path / "new").exists()
+
+
+def test_a_full_disk_is_one_line_and_the_previous_build_survives(tmp_path, monkeypatch):
+    import errno
+
+    import sftprep.pipeline
+
+    out = tmp_path / "out"
+    _build(_source(tmp_path / "a"), out)
+    first = load_manifest(out)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out) + ".tmp/train/00000.arrow")
+
+    monkeypatch.setattr(sftprep.pipeline, "write_split", full)
+    from typer.testing import CliRunner
+
+    from sftprep.cli import app
+
+    source = _source(tmp_path / "b", rows=2)
+    result = CliRunner().invoke(
+        app,
+        [
+            "build",
+            str(source),
+            "--tokenizer",
+            str(BUNDLED_TOKENIZER),
+            "--out",
+            str(out),
+            "--overwrite",
+            "-q",
+        ],
+    )
+    assert result.exit_code == 1 and "No space left on device" in result.output
+    assert result.output.strip().count("\n") == 0 and "Traceback" not in result.output
+    assert load_manifest(out) == first and not list(tmp_path.glob(".out.*"))
