@@ -109,6 +109,8 @@ def run_build(
             f"--eval {', '.join(both)}: also a training source, so the eval split would be training data; "
             "use a held-out file, or --eval-fraction"
         )
+    out = Path(config.out)
+    refuse_unsafe_out(out, train_sources + eval_sources)  # before hashing gigabytes of sources
     tokenizer = load_tokenizer(
         config.tokenizer, config.chat_template, config.pad_vocab_to_multiple_of
     )
@@ -120,18 +122,17 @@ def run_build(
             stamp = source_stamp(source)
             stats.append(SourceStats(source, split, content_sha256(source), 0, stamp=stamp))
     fingerprint = build_fingerprint(config.to_dict(), stats, tokenizer)
-    out = Path(config.out)
-    refuse_unsafe_out(out, train_sources + eval_sources)
     with build_lock(out):
         return _build_locked(
-            config, tokenizer, stats, fingerprint, bool(eval_sources), (started, progress)
+            config, tokenizer, stats, fingerprint, bool(eval_sources), started, progress
         )
 
 
-def _build_locked(config, tokenizer, stats, fingerprint, has_eval, clock) -> BuildResult:
-    """The build once it holds the lock of `out`: reuse, repair or replace what is there.
-    `clock` is (the perf_counter the build started at, the progress callback)."""
-    out, (started, progress) = Path(config.out), clock
+def _build_locked(
+    config, tokenizer, stats, fingerprint, has_eval, started, progress
+) -> BuildResult:
+    """The build once it holds the lock of `out`: reuse, repair or replace what is there."""
+    out = Path(config.out)
     recover_interrupted(out)
     existing = _existing_manifest(out)
     damage = []

@@ -263,10 +263,11 @@ def render(
     template: jinja2.Template,
     messages: list[dict],
     tools: list | None,
-    special_tokens: dict,
+    variables: dict,
     add_generation_prompt: bool = False,
 ) -> str:
-    """Render `messages` (already passed through `template_messages`) to text.
+    """Render `messages` (already passed through `template_messages`) to text; `variables` are the
+    special tokens and `strftime_now` (see template_variables).
 
     Raises RowError(`template_error`) when the template rejects the conversation.
     """
@@ -277,7 +278,7 @@ def render(
                 tools=tools,
                 documents=None,
                 add_generation_prompt=add_generation_prompt,
-                **special_tokens,
+                **variables,
             )
         )
     except (RenderTimeout, RecursionError, ArithmeticError, MemoryError) as err:

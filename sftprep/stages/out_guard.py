@@ -78,18 +78,15 @@ def build_lock(out: Path) -> Iterator[None]:
     created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
     lock_path = target.parent / f".{target.name}.lock"
+    handle, done = None, False
     try:
         handle = _locked(lock_path, out)
-    except BaseException:
-        _remove_empty(created)
-        raise
-    try:
         yield
-    except BaseException:
-        _release(handle, lock_path)
-        _remove_empty(created)
-        raise
-    _release(handle, lock_path)
+        done = True
+    finally:
+        _release(handle, lock_path)  # first: the lock file would keep the parent from being empty
+        if not done:
+            _remove_empty(created)
 
 
 def _locked(lock_path: Path, out: Path):
@@ -124,7 +121,7 @@ def _locked(lock_path: Path, out: Path):
 
 
 def _release(handle, lock_path: Path) -> None:
-    if handle is None:
+    if handle is None:  # never locked (refused, or not POSIX)
         return
     lock_path.unlink(missing_ok=True)  # still holding it: nobody else can be between the two
     handle.close()

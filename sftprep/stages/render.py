@@ -38,8 +38,9 @@ class Rendered:
     """True when the example must end with EOS (text, plain prompt/completion)."""
 
 
-def render_example(example: Example, loss_on: str, template, special_tokens: dict) -> Rendered:
-    """Render one example under a loss policy (assistant | last-assistant | all)."""
+def render_example(example: Example, loss_on: str, template, variables: dict) -> Rendered:
+    """Render one example under a loss policy (assistant | last-assistant | all); `variables` is what
+    the template sees besides the messages (chat_template.template_variables)."""
     if example.kind == "text":
         return Rendered(example.text, ((0, len(example.text)),), True, True)
     if example.kind == "completion":
@@ -52,7 +53,7 @@ def render_example(example: Example, loss_on: str, template, special_tokens: dic
             "this is a conversation but the tokenizer has no chat template; pass --chat-template FILE, "
             "or --chat-template chatml to set up ChatML",
         )
-    return _render_chat(example, loss_on, template, special_tokens)
+    return _render_chat(example, loss_on, template, variables)
 
 
 def require_unicode(rendered: Rendered) -> Rendered:
@@ -93,11 +94,24 @@ def trained_messages(example: Example, loss_on: str) -> list[bool]:
     ]
 
 
-def _render_chat(example: Example, loss_on: str, template, special_tokens: dict) -> Rendered:
+def _render_chat(example: Example, loss_on: str, template, variables: dict) -> Rendered:
     messages = template_messages(list(example.messages))
+    renders: dict = {}
 
     def r(msgs, gen=False):
-        return render(template, msgs, example.tools, special_tokens, add_generation_prompt=gen)
+        """Render a prefix of `messages` (every caller passes messages[:k]), once per (k, gen):
+        locating a turn asks for the same prefixes again; a refusal is remembered as well."""
+        key = (len(msgs), gen)
+        if key not in renders:
+            try:
+                renders[key] = render(
+                    template, msgs, example.tools, variables, add_generation_prompt=gen
+                )
+            except RowError as err:
+                renders[key] = err
+        if isinstance(renders[key], RowError):
+            raise renders[key]
+        return renders[key]
 
     if (
         loss_on != "all"
@@ -221,10 +235,8 @@ def _leading_turn_start(r, messages: list, full: str) -> int:
     render closes at once, as in `<think></think>`), if that is before the turn's content; else at
     the content itself.
     """
-    content = messages[0].get("content")
-    has_content = isinstance(content, str) and bool(content.strip())
     content_at = _content_start(messages[0], full, 0)
-    limit = content_at if has_content else len(full)
+    limit = content_at if _content_text(messages[0]) else len(full)
     prompt = _generation_prompt(r, messages, 0)
     for header in (prompt, prompt.rstrip()) if prompt else ():
         found = full.find(header) if header else -1
@@ -241,11 +253,16 @@ def _prompt_or_none(r, messages: list, gen: bool) -> str | None:
         return None
 
 
+def _content_text(message: dict) -> str:
+    """The message's content stripped, or "" when it has none as text."""
+    content = message.get("content")
+    return content.strip() if isinstance(content, str) else ""
+
+
 def _content_start(message: dict, full: str, after: int) -> int:
     """Where the message's content begins in `full` at or after `after` (`after` when not found)."""
-    content = message.get("content")
-    if isinstance(content, str) and content.strip():
-        found = full.find(content.strip(), after)
+    if content := _content_text(message):
+        found = full.find(content, after)
         return found if found >= 0 else after
     return after
 
@@ -264,31 +281,30 @@ def _turn_length(r, messages: list, full: str, i: int, start: int) -> int:
     if i == len(messages) - 1:
         return len(full) - start
     prefix = full[:start]
-    turns = []
     try:
-        own = r(messages[: i + 1])
+        rendered = r(messages[: i + 1])
     except RowError as err:
-        own, refusal = None, err
+        rendered, refusal = None, err
+    own = None if rendered is None else _own_text(r, messages, i, rendered, prefix)
     if own is not None:
-        turns.append(_own_text(r, messages, i, own, prefix))
-        if full.startswith(turns[0], start):
-            return len(turns[0])
+        if full.startswith(own, start):
+            return len(own)
         # A suffix of the turn that `full` continues with ends with the turn's own end marker, so
         # the marker is the same: the template only dropped part of the turn (Qwen3's reasoning).
-        if aligned := _longest_suffix_continuing(turns[0], full, start):
+        if aligned := _longest_suffix_continuing(own, full, start):
             return aligned
     followed = _followed_turn(r, messages, i, prefix)
-    if followed is not None:
-        if full.startswith(followed, start):
-            return len(followed)
-        turns.append(followed)
-    if not turns:
+    if followed is None and own is None:
         raise RowError(
             DropReason.UNLOCATABLE_TURN,
             f"message {i} ({messages[i]['role']}) cannot be located: the template refuses the conversation "
             f"cut after it: {refusal.detail}; or mark it `train: false`, or start the conversation with a user message",
         )
-    return max(_longest_suffix_continuing(t, full, start) for t in turns)
+    if followed is None:
+        return 0
+    if full.startswith(followed, start):
+        return len(followed)
+    return _longest_suffix_continuing(followed, full, start)
 
 
 def _own_text(r, messages: list, i: int, rendered: str, prefix: str) -> str:
@@ -346,11 +362,11 @@ def _history_end(r, messages: list, i: int, full: str, after: int) -> int | None
         return None
     tail = history[len(history) - length :]
     before = _prompt_or_none(r, messages[: i - 1], False)
-    content = messages[i - 1].get("content")
+    content = _content_text(messages[i - 1])
     whole = (
         before is not None and history.startswith(before) and len(before) >= len(history) - length
     )
-    if not whole and not (isinstance(content, str) and content.strip() and content.strip() in tail):
+    if not whole and not (content and content in tail):
         return None
     return full.index(tail, after) + length
 
@@ -363,12 +379,7 @@ def _longest_suffix_within(pattern: str, text: str, after: int) -> int:
     rev = pattern[::-1]
     if not rev:
         return 0
-    fail = [0] * len(rev)
-    for k in range(1, len(rev)):
-        j = fail[k - 1]
-        while j and rev[k] != rev[j]:
-            j = fail[j - 1]
-        fail[k] = j + 1 if rev[k] == rev[j] else 0
+    fail = _prefix_function(rev)
     best = j = 0
     for ch in reversed(text[after:]):
         while j and (j == len(rev) or ch != rev[j]):
@@ -401,7 +412,11 @@ def _longest_suffix_continuing(turn: str, full: str, start: int) -> int:
         return 0
     # Prefix function of window + sep + turn: the border at the end is the longest suffix of `turn`
     # that is a prefix of `window`.
-    s = window + "\x00" + turn
+    return min(_prefix_function(window + "\x00" + turn)[-1], len(window))
+
+
+def _prefix_function(s: str) -> list[int]:
+    """KMP's prefix function: pi[k] is the longest proper border of s[: k + 1]."""
     pi = [0] * len(s)
     for k in range(1, len(s)):
         j = pi[k - 1]
@@ -410,7 +425,7 @@ def _longest_suffix_continuing(turn: str, full: str, start: int) -> int:
         if s[k] == s[j]:
             j += 1
         pi[k] = j
-    return min(pi[-1], len(window))
+    return pi
 
 
 def _subtract(spans: list, holes: list) -> list:

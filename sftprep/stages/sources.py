@@ -293,18 +293,21 @@ def _parquet_rows(path: str) -> Iterator[dict]:
     except (pa.ArrowException, OSError) as err:
         raise SftprepError(f"{path}: not a readable Parquet file ({_one_line(err)})") from None
     _refuse_duplicate_columns(path, handle.schema_arrow.names)
-    batches = handle.iter_batches(batch_size=BATCH_ROWS)
+    damaged = f"{path}: a damaged part of the Parquet file cannot be read"
+    for batch in _read_or_refuse(handle.iter_batches(batch_size=BATCH_ROWS), damaged):
+        yield from batch.to_pylist()
+
+
+def _read_or_refuse(batches: Iterator, damaged: str) -> Iterator:
+    """The batches of a reader; a read error (a damaged or cut file) is one line, `damaged` first."""
     while True:
         try:
             batch = next(batches, None)
         except (pa.ArrowException, OSError) as err:
-            raise SftprepError(
-                f"{path}: a damaged part of the Parquet file cannot be read ({_one_line(err)}); "
-                "write the file again"
-            ) from None
+            raise SftprepError(f"{damaged} ({_one_line(err)}); write the file again") from None
         if batch is None:
             return
-        yield from batch.to_pylist()
+        yield batch
 
 
 def _refuse_duplicate_columns(path, names: list[str]) -> None:
@@ -382,16 +385,9 @@ def _arrow_batches(path: Path) -> Iterator[pa.RecordBatch]:
 
 def _arrow_rows(paths: list[Path]) -> Iterator[dict]:
     for path in paths:
-        batches = _arrow_batches(path)
-        while True:
-            try:
-                batch = next(batches, None)
-            except (pa.ArrowException, OSError) as err:
-                raise SftprepError(
-                    f"{path}: the Arrow file is damaged or cut short ({_one_line(err)}); write it again"
-                ) from None
-            if batch is None:
-                break
+        for batch in _read_or_refuse(
+            _arrow_batches(path), f"{path}: the Arrow file is damaged or cut short"
+        ):
             _refuse_duplicate_columns(path, batch.schema.names)
             for start in range(0, batch.num_rows, BATCH_ROWS):
                 yield from batch.slice(start, BATCH_ROWS).to_pylist()
@@ -427,7 +423,7 @@ def source_stamp(source: Source) -> tuple:
     if source.kind == "hub":
         return ()
     paths = [Path(source.path)] if source.kind != "saved" else _saved_files(Path(source.path))
-    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
+    return tuple((str(p), st.st_size, st.st_mtime_ns) for p in paths for st in [p.stat()])
 
 
 def require_unchanged(source: Source, stamp: tuple) -> None:
