@@ -43,9 +43,10 @@ class BuildConfig:
     completion_field: str | None = None
     """Column holding the completion (default: `completion`)."""
     prompt_template: str | None = None
-    """Python format string over any columns making the prompt, e.g. '### Q: {question}\\n### A:'."""
+    """Text with plain `{column}` fields making the prompt, e.g. '### Q: {question}\\n### A:' (as a
+    flag, \\n \\t \\r \\\\ are decoded)."""
     completion_template: str | None = None
-    """Format string making the completion, e.g. ' {answer}'; needs prompt_template."""
+    """Text with plain `{column}` fields making the completion, e.g. ' {answer}'; needs prompt_template."""
     formatter: str | None = None
     """`module:function` called on each row; returns text, {prompt, completion} or messages."""
     chat_template: str | None = None
@@ -78,7 +79,7 @@ class BuildConfig:
     num_proc: int = 0
     """Worker processes (0 = all cores). The output does not depend on it."""
     overwrite: bool = False
-    """Replace a different build already in `out`."""
+    """Replace a different build already in `out` (only a build folder: never a file no build wrote)."""
 
     def __post_init__(self):
         check_types(self, ConfigError)
