@@ -54,6 +54,11 @@ class BuildConfig:
     template_date: str | None = None
     """YYYY-MM-DD a chat template's `strftime_now` renders (GPT-OSS, Llama-3.1 print today's date);
     default: the day of the build, recorded in the manifest (null when the template reads no date)."""
+    template_seconds: float = 1.0
+    """Time budget of one chat-template render; a render past it is a `template_error` row (a
+    template that hangs costs that row, not the build)."""
+    template_max_mb: int = 64
+    """Size budget of one chat-template render, in MiB of text; past it, a `template_error` row."""
     pad_vocab_to_multiple_of: int | None = None
     """With added tokens (chatml), ask the trainer to resize embeddings to a multiple of this."""
     loss_on: Literal["assistant", "last-assistant", "all"] = "assistant"
@@ -115,6 +120,7 @@ class BuildConfig:
             problems.append(f"--formatter is {self.formatter!r}; write it as module:function")
         if self.pad_vocab_to_multiple_of is not None and self.pad_vocab_to_multiple_of < 1:
             problems.append("--pad-vocab-to-multiple-of must be a positive integer")
+        problems += _budget_problems(self.template_seconds, self.template_max_mb)
         problems += _date_problems(self.template_date)
         problems += _format_problems("--prompt-template", self.prompt_template)
         problems += _format_problems("--completion-template", self.completion_template)
@@ -175,6 +181,15 @@ def _resolve_paths(loaded: dict, base: Path) -> dict:
     if isinstance(out.get("out"), str) and not Path(out["out"]).is_absolute():
         out["out"] = os.path.normpath(base / out["out"])
     return out
+
+
+def _budget_problems(seconds: float, max_mb: int) -> list[str]:
+    problems = []
+    if not seconds > 0:
+        problems.append(f"--template-seconds is {seconds}; it must be above 0")
+    if max_mb < 1:
+        problems.append(f"--template-max-mb is {max_mb}; it must be at least 1")
+    return problems
 
 
 def _date_problems(text: str | None) -> list[str]:

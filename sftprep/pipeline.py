@@ -32,8 +32,7 @@ from sftprep.stages.masks import Encoded
 from sftprep.stages.out_guard import build_lock, refuse_foreign_files, refuse_unsafe_out
 from sftprep.stages.pack import plan_rows
 from sftprep.stages.row_encoder import (
-    RowEncoder,
-    adds_special_tokens,
+    encoder_for,
     init_worker,
     process_in_worker,
 )
@@ -274,8 +273,6 @@ def _encoded_chunks(config: BuildConfig, tokenizer: LoadedTokenizer, tasks, sour
     head = list(itertools.islice(tasks, POOL_MIN_CHUNKS))
     tasks = itertools.chain(head, tasks)
     if procs <= 1 or len(head) < POOL_MIN_CHUNKS:
-        encoder = RowEncoder(
-            tokenizer, config.loss_on, adds_special_tokens(config), config.template_date
-        )
+        encoder = encoder_for(tokenizer, config)
         return pipelined(encoder.render, encoder.tokenize, encoder.finish, tasks)
     return in_worker_processes(process_in_worker, tasks, procs, init_worker, (config,), source)

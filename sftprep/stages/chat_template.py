@@ -23,7 +23,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError, SftprepError
 from sftprep.stages.render_budget import (
-    MAX_RENDER_CHARS,
+    MAX_RENDER_MB,
+    RENDER_SECONDS,
     RenderTimeout,
     checked_binop,
     timed_render,
@@ -130,11 +131,13 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     """
 
     intercepted_binops = frozenset({"*", "**"})
+    render_seconds = RENDER_SECONDS
+    max_chars = MAX_RENDER_MB << 20
 
     def call_binop(self, context, operator, left, right):
         """Repetition and powers, refused when the result would be huge (render_budget)."""
         if operator in ("*", "**"):
-            return checked_binop(operator, left, right)
+            return checked_binop(operator, left, right, self.max_chars)
         return super().call_binop(context, operator, left, right)
 
     _CACHEABLE = frozenset(
@@ -211,11 +214,15 @@ def _plain_dict(*args, **kwargs):
 
 
 @lru_cache(maxsize=16)
-def compile_template(source: str) -> jinja2.Template:
-    """Compile a chat template once (cached per process)."""
+def compile_template(
+    source: str, render_seconds: float = RENDER_SECONDS, max_mb: int = MAX_RENDER_MB
+) -> jinja2.Template:
+    """Compile a chat template once (cached per process), with the time and size budgets of each
+    of its renders (config `template_seconds`, `template_max_mb`)."""
     env = _Sandbox(
         trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, jinja2.ext.loopcontrols]
     )
+    env.render_seconds, env.max_chars = render_seconds, max_mb << 20
     env.filters["tojson"] = _tojson
     env.globals.update(
         raise_exception=_raise_exception,
@@ -269,8 +276,10 @@ def render(
     """Render `messages` (already passed through `template_messages`) to text; `variables` are the
     special tokens and `strftime_now` (see template_variables).
 
-    Raises RowError(`template_error`) when the template rejects the conversation.
+    Raises RowError(`template_error`) when the template rejects the conversation or runs past
+    the budgets it was compiled with.
     """
+    env = template.environment
     try:
         text = timed_render(
             lambda: template.render(
@@ -279,7 +288,8 @@ def render(
                 documents=None,
                 add_generation_prompt=add_generation_prompt,
                 **variables,
-            )
+            ),
+            env.render_seconds,
         )
     except (RenderTimeout, RecursionError, ArithmeticError, MemoryError) as err:
         what = (
@@ -308,9 +318,10 @@ def render(
             f"the chat template rejected this conversation: {err}; fix the roles/order of the messages "
             "or pass --chat-template FILE",
         ) from None
-    if len(text) > MAX_RENDER_CHARS:
+    if len(text) > env.max_chars:
         raise RowError(
             DropReason.TEMPLATE_ERROR,
-            f"the chat template rendered {len(text):,} characters, over the {MAX_RENDER_CHARS:,} limit; fix the template",
+            f"the chat template rendered {len(text):,} characters, over the {env.max_chars:,} limit "
+            "(config template_max_mb, --template-max-mb); fix the template",
         )
     return text

@@ -36,10 +36,18 @@ class RowEncoder:
     """See adds_special_tokens."""
     template_date: str | None = None
     """The date `strftime_now` renders (config `template_date`, resolved by the pipeline)."""
+    template_seconds: float = 1.0
+    """Time budget of one render (config `template_seconds`)."""
+    template_max_mb: int = 64
+    """Size budget of one render (config `template_max_mb`)."""
 
     def __post_init__(self):
         template = self.tokenizer.chat_template
-        self.template = compile_template(template) if template else None
+        self.template = (
+            compile_template(template, self.template_seconds, self.template_max_mb)
+            if template
+            else None
+        )
         self.variables = template_variables(self.tokenizer.special_tokens, self.template_date)
         self.bos_id = self.tokenizer.token_id("bos_token")
         self.eos_id = self.tokenizer.token_id("eos_token")
@@ -98,6 +106,18 @@ class RowEncoder:
         return results
 
 
+def encoder_for(tokenizer: LoadedTokenizer, config: BuildConfig) -> RowEncoder:
+    """The RowEncoder a build with `config` uses (in the build process or in a worker)."""
+    return RowEncoder(
+        tokenizer,
+        config.loss_on,
+        adds_special_tokens(config),
+        config.template_date,
+        config.template_seconds,
+        config.template_max_mb,
+    )
+
+
 _WORKER: RowEncoder | None = None
 
 
@@ -114,9 +134,7 @@ def init_worker(config: BuildConfig) -> None:
     tokenizer = load_tokenizer(
         config.tokenizer, config.chat_template, config.pad_vocab_to_multiple_of
     )
-    _WORKER = RowEncoder(
-        tokenizer, config.loss_on, adds_special_tokens(config), config.template_date
-    )
+    _WORKER = encoder_for(tokenizer, config)
 
 
 def process_in_worker(task: tuple) -> list:

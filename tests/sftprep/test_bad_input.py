@@ -108,6 +108,36 @@ def test_a_template_error_is_a_row_error(tmp_path):
     }
 
 
+def test_the_template_budgets_are_config_keys(tmp_path):
+    """template_seconds and template_max_mb reach every render: a loop whose length a row decides
+    times out under a small budget (that row only) and completes under a big one."""
+    template = tmp_path / "loop.jinja"
+    template.write_text(
+        "{% for m in messages %}{% if m.role == 'user' %}"
+        "{% for a in range(m.content | int) %}{% for b in range(1000) %}{% endfor %}{% endfor %}"
+        "{% endif %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
+    chats = [
+        [{"role": "user", "content": n}, {"role": "assistant", "content": "a"}]
+        for n in ("1", "3000")
+    ]
+    src = write_lines(tmp_path / "d.jsonl", [json.dumps({"messages": m}) for m in chats])
+    with pytest.raises(SftprepError, match=r"row 1: .*took over 0.05 s.*template_error"):
+        run(tmp_path, src, chat_template=str(template), template_seconds=0.05)
+    assert run(tmp_path, src, chat_template=str(template), template_seconds=30)["dropped"] == {}
+    big = tmp_path / "big.jsonl"
+    write_lines(big, [json.dumps(GOOD)])
+    padded = tmp_path / "pad.jinja"
+    padded.write_text(
+        template.read_text().replace("{% for m", '{% set pad = "y" * 2000000 %}{% for m', 1)
+    )
+    with pytest.raises(SftprepError, match=r"repetition is over 1,048,576 items"):
+        run(tmp_path, big, chat_template=str(padded), template_max_mb=1, overwrite=True)
+    manifest = run(tmp_path, big, chat_template=str(padded), template_max_mb=2, overwrite=True)
+    assert manifest["dropped"] == {} and manifest["config"]["template_max_mb"] == 2
+
+
 @pytest.mark.parametrize(
     "name, content, needle",
     [

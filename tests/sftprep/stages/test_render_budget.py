@@ -21,7 +21,7 @@ MESSAGES = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": 
         ("{{ 10 ** 100000 }}", "is too large"),
         (
             "{% for a in range(99999) %}{% for b in range(99999) %}{% endfor %}{% endfor %}",
-            "the render took over 1 s",
+            r"the render took over 1 s \(config template_seconds",
         ),
         ('{% for i in range(70000) %}{{ "y" * 1000 }}{% endfor %}', "over the 67,108,864 limit"),
     ],
