@@ -17,6 +17,7 @@ class DropReason(str, Enum):
     MALFORMED_CSV = "malformed_csv"
     BAD_ROW_TYPE = "bad_row_type"
     TOO_DEEP = "too_deep"
+    NUMBER_TOO_LARGE = "number_too_large"
     # the row: fields that do not fit the detected format
     MISSING_FIELD = "missing_field"
     BAD_FIELD_TYPE = "bad_field_type"
@@ -51,6 +52,7 @@ DESCRIPTIONS = {
     DropReason.MALFORMED_CSV: "a CSV line with another number of fields than the header",
     DropReason.BAD_ROW_TYPE: "a JSON value that is not an object",
     DropReason.TOO_DEEP: "JSON nested deeper than Python's parser can go",
+    DropReason.NUMBER_TOO_LARGE: "a JSON integer of over 4,300 digits (more than Python converts)",
     DropReason.MISSING_FIELD: "the format's field is missing or null",
     DropReason.BAD_FIELD_TYPE: "a field of the wrong type (e.g. text that is not a string)",
     DropReason.EMPTY_TEXT: "an empty text",

@@ -224,8 +224,8 @@ def _read_source(config, tokenizer, st: SourceStats, spills: dict, progress) -> 
     if not isinstance(head[-1], dict):  # no row of the file is an object: say why, not "no columns"
         first = next(i for i, r in enumerate(head) if isinstance(r, RowError))
         raise SftprepError(
-            f"{st.source.path}: no row can be read ({len(head):,} tried); the first, "
-            f"{head[first].located(st.source.path, first)}"
+            f"{st.source.path}: no row can be read ({len(head):,} tried); row {first}: "
+            f"{head[first].detail} [{head[first].reason}]"
         )
     rows = itertools.chain(head, rows)
     columns = list(head[-1])

@@ -23,6 +23,7 @@ from pathlib import Path
 from sftprep.config import BuildConfig
 from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError, SftprepError
+from sftprep.stages.json_errors import limit_error
 
 SHAREGPT_ROLES = {
     "human": "user",
@@ -195,11 +196,10 @@ def loads_field(text: str, name: str, reason: DropReason, wanted: str):
     holds a number too long to convert (never a traceback)."""
     try:
         return json.loads(text)
-    except RecursionError:
-        raise RowError(
-            DropReason.TOO_DEEP, f"`{name}` nests JSON deeper than Python can parse; flatten it"
-        ) from None
-    except ValueError as err:  # JSONDecodeError, or an integer of over 4300 digits
+    except (RecursionError, ValueError) as err:  # ValueError: JSONDecodeError, a huge integer
+        limit = limit_error(err, f"`{name}`")
+        if limit is not None:
+            raise limit from None
         raise RowError(
             reason, f"`{name}` is a string that is not usable JSON ({err}); it must be {wanted}"
         ) from None

@@ -4,12 +4,14 @@
 would need far more than 10 GB. Here the file is decoded in blocks and each item is parsed with
 `json.JSONDecoder.raw_decode` as soon as it is complete, so memory holds one block plus one item.
 Items are exactly what `json.loads` gives, and a malformed file fails with `json.loads`'s own
-message, line and column.
+message, line and column. An item that is well-formed but past a limit of Python's parser (nested
+too deep, an integer too long) is yielded as an UnparsedItem, and the array goes on after it.
 """
 
 import codecs
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 BLOCK_BYTES = 1 << 20
@@ -17,6 +19,15 @@ JSON_WHITESPACE = " \t\n\r"
 _NUMBER_CHARS = "0123456789.eE+-"
 _DECODER = json.JSONDecoder()
 _LONGEST_TOKEN_CUT = 16  # "-Infinity" or "\uXXXX" cut short, with room to spare
+
+
+@dataclass(frozen=True)
+class UnparsedItem:
+    """An item json.loads refuses without it being malformed: RecursionError or ValueError."""
+
+    error: Exception
+    line: int
+    """Line of the file where the item starts."""
 
 
 class _Text:
@@ -131,6 +142,10 @@ def _parse_item(text: _Text, pos: int):
             pos = text.drop(pos)
             text.more(len(text.buf))
             continue
+        except (RecursionError, ValueError) as err:
+            # Too deep, or a number too long: reading more cannot lift the limit.
+            line = text.dropped_lines + text.buf.count("\n", 0, pos) + 1
+            return UnparsedItem(err, line), _value_end(text, pos)
         if text.eof or (
             end < len(text.buf)
             and (text.buf[end] not in _NUMBER_CHARS or text.buf[end:].lstrip(_NUMBER_CHARS))
@@ -139,6 +154,45 @@ def _parse_item(text: _Text, pos: int):
         # A number cut by the end of the buffer ("2." of "2.5e3") may go on in the next block.
         pos = text.drop(pos)
         text.more(len(text.buf))
+
+
+def _value_end(text: _Text, pos: int) -> int:
+    """Where the value at buf[pos] ends, found by counting brackets outside strings (no parser
+    recursion, so any depth). Only for items json cannot parse; malformed parts after a too-deep
+    part are not checked, the item is dropped whole."""
+    depth, i = 0, pos
+    while True:
+        char = _char(text, i, pos)
+        i += 1
+        if char == '"':
+            i = _string_end(text, i, pos)
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        elif depth == 0 and char not in _NUMBER_CHARS:
+            return i - 1  # the end of a top-level number
+        if depth == 0 and char in '"]}':
+            return i
+
+
+def _string_end(text: _Text, i: int, start: int) -> int:
+    """Position after the closing quote of the string whose body starts at buf[i]."""
+    while True:
+        char = _char(text, i, start)
+        if char == "\\":
+            i += 1
+        elif char == '"':
+            return i + 1
+        i += 1
+
+
+def _char(text: _Text, i: int, start: int) -> str:
+    """buf[i], reading on as needed; an error naming `start` when the file ends first."""
+    while i >= len(text.buf):
+        if not text.more():
+            raise text.error("Unterminated value", start)
+    return text.buf[i]
 
 
 def _expect_end(text: _Text, pos: int) -> None:

@@ -5,6 +5,7 @@ A row that cannot be parsed comes out as a RowError in its place, so the caller 
 stop or to count it and go on; rows keep their index either way.
 """
 
+import codecs
 import csv
 import glob
 import hashlib
@@ -20,7 +21,8 @@ import pyarrow.parquet as pq
 
 from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError, SftprepError
-from sftprep.stages.json_array import JSON_WHITESPACE, iter_json_array
+from sftprep.stages.json_array import JSON_WHITESPACE, UnparsedItem, iter_json_array
+from sftprep.stages.json_errors import json_problem, limit_error
 
 FILE_KINDS = {
     ".json": "json",
@@ -181,8 +183,13 @@ def _json_rows(path: str) -> Iterator[dict | RowError]:
         yield from _jsonl_rows(path)  # JSON lines saved as .json
         return
     hint = " (JSON lines whose first line is malformed? fix that line)" if more_follows else ""
-    with _json_errors(path, hint):
+    try:
         data = json.loads(Path(path).read_bytes().decode("utf-8-sig"))  # one object: one row
+    except (RecursionError, ValueError) as err:
+        if (row_error := limit_error(err, "the object")) is None:
+            raise SftprepError(_json_file_problem(path, err, hint)) from None
+        yield row_error
+        return
     if not isinstance(data, dict):
         raise SftprepError(f"{path}: expected a JSON array of objects, got {type(data).__name__}")
     yield data
@@ -202,7 +209,7 @@ def _first_value_offset(handle) -> int | None:
 def _is_json(line: bytes) -> bool:
     try:
         json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return True
 
@@ -210,34 +217,63 @@ def _is_json(line: bytes) -> bool:
 def _json_array_rows(path: str, handle) -> Iterator[dict | RowError]:
     with _json_errors(path):
         for item in iter_json_array(handle):
-            yield (
-                item
-                if isinstance(item, dict)
-                else RowError(
+            if isinstance(item, UnparsedItem):
+                yield limit_error(item.error, f"the item at line {item.line}")
+            elif isinstance(item, dict):
+                yield item
+            else:
+                yield RowError(
                     DropReason.BAD_ROW_TYPE, f"expected a JSON object, got {type(item).__name__}"
                 )
-            )
 
 
 @contextmanager
-def _json_errors(path: str, hint: str = ""):
-    """Turn a whole-file JSON parse failure into an SftprepError naming the file, the place and the fix."""
+def _json_errors(path: str):
+    """Turn a JSON array's parse failure into an SftprepError naming the file, the place and the fix."""
     try:
         yield
-    except RecursionError:
-        raise SftprepError(
-            f"{path}: JSON nested deeper than Python can parse; flatten the deepest item"
-        ) from None
-    except UnicodeDecodeError as err:
-        raise SftprepError(
-            f"{path}: not valid UTF-8 at byte {err.start}; re-encode the file as UTF-8"
-        ) from None
-    except json.JSONDecodeError as err:
-        raise SftprepError(
-            f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}{hint}; fix the file"
-        ) from None
-    except ValueError as err:  # a number too long to convert
-        raise SftprepError(f"{path}: malformed JSON: {err}; fix the file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SftprepError(_json_file_problem(path, err)) from None
+
+
+def _json_file_problem(path: str, err: ValueError, hint: str = "") -> str:
+    """A whole-file JSON parse failure (bad UTF-8 or malformed JSON), naming the place and the fix."""
+    if isinstance(err, UnicodeDecodeError):
+        return f"{path}: {_undecodable(path, err.start)}"
+    return f"{path}: malformed JSON at line {err.lineno}: {json_problem(err)}{hint}; fix the file"
+
+
+def _first_bad_utf8(path: str) -> int:
+    """Offset in the file of the first byte that does not decode as UTF-8 (-1: none)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    done = 0
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            pending = len(decoder.getstate()[0])  # bytes of a character cut by the last block
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as err:
+                return done - pending + err.start
+            done += len(block)
+    cut = len(decoder.getstate()[0])  # a character the end of the file cuts short
+    return done - cut if cut else -1
+
+
+def _undecodable(path: str, offset: int) -> str:
+    """Where the first byte that is not UTF-8 lies (byte offset, line) and what it is."""
+    line, done = 1, 0
+    with open(path, "rb") as handle:
+        while done < offset:
+            block = handle.read(min(1 << 20, offset - done))
+            if not block:
+                break
+            line += block.count(b"\n")
+            done += len(block)
+        byte = handle.read(1)
+    return (
+        f"not valid UTF-8 at byte {offset:,} (line {line}, byte {byte!r}); the file is in another "
+        "encoding: re-encode it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+    )
 
 
 def _jsonl_rows(path: str) -> Iterator[dict | RowError]:
@@ -250,31 +286,24 @@ def _jsonl_rows(path: str) -> Iterator[dict | RowError]:
                 continue
             empty = False
             try:
-                item = json.loads(line.decode("utf-8"))
-            except RecursionError:
-                yield RowError(
-                    DropReason.TOO_DEEP,
-                    f"line {line_no} nests JSON deeper than Python can parse; flatten it or remove the line",
-                )
-                continue
+                text = line.decode("utf-8")
+                item = json.loads(text)
             except UnicodeDecodeError as err:
                 yield RowError(
                     DropReason.INVALID_UTF8,
-                    f"line {line_no} is not valid UTF-8 (byte {err.start}); re-encode the file as UTF-8",
+                    f"line {line_no} is not valid UTF-8 (byte {err.start} of the line, "
+                    f"{line[err.start : err.start + 1]!r}); re-encode the file as UTF-8",
                 )
                 continue
             except json.JSONDecodeError as err:
                 hint = " (the file looks cut off)" if not line.endswith(b"\n") else ""
                 yield RowError(
                     DropReason.MALFORMED_JSON,
-                    f"line {line_no} is not valid JSON: {err.msg} at column {err.colno}{hint}; fix or remove the line",
+                    f"line {line_no} is not valid JSON: {json_problem(err, text)}{hint}; fix or remove the line",
                 )
                 continue
-            except ValueError as err:  # a number too long to convert
-                yield RowError(
-                    DropReason.MALFORMED_JSON,
-                    f"line {line_no} is not valid JSON: {err}; fix or remove the line",
-                )
+            except (RecursionError, ValueError) as err:
+                yield limit_error(err, f"line {line_no}")
                 continue
             if not isinstance(item, dict):
                 yield RowError(
@@ -342,9 +371,8 @@ def _csv_rows(path: str) -> Iterator[dict | RowError]:
                     continue
                 yield dict(zip(header, values))
         except UnicodeDecodeError:
-            raise SftprepError(
-                f"{path}: not valid UTF-8 near line {reader.line_num + 1}; re-encode the file as UTF-8"
-            ) from None
+            # The text layer decodes in blocks, so its offset is within a block: find the byte.
+            raise SftprepError(f"{path}: {_undecodable(path, _first_bad_utf8(path))}") from None
 
 
 def _csv_records(reader) -> Iterator[list | RowError]:

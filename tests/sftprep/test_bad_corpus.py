@@ -2,11 +2,8 @@
 the row and the fix, leaving no output; with --on-error skip, row problems are counted by reason."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -45,16 +42,25 @@ def invoke(out, name, *extra, num_proc=1):
 
 
 def test_the_corpus_is_complete():
-    files = {p.name for p in BAD.iterdir()} - {"expected.json", "alternating.jinja"}
-    assert files == set(EXPECTED) and len(files) >= 15
+    templates = {e["chat_template"] for e in EXPECTED.values() if "chat_template" in e}
+    files = {p.name for p in BAD.iterdir()} - {"expected.json"}
+    assert files - templates == set(EXPECTED) and templates <= files and len(EXPECTED) >= 29
 
 
+ROW_ERRORS = sorted(n for n, e in EXPECTED.items() if e["row"] is not None)
+WORKERS = [1, pytest.param(2, marks=pytest.mark.slow)]
+"""In-process, and (slow tier: each build starts a pool) in worker processes, compared with in-process."""
+
+
+@pytest.mark.parametrize("num_proc", WORKERS)
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_each_bad_file_stops_the_build_with_one_clear_line_with_or_without_workers(tmp_path, name):
+def test_each_bad_file_stops_the_build_with_one_clear_line_with_or_without_workers(
+    tmp_path, name, num_proc
+):
     expected = EXPECTED[name]
     lines = []
-    for num_proc in (1, 2):
-        result = invoke(tmp_path / "out", name, num_proc=num_proc)
+    for procs in sorted({1, num_proc}):
+        result = invoke(tmp_path / "out", name, num_proc=procs)
         assert result.exit_code == 1, result.output
         line = result.output.strip()
         assert "\n" not in line and line.startswith("error: ") and "Traceback" not in line
@@ -63,29 +69,32 @@ def test_each_bad_file_stops_the_build_with_one_clear_line_with_or_without_worke
             assert f"row {expected['row']}:" in line and f"[{expected['reason']}]" in line
         assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
         lines.append(line)
-    assert lines[0] == lines[1]
+    assert len(set(lines)) == 1
 
 
-@pytest.mark.parametrize("name", sorted(n for n, e in EXPECTED.items() if e["row"] is not None))
-def test_skip_drops_the_bad_row_counts_it_and_completes_with_or_without_workers(tmp_path, name):
-    builds = {}
-    for num_proc in (1, 2):
-        out = tmp_path / f"out{num_proc}"
-        result = invoke(out, name, "--on-error", "skip", num_proc=num_proc)
+@pytest.mark.parametrize("num_proc", WORKERS)
+@pytest.mark.parametrize("name", ROW_ERRORS)
+def test_skip_drops_the_bad_row_counts_it_and_completes_with_or_without_workers(
+    tmp_path, name, num_proc
+):
+    builds = []
+    for procs in sorted({1, num_proc}):
+        out = tmp_path / f"out{procs}"
+        result = invoke(out, name, "--on-error", "skip", num_proc=procs)
         assert result.exit_code == 0, result.output
         manifest = load_manifest(out)
         assert manifest["dropped"] == {EXPECTED[name]["reason"]: 1}
         assert manifest["sources"][0]["rows_kept"] >= 1
         check_build(out)
-        builds[num_proc] = (out, manifest)
-    (one, m1), (two, m2) = builds[1], builds[2]
+        builds.append((out, manifest))
+    (one, m1), (other, m2) = builds[0], builds[-1]
     assert (
         m1["fingerprint"] == m2["fingerprint"]
         and m1["sources"] == m2["sources"]
         and m1["splits"] == m2["splits"]
     )
     for shard in m1["splits"]["train"]["shards"]:
-        assert (one / shard["path"]).read_bytes() == (two / shard["path"]).read_bytes()
+        assert (one / shard["path"]).read_bytes() == (other / shard["path"]).read_bytes()
 
 
 def test_a_worker_that_dies_stops_the_build_with_one_line_not_a_hang(tmp_path):
@@ -150,86 +159,3 @@ def test_a_huge_single_line_is_truncated_not_fatal(tmp_path):
     assert result.exit_code == 0, result.output
     source = load_manifest(tmp_path / "out")["sources"][0]
     assert source["truncated"] == 1 and source["truncated_tokens"] > 300_000
-
-
-def _big_source(tmp_path) -> Path:
-    row = json.dumps(
-        {
-            "messages": [
-                {"role": "user", "content": "Tell me about packing. " * 20},
-                {"role": "assistant", "content": "Packing puts rows together. " * 40},
-            ]
-        }
-    )
-    src = tmp_path / "big.jsonl"
-    src.write_text((row + "\n") * 20000)
-    return src
-
-
-def _group_gone(pgid: int, wait_s: float = 10.0) -> bool:
-    deadline = time.time() + wait_s
-    while time.time() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    return False
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
-def test_an_interrupted_build_leaves_the_previous_build_intact_and_a_rerun_completes(tmp_path, sig):
-    out = tmp_path / "out"
-    small = tmp_path / "small.jsonl"
-    small.write_text(
-        json.dumps(
-            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
-        )
-        + "\n"
-    )
-    base = [
-        sys.executable,
-        "-m",
-        "sftprep.cli",
-        "build",
-        "--tokenizer",
-        str(BUNDLED_TOKENIZER),
-        "--out",
-        str(out),
-        "-q",
-        "--num-proc",
-        "2",
-    ]
-    subprocess.run(base + [str(small)], check=True, cwd=REPO)
-    before = load_manifest(out)
-    big = _big_source(tmp_path)
-    proc = subprocess.Popen(
-        base + [str(big), "--overwrite"],
-        cwd=REPO,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    deadline = time.time() + 60
-    while not list(tmp_path.glob(".out.tmp-*")) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)  # wait until the build is writing (its temporary folder exists)
-    time.sleep(0.2)
-    assert proc.poll() is None, (
-        "the build finished before it could be interrupted; make the input bigger"
-    )
-    os.killpg(proc.pid, sig) if sig == signal.SIGKILL else proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode != 0
-    if sig != signal.SIGKILL:
-        assert _group_gone(proc.pid), "worker processes outlived the interrupted build"
-        assert (
-            stderr.strip().count("\n") == 0
-            and "interrupted" in stderr
-            and "Traceback" not in stderr
-        )
-    assert load_manifest(out)["fingerprint"] == before["fingerprint"]
-    check_build(out)
-    subprocess.run(base + [str(big), "--overwrite"], check=True, cwd=REPO)
-    assert load_manifest(out)["sources"][0]["rows_read"] == 20000
-    assert not list(tmp_path.glob(".out.*")), "stale temporary folders are cleaned up"

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sftprep
-from sftprep.stages.json_array import iter_json_array
+from sftprep.stages.json_array import UnparsedItem, iter_json_array
 from tests.conftest import BUNDLED_TOKENIZER
 
 scalars = st.one_of(
@@ -150,3 +150,28 @@ def test_a_json_array_source_is_parsed_a_block_at_a_time(tmp_path, monkeypatch):
     assert manifest["sources"][0]["rows_kept"] == 300
     assert len(held) > 10  # many blocks were read
     assert max(held) <= 2 * 4096 + largest_item < path.stat().st_size // 10
+
+
+@pytest.mark.parametrize("block", [1, 7, 1 << 20])
+@pytest.mark.parametrize(
+    "bad, error",
+    [
+        ('{"a": ' + "[" * 5000 + '"]}[{\\""' + "]" * 5000 + "}", RecursionError),
+        ("[" * 5000 + "]" * 5000, RecursionError),
+        ('{"n": ' + "7" * 5000 + "}", ValueError),
+        ("-" + "7" * 5000, ValueError),
+    ],
+)
+def test_an_item_past_a_parser_limit_is_yielded_as_unparsed_and_the_array_goes_on(
+    bad, error, block
+):
+    """Too deep or too long a number: that item only, found whole (brackets inside its strings do
+    not count), and every other item exactly as json.loads gives it."""
+    good = [{"x": "[{"}, [1, 2.5e3]]
+    doc = "[\n" + json.dumps(good[0]) + ",\n " + bad + " ,\n" + json.dumps(good[1]) + "]"
+    items = list(iter_json_array(io.BytesIO(doc.encode()), block))
+    assert len(items) == 3 and [items[0], items[2]] == good
+    unparsed = items[1]
+    assert isinstance(unparsed, UnparsedItem) and unparsed.line == 3
+    assert type(unparsed.error) is error or isinstance(unparsed.error, error)
+    assert not isinstance(unparsed.error, json.JSONDecodeError)

@@ -1,0 +1,174 @@
+"""An interrupted build (Ctrl-C, SIGTERM, SIGHUP, SIGKILL, at any point) never harms the previous
+build in its --out, leaves no process behind, and a rerun gives the clean build byte for byte."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BUNDLED_TOKENIZER, REPO
+from tests.sftprep.build_checks import check_build, load_manifest
+
+pytestmark = pytest.mark.slow
+
+
+def _big_source(tmp_path, rows: int = 20000) -> Path:
+    row = json.dumps(
+        {
+            "messages": [
+                {"role": "user", "content": "Tell me about packing. " * 20},
+                {"role": "assistant", "content": "Packing puts rows together. " * 40},
+            ]
+        }
+    )
+    src = tmp_path / "big.jsonl"
+    src.write_text((row + "\n") * rows)
+    return src
+
+
+def _group_gone(pgid: int, wait_s: float = 10.0) -> bool:
+    deadline = time.time() + wait_s
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
+def test_an_interrupted_build_leaves_the_previous_build_intact_and_a_rerun_completes(tmp_path, sig):
+    out = tmp_path / "out"
+    small = tmp_path / "small.jsonl"
+    small.write_text(
+        json.dumps(
+            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+        )
+        + "\n"
+    )
+    base = [
+        sys.executable,
+        "-m",
+        "sftprep.cli",
+        "build",
+        "--tokenizer",
+        str(BUNDLED_TOKENIZER),
+        "--out",
+        str(out),
+        "-q",
+        "--num-proc",
+        "2",
+    ]
+    subprocess.run(base + [str(small)], check=True, cwd=REPO)
+    before = load_manifest(out)
+    big = _big_source(tmp_path)
+    proc = subprocess.Popen(
+        base + [str(big), "--overwrite"],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.time() + 60
+    while not list(tmp_path.glob(".out.tmp-*")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)  # wait until the build is writing (its temporary folder exists)
+    time.sleep(0.2)
+    assert proc.poll() is None, (
+        "the build finished before it could be interrupted; make the input bigger"
+    )
+    os.killpg(proc.pid, sig) if sig == signal.SIGKILL else proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    if sig != signal.SIGKILL:
+        assert _group_gone(proc.pid), "worker processes outlived the interrupted build"
+        assert (
+            stderr.strip().count("\n") == 0
+            and "interrupted" in stderr
+            and "Traceback" not in stderr
+        )
+    assert load_manifest(out)["fingerprint"] == before["fingerprint"]
+    check_build(out)
+    subprocess.run(base + [str(big), "--overwrite"], check=True, cwd=REPO)
+    assert load_manifest(out)["sources"][0]["rows_read"] == 20000
+    assert not list(tmp_path.glob(".out.*")), "stale temporary folders are cleaned up"
+
+
+def _shards(out: Path) -> dict:
+    manifest = load_manifest(out)
+    return {
+        shard["path"]: (out / shard["path"]).read_bytes()
+        for split in manifest["splits"].values()
+        for shard in split["shards"]
+    }
+
+
+def test_twenty_interrupts_at_random_points_never_harm_the_previous_build(tmp_path):
+    """Ctrl-C or SIGKILL (of the whole process group, as the OOM killer or a node loss would), 20
+    times in a row at seeded random points of a build: each time --out holds the previous build
+    intact, or (killed after the rename) the new build complete; a rerun equals a clean build."""
+    out, clean = tmp_path / "out", tmp_path / "clean"
+    small = tmp_path / "small.jsonl"
+    small.write_text(
+        json.dumps(
+            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+        )
+        + "\n"
+    )
+    big = _big_source(tmp_path, rows=6000)
+    base = [
+        sys.executable,
+        "-m",
+        "sftprep.cli",
+        "build",
+        "--tokenizer",
+        str(BUNDLED_TOKENIZER),
+        "-q",
+        "--num-proc",
+        "2",
+    ]
+    subprocess.run(base + [str(small), "--out", str(out)], check=True, cwd=REPO)
+    previous = load_manifest(out)["fingerprint"]
+    started = time.monotonic()
+    subprocess.run(base + [str(big), "--out", str(clean)], check=True, cwd=REPO)
+    duration = time.monotonic() - started
+    new = load_manifest(clean)["fingerprint"]
+    rng = random.Random(14)
+    outcomes = []
+    for attempt in range(20):
+        sig = signal.SIGINT if attempt % 2 else signal.SIGKILL
+        proc = subprocess.Popen(
+            base + [str(big), "--out", str(out), "--overwrite"],
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        time.sleep(rng.uniform(0.0, duration))
+        os.killpg(proc.pid, sig) if sig == signal.SIGKILL else proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=120)
+        assert "Traceback" not in stderr, stderr
+        assert _group_gone(proc.pid), f"attempt {attempt}: processes outlived the build"
+        found = load_manifest(out)["fingerprint"]
+        assert found in (previous, new), f"attempt {attempt}: --out holds neither build"
+        check_build(out)
+        if found == new:  # the signal came after the rename: the new build is whole; start over
+            assert _shards(out) == _shards(clean)
+            subprocess.run(
+                base + [str(small), "--out", str(out), "--overwrite"], check=True, cwd=REPO
+            )
+        outcomes.append(found == previous)
+    assert sum(outcomes) >= 10, (
+        "most interrupts must land during the build, or the test proves little"
+    )
+    subprocess.run(base + [str(big), "--out", str(out), "--overwrite"], check=True, cwd=REPO)
+    assert load_manifest(out)["fingerprint"] == new and _shards(out) == _shards(clean)
+    assert not list(tmp_path.glob(".out.*")), (
+        "temporary folders and locks of killed builds are cleaned up"
+    )
