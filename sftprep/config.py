@@ -59,6 +59,9 @@ class BuildConfig:
     template that hangs costs that row, not the build)."""
     template_max_mb: int = 64
     """Size budget of one chat-template render, in MiB of text; past it, a `template_error` row."""
+    max_text_mb: int = 8
+    """Longest text one example may render to, in MiB of characters (8 MiB is ~2M tokens, ~1.3 GB
+    of memory to tokenize); a longer one is a `text_too_long` row, never a memory blow-up."""
     pad_vocab_to_multiple_of: int | None = None
     """With added tokens (chatml), ask the trainer to resize embeddings to a multiple of this."""
     loss_on: Literal["assistant", "last-assistant", "all"] = "assistant"
@@ -120,7 +123,7 @@ class BuildConfig:
             problems.append(f"--formatter is {self.formatter!r}; write it as module:function")
         if self.pad_vocab_to_multiple_of is not None and self.pad_vocab_to_multiple_of < 1:
             problems.append("--pad-vocab-to-multiple-of must be a positive integer")
-        problems += _budget_problems(self.template_seconds, self.template_max_mb)
+        problems += _budget_problems(self.template_seconds, self.template_max_mb, self.max_text_mb)
         problems += _date_problems(self.template_date)
         problems += _format_problems("--prompt-template", self.prompt_template)
         problems += _format_problems("--completion-template", self.completion_template)
@@ -183,12 +186,14 @@ def _resolve_paths(loaded: dict, base: Path) -> dict:
     return out
 
 
-def _budget_problems(seconds: float, max_mb: int) -> list[str]:
+def _budget_problems(seconds: float, template_mb: int, text_mb: int) -> list[str]:
     problems = []
     if not seconds > 0:
         problems.append(f"--template-seconds is {seconds}; it must be above 0")
-    if max_mb < 1:
-        problems.append(f"--template-max-mb is {max_mb}; it must be at least 1")
+    if template_mb < 1:
+        problems.append(f"--template-max-mb is {template_mb}; it must be at least 1")
+    if text_mb < 1:
+        problems.append(f"--max-text-mb is {text_mb}; it must be at least 1")
     return problems
 
 

@@ -41,6 +41,7 @@ class DropReason(str, Enum):
     # the length policy
     NO_LOSS_TOKENS = "no_loss_tokens"
     TOO_LONG = "too_long"
+    TEXT_TOO_LONG = "text_too_long"
 
     def __str__(self) -> str:
         return self.value
@@ -73,4 +74,5 @@ DESCRIPTIONS = {
     DropReason.UNLOCATABLE_TURN: "a trained turn the chat template renders inconsistently, so its tokens cannot be located",
     DropReason.NO_LOSS_TOKENS: "no token left to train (e.g. truncation cut off the whole answer)",
     DropReason.TOO_LONG: "longer than --max-length with --overlong drop",
+    DropReason.TEXT_TOO_LONG: "a rendered text over --max-text-mb (8 MiB of characters)",
 }

@@ -10,11 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sftprep.config import BuildConfig
+from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError
 from sftprep.stages.chat_template import compile_template, template_variables
 from sftprep.stages.formats import FormatSpec, make_normalizer
 from sftprep.stages.masks import finish_batch, tokenize_batch
-from sftprep.stages.render import render_example, require_unicode
+from sftprep.stages.render import Rendered, render_example, require_unicode
 from sftprep.stages.tokenizer import LoadedTokenizer, load_tokenizer
 
 
@@ -40,6 +41,8 @@ class RowEncoder:
     """Time budget of one render (config `template_seconds`)."""
     template_max_mb: int = 64
     """Size budget of one render (config `template_max_mb`)."""
+    max_text_mb: int = 8
+    """Longest text an example may render to, in MiB of characters (config `max_text_mb`)."""
 
     def __post_init__(self):
         template = self.tokenizer.chat_template
@@ -71,22 +74,26 @@ class RowEncoder:
                 continue
             try:
                 example = normalize(row)
-                rendered.append(
-                    require_unicode(
-                        render_example(
-                            example,
-                            self.loss_on,
-                            self.template,
-                            self.variables,
-                        )
-                    )
-                )
+                text = render_example(example, self.loss_on, self.template, self.variables)
+                rendered.append(require_unicode(self._require_size(text)))
             except RowError as err:
                 results.append((row_index, err))
                 continue
             slots.append(len(results))
             results.append((row_index, None))
         return results, rendered, slots
+
+    def _require_size(self, rendered: Rendered) -> Rendered:
+        """The text unchanged, or a `text_too_long` RowError: tokenizing takes ~150 bytes of memory
+        per character (offsets and token strings), so one 200 MB document would need ~30 GB."""
+        limit = self.max_text_mb << 20
+        if len(rendered.text) > limit:
+            raise RowError(
+                DropReason.TEXT_TOO_LONG,
+                f"the example is {len(rendered.text):,} characters, over the {limit:,} an example "
+                "may hold (config max_text_mb, --max-text-mb); split the document, or raise the limit",
+            )
+        return rendered
 
     def encode(self, prepared: tuple[list, list, list]) -> list:
         """Second half: tokenize and mask a rendered chunk."""
@@ -115,6 +122,7 @@ def encoder_for(tokenizer: LoadedTokenizer, config: BuildConfig) -> RowEncoder:
         config.template_date,
         config.template_seconds,
         config.template_max_mb,
+        config.max_text_mb,
     )
 
 

@@ -360,3 +360,21 @@ def test_a_prompt_that_is_not_text_or_messages_is_named(tmp_path):
         SftprepError, match=r"row 1: `prompt` must be a string or a list of messages, got int"
     ):
         run(tmp_path, src)
+
+
+def test_an_example_over_max_text_mb_is_a_counted_row_error_not_a_memory_blow_up(tmp_path):
+    """Tokenizing takes ~150 bytes per character: a 200 MB one-line document needed 18 GB (and
+    used to end in a Rust allocation abort). Past --max-text-mb it costs one row instead."""
+    long_text = "word " * 300_000  # 1.5 MB of characters
+    src = write_lines(
+        tmp_path / "d.jsonl", [json.dumps({"text": long_text}), json.dumps({"text": "ok"})]
+    )
+    with pytest.raises(
+        SftprepError,
+        match=r"row 0: the example is 1,500,000 characters, over the 1,048,576 .*\[text_too_long\]",
+    ):
+        run(tmp_path, src, max_text_mb=1)
+    manifest = run(tmp_path, src, max_text_mb=1, on_error="skip")
+    assert manifest["dropped"] == {"text_too_long": 1} and manifest["sources"][0]["rows_kept"] == 1
+    manifest = run(tmp_path, src, max_text_mb=2, overwrite=True)
+    assert manifest["dropped"] == {} and manifest["sources"][0]["truncated"] == 1

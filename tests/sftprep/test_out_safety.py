@@ -114,7 +114,7 @@ def test_a_second_build_into_the_same_out_is_refused_while_one_is_running(tmp_pa
     source = _source(tmp_path / "a")
     with build_lock(out):  # another build holds it (this process, pid written in the lock)
         result = _cli(tmp_path, str(source), "--out", str(out))
-        assert result.returncode == 1 and f"another build (pid {os.getpid()})" in result.stderr
+        assert result.returncode == 1 and f"another process (pid {os.getpid()})" in result.stderr
         assert not out.exists()
     _build(source, out)  # released: the next one runs
     check_build(out)
