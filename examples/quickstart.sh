@@ -9,4 +9,5 @@ bash .ci/setup.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 sftprep build --config examples/build.yaml --overwrite
 sftprep verify out/example-build
+rm -rf runs/quickstart  # the quickstart's own run, started over each time (sfttrain never deletes a run itself)
 sfttrain run --config examples/train.yaml "$@"

@@ -51,6 +51,10 @@ def run(config: Path | None = None, **flags: Any) -> None:
     except SfttrainError as e:
         typer.echo(f"error: {e}", err=True)
         code = 2 if isinstance(e, ConfigError) else 1
+    except OSError as e:  # disk full, a read-only or vanished folder: the machine, not a bug
+        where = f"{e.filename}: " if e.filename else ""
+        typer.echo(f"error: {where}{e.strerror or e}", err=True)
+        code = 1
     exit_if_distributed(code)
     if code:
         raise typer.Exit(code)

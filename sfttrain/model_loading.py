@@ -86,6 +86,7 @@ def load_tokenizer(config: TrainConfig, manifest: Manifest):
 
 def load_model(config: TrainConfig, dtype: torch.dtype, attn: str):
     """The causal LM, from pretrained weights or (--random-init) from its config, with use_cache off."""
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForCausalLM
 
     kwargs = {
@@ -105,14 +106,16 @@ def load_model(config: TrainConfig, dtype: torch.dtype, attn: str):
             model = AutoModelForCausalLM.from_config(model_config, **kwargs)
         else:
             model = AutoModelForCausalLM.from_pretrained(config.model, **kwargs)
-    except OSError as e:
+    except (OSError, ValueError, SafetensorError) as e:
+        # OSError: missing files; ValueError: a config.json with no known model_type;
+        # SafetensorError: weights cut short or not safetensors at all.
         hint = (
             "a folder with config.json"
             if config.random_init
             else "a folder with config.json and weights, or a cached hub name (add --random-init to start from random weights)"
         )
         raise SfttrainError(
-            f"could not load --model {config.model}: {str(e).splitlines()[0]}; it must be {hint}"
+            f"could not load --model {config.model}: {str(e).splitlines()[0].rstrip('.')}; it must be {hint}"
         ) from None
     model.config.use_cache = False
     return model

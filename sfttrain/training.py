@@ -27,6 +27,7 @@ from sfttrain.model_loading import (
     resolve_attn,
     resolve_dtype,
 )
+from sfttrain.output_dir import output_dir_lock
 from sfttrain.trainer import SfttrainTrainer, argmax_logits, token_accuracy
 
 COPIED_MANIFEST = "sftprep_manifest.json"
@@ -73,6 +74,11 @@ def train(
 
     `compute_metrics` replaces the default token accuracy and then receives full logits.
     """
+    with output_dir_lock(config):
+        return _train(config, callbacks, compute_metrics, optimizers)
+
+
+def _train(config: TrainConfig, callbacks, compute_metrics, optimizers) -> TrainResult:
     started = time.perf_counter()
     run = prepare(
         config, callbacks=callbacks, compute_metrics=compute_metrics, optimizers=optimizers
