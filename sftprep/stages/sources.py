@@ -378,18 +378,24 @@ def _csv_rows(path: str) -> Iterator[dict | RowError]:
 def _csv_records(reader) -> Iterator[list | RowError]:
     """The reader's records; a field over CSV_FIELD_LIMIT is a row error, not a crash."""
     while True:
+        start = reader.line_num + 1  # the line the next record starts on
         try:
             yield next(reader)
         except StopIteration:
             return
         except csv.Error as err:
+            where = f"line {reader.line_num}"
             if "field larger than field limit" in str(err):
                 detail = f"{err} (fields are limited to {CSV_FIELD_LIMIT // (1 << 20)} MiB)"
             elif "unexpected end of data" in str(err):
-                detail = "a quoted field never closes: every line after it up to the end would be one field; close the quote"
+                where = f"line {start}"  # where the quote opened, not the end of the file
+                detail = (
+                    "a quoted field opens in this record and never closes: every line after it "
+                    "up to the end would be one field; close the quote"
+                )
             else:
                 detail = f"{err}; quote the field or escape the quote"
-            yield RowError(DropReason.MALFORMED_CSV, f"line {reader.line_num}: {detail}")
+            yield RowError(DropReason.MALFORMED_CSV, f"{where}: {detail}")
 
 
 def _arrow_batches(path: Path) -> Iterator[pa.RecordBatch]:

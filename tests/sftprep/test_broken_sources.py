@@ -113,7 +113,9 @@ def test_a_negative_seed_is_a_config_error(tmp_path):
 def test_a_csv_quote_left_open_does_not_swallow_the_rows_after_it(tmp_path):
     path = tmp_path / "q.csv"
     path.write_text('prompt,completion\na,b\nc,"d\ne,f\ng,h\n')
-    with pytest.raises(SftprepError, match="a quoted field never closes"):
+    with pytest.raises(
+        SftprepError, match="row 1: line 3: a quoted field opens in this record and never closes"
+    ):
         _build(path, tmp_path)
     bad = tmp_path / "bad.csv"
     bad.write_text('prompt,completion\na,b\nc,"d"x\ne,f\n')
