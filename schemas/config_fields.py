@@ -263,10 +263,21 @@ def _describe(field: dataclasses.Field, value: Any, errors: list[dict], nullable
         if err["type"] == "literal_error":
             choices = err["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
             return f"{head}: expected one of {choices}, got {value!r}"
-    item = next((e for e in errors if e["loc"] and isinstance(e["loc"][-1], int)), None)
-    if item is not None:  # one bad entry of a list
-        wanted = EXPECTED.get(item["type"], item["msg"].lower())
-        return f"{field.name}[{item['loc'][-1]}] ({field_flag(field)}): expected {wanted}, got {item['input']!r}"
+    item = next((e for e in errors if e["loc"] and isinstance(e["loc"][0], int)), None)
+    if item is not None:  # one bad entry of a list (of a union: one error per member)
+        index = item["loc"][0]
+        wanted = " or ".join(
+            sorted(
+                {
+                    EXPECTED.get(e["type"], e["msg"].lower())
+                    for e in errors
+                    if e["loc"][:1] == (index,)
+                }
+            )
+        )
+        return (
+            f"{field.name}[{index}] ({field_flag(field)}): expected {wanted}, got {item['input']!r}"
+        )
     wanted = sorted(
         {EXPECTED.get(e["type"], e["msg"].lower()) for e in errors}
         | ({"null"} if nullable else set()),

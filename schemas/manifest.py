@@ -73,6 +73,14 @@ class SourceEntry:
     truncated: int = 0
     truncated_tokens: int = 0
     split_examples: int = 0
+    settings: dict = field(default_factory=dict)
+    """The source's own keys from its `sources` entry (format overrides, take/fraction/repeat)."""
+    repeat: int = 1
+    """Copies of each kept row; example ids [start, start + rows_read * repeat), row = offset // repeat."""
+    rows_unselected: int = 0
+    """Rows read but left out by the source's `fraction` (rows_read = kept + dropped + unselected)."""
+    loss_share: float = 0.0
+    """This source's share of the loss tokens of all sources of its split (as built)."""
 
 
 @dataclass(frozen=True)

@@ -14,21 +14,23 @@ from typing import Literal
 
 from schemas.config_fields import check_types, construct, read_yaml, unknown_keys
 from sftprep.errors import ConfigError
+from sftprep.source_settings import entry_problems
 
 
 @dataclass(frozen=True)
 class BuildConfig:
     """Everything that decides what `sftprep build` writes."""
 
-    sources: tuple[str, ...] = field(
+    sources: tuple[str | dict, ...] = field(
         default=(), metadata={"metavar": "SOURCE...", "flag": "SOURCE"}
     )
-    """Training data: files (JSON, JSONL, Parquet, CSV, Arrow), globs, save_to_disk folders or hub names."""
+    """Training data: files (JSON, JSONL, Parquet, CSV, Arrow), globs, save_to_disk folders or hub
+    names; in YAML an entry may be a mapping with `path` and per-source keys (README, Recipes)."""
     tokenizer: str = ""
     """Tokenizer folder (tokenizer.json + tokenizer_config.json) or hub name."""
     out: str = ""
     """Build folder to write (created atomically)."""
-    eval_sources: tuple[str, ...] = field(default=(), metadata={"flag": "--eval"})
+    eval_sources: tuple[str | dict, ...] = field(default=(), metadata={"flag": "--eval"})
     """Sources of the eval split (`--eval`); exclusive with eval_fraction."""
     eval_fraction: float = 0.0
     """Fraction of the training examples held out as the eval split, chosen by a seeded hash."""
@@ -47,6 +49,8 @@ class BuildConfig:
     flag, \\n \\t \\r \\\\ are decoded)."""
     completion_template: str | None = None
     """Text with plain `{column}` fields making the completion, e.g. ' {answer}'; needs prompt_template."""
+    system_prompt: str | None = None
+    """System message prepended to every conversation that has none (per source in YAML)."""
     formatter: str | None = None
     """`module:function` called on each row; returns text, {prompt, completion} or messages."""
     chat_template: str | None = None
@@ -125,6 +129,7 @@ class BuildConfig:
             problems.append("--pad-vocab-to-multiple-of must be a positive integer")
         problems += _budget_problems(self.template_seconds, self.template_max_mb, self.max_text_mb)
         problems += _date_problems(self.template_date)
+        problems += entry_problems(self, "sources") + entry_problems(self, "eval_sources")
         problems += _format_problems("--prompt-template", self.prompt_template)
         problems += _format_problems("--completion-template", self.completion_template)
         problems += _count_problems(self)
@@ -177,13 +182,22 @@ def _resolve_paths(loaded: dict, base: Path) -> dict:
         if name in out:
             items = [out[name]] if isinstance(out[name], str) else out[name]
             if isinstance(items, list):  # anything else is reported by the type check
-                out[name] = [resolve(v) if isinstance(v, str) else v for v in items]
+                out[name] = [_resolve_entry(v, resolve) for v in items]
     for name in ("tokenizer", "chat_template"):
         if isinstance(out.get(name), str) and out[name] != "chatml":
             out[name] = resolve(out[name])
     if isinstance(out.get("out"), str) and not Path(out["out"]).is_absolute():
         out["out"] = os.path.normpath(base / out["out"])
     return out
+
+
+def _resolve_entry(entry, resolve):
+    """A `sources` entry with its path resolved: a string, or a mapping's `path`."""
+    if isinstance(entry, str):
+        return resolve(entry)
+    if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+        return {**entry, "path": resolve(entry["path"])}
+    return entry
 
 
 def _budget_problems(seconds: float, template_mb: int, text_mb: int) -> list[str]:

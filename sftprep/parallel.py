@@ -15,10 +15,13 @@ IN_PROCESS_UP_TO_CORES = 4
 IN_FLIGHT_PER_WORKER = 2  # chunks queued per worker: enough to keep it busy, bounded memory
 
 
-def chunked(rows: Iterable, size: int) -> Iterator[list]:
+def chunked(rows: Iterable, size: int, keep: Callable[[int], bool] | None = None) -> Iterator[list]:
     """(row_index, row) chunks of `size` rows; the first ones smaller (size/8, /4, /2), so that the
-    tokenizer thread starts after a few rows are rendered rather than a whole chunk."""
+    tokenizer thread starts after a few rows are rendered rather than a whole chunk. With `keep`,
+    only the rows whose index it accepts (a mixture's fraction), with their own indices."""
     iterator = iter(enumerate(rows))
+    if keep is not None:
+        iterator = ((i, row) for i, row in iterator if keep(i))
     step = max(1, size // 8)
     while chunk := list(itertools.islice(iterator, step)):
         yield chunk

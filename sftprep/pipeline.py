@@ -24,6 +24,7 @@ from schemas.manifest import (
 from sftprep.config import BuildConfig, load_config
 from sftprep.errors import RowError, SftprepError
 from sftprep.parallel import chunked, in_worker_processes, pipelined, worker_processes
+from sftprep.source_settings import fraction_filter, mixture, source_config
 from sftprep.stages.chat_template import reads_date
 from sftprep.stages.fingerprint import build_fingerprint
 from sftprep.stages.formats import detect_format
@@ -155,7 +156,7 @@ def _build_locked(
                 st.example_id_start = start
                 _read_source(config, tokenizer, st, spills, progress)
                 require_unchanged(st.source, st.stamp)
-                start += st.rows_read
+                start += st.rows_read * st.repeat
             _refuse_empty(spills, stats, has_eval)
             splits = {}
             for split, (spill, positions) in split_positions(spills, stats, config).items():
@@ -177,12 +178,20 @@ def _build_locked(
             elapsed_s=round(time.perf_counter() - started, 3),
             config=config.to_dict(),
             tokenizer=tokenizer.manifest_entry(),
-            sources=tuple(st.entry() for st in stats),
+            sources=_source_entries(stats),
             splits=splits,
             dropped=dict(sorted(sum((st.dropped for st in stats), Counter()).items())),
         )
         write_manifest(tmp, manifest)
     return BuildResult(manifest, False, "; ".join(damage))
+
+
+def _source_entries(stats: list[SourceStats]) -> tuple:
+    """The manifest's sources, each with its share of the loss tokens of its split's sources."""
+    totals = Counter()
+    for st in stats:
+        totals[st.split] += st.loss_tokens
+    return tuple(st.entry(totals[st.split]) for st in stats)
 
 
 def _refuse_empty(spills: dict, stats: list[SourceStats], eval_asked: bool) -> None:
@@ -211,7 +220,11 @@ def _existing_manifest(out: Path) -> Manifest | None:
 
 def _read_source(config, tokenizer, st: SourceStats, spills: dict, progress) -> None:
     """Encode every row of one source; keep examples under the length policy; count every drop."""
-    rows = iter_rows(st.source)
+    own = source_config(config, st.source.settings)
+    mix = mixture(st.source.settings)
+    st.repeat = mix.repeat
+    total = itertools.count()
+    rows = (row for row in iter_rows(st.source) if next(total) >= 0)  # counts every row read
     head = []
     for row in rows:  # detect the format from the first row that parses
         head.append(row)
@@ -229,23 +242,42 @@ def _read_source(config, tokenizer, st: SourceStats, spills: dict, progress) -> 
         )
     rows = itertools.chain(head, rows)
     columns = list(head[-1])
-    spec = detect_format(columns, config, st.source.path)
+    spec = dataclasses.replace(
+        detect_format(columns, own, st.source.path),
+        loss_on=own.loss_on,
+        system_prompt=own.system_prompt,
+    )
     st.format = spec.name
-    tasks = ((spec, chunk) for chunk in chunked(rows, CHUNK_ROWS))
+    keep = fraction_filter(mix.fraction, config.seed, st.sha256) if mix.fraction else None
+    tasks = ((spec, chunk) for chunk in chunked(rows, CHUNK_ROWS, keep))
     batches = _encoded_chunks(config, tokenizer, tasks, st.source.path)
     try:
-        _count_and_spill(config, st, batches, spills, progress)
+        taken_all = _count_and_spill(config, st, batches, spills, progress, mix.take)
     finally:
         batches.close()  # stops the worker pool at once, also when a bad row raised
+    if mix.take is None:
+        st.rows_read = next(total)  # every row of the file, those a fraction left out included
+    elif not taken_all:
+        dropped = ", ".join(f"{n:,} {r}" for r, n in sorted(st.dropped.items()))
+        raise SftprepError(
+            f"{st.source.path}: take {mix.take:,} asks for more rows than the source has: "
+            f"{st.rows_kept:,} of its {st.rows_read:,} rows are usable"
+            + (f" ({dropped} dropped)" if dropped else "")
+            + "; lower take, or use repeat to upsample"
+        )
 
 
-def _count_and_spill(config, st: SourceStats, batches, spills: dict, progress) -> None:
-    """Each encoded row through the length policy into its split's spill; every drop counted."""
+def _count_and_spill(config, st: SourceStats, batches, spills: dict, progress, take=None) -> bool:
+    """Each encoded row through the length policy into its split's spill (`st.repeat` times, ids
+    start + row * repeat + copy); every drop counted. With `take`, stop once that many rows are
+    kept; return whether they were."""
     spill = spills["eval" if st.split == "eval" else "train"]
     wrapped = config.packing == "wrapped"
     for results in batches:
         for row_index, result in results:
-            st.rows_read += 1
+            if take is not None and st.rows_kept >= take:
+                return True
+            st.rows_read = row_index + 1
             if isinstance(result, RowError):
                 if config.on_error == "raise":
                     raise result.located(st.source.path, row_index)
@@ -258,12 +290,15 @@ def _count_and_spill(config, st: SourceStats, batches, spills: dict, progress) -
                 st.dropped[admitted.dropped.value] += 1
                 continue
             st.count_kept(admitted.pieces, admitted.cut)
-            for piece in admitted.pieces:
-                spill.add(st.example_id_start + row_index, piece)
+            first_id = st.example_id_start + row_index * st.repeat
+            for copy in range(st.repeat):
+                for piece in admitted.pieces:
+                    spill.add(first_id + copy, piece)
         if progress:
             progress(
                 len(results), sum(len(e.input_ids) for _, e in results if isinstance(e, Encoded))
             )
+    return take is None or st.rows_kept >= take
 
 
 def _encoded_chunks(config: BuildConfig, tokenizer: LoadedTokenizer, tasks, source: str):

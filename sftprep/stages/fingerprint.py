@@ -28,7 +28,7 @@ def build_fingerprint(config: dict, stats: list[SourceStats], tokenizer: LoadedT
         "format_version": FORMAT_VERSION,
         "sftprep_version": __version__,
         "config": {k: v for k, v in config.items() if k not in NOT_IN_FINGERPRINT},
-        "sources": [[st.split, st.source.kind, st.sha256] for st in stats],
+        "sources": [[st.split, st.source.kind, st.sha256, st.source.settings] for st in stats],
         "tokenizer": tokenizer.fingerprint,
         "special_tokens": tokenizer.special_tokens,
         "chat_template": tokenizer.chat_template,

@@ -12,6 +12,7 @@
 | formatter         | any columns, through --formatter module:function    | whatever it returns        |
 """
 
+import dataclasses
 import importlib
 import json
 import string
@@ -66,6 +67,10 @@ class FormatSpec:
 
     name: str
     fields: dict
+    loss_on: str = "assistant"
+    """Which turns train (the source's `loss_on`, else the global one)."""
+    system_prompt: str | None = None
+    """Prepended as a system message to every conversation that has none."""
 
 
 def detect_format(columns: list[str], config: BuildConfig, source: str) -> FormatSpec:
@@ -120,7 +125,28 @@ def detect_format(columns: list[str], config: BuildConfig, source: str) -> Forma
 
 
 def make_normalizer(spec: FormatSpec) -> Callable[[dict], Example]:
-    """A function turning one row of this format into an Example (raises RowError on a bad row)."""
+    """A function turning one row of this format into an Example (raises RowError on a bad row),
+    with the source's system prompt prepended to conversations that have none."""
+    normalize = _format_normalizer(spec)
+    if spec.system_prompt is None:
+        return normalize
+    system = {"role": "system", "content": spec.system_prompt}
+
+    def with_system_prompt(row: dict) -> Example:
+        example = normalize(row)
+        if example.kind != "chat" or (example.messages and example.messages[0]["role"] == "system"):
+            return example
+        shift = 1 if example.prompt_messages >= 0 else 0
+        return dataclasses.replace(
+            example,
+            messages=(system, *example.messages),
+            prompt_messages=example.prompt_messages + shift,
+        )
+
+    return with_system_prompt
+
+
+def _format_normalizer(spec: FormatSpec) -> Callable[[dict], Example]:
     if spec.name == "text":
         return lambda row: _text_example(_field(row, spec.fields["text"]))
     if spec.name in ("messages", "sharegpt"):

@@ -28,11 +28,9 @@ def adds_special_tokens(config: BuildConfig) -> bool:
 @dataclass
 class RowEncoder:
     """Turns chunks of rows into encoded examples: the tokenizer, its compiled template, and the
-    two settings that change the ids or the mask."""
+    settings that change the ids (which turns train comes with each chunk's FormatSpec)."""
 
     tokenizer: LoadedTokenizer
-    loss_on: str
-    """assistant | last-assistant | all"""
     special_tokens: bool
     """See adds_special_tokens."""
     template_date: str | None = None
@@ -62,7 +60,11 @@ class RowEncoder:
 
     def render(self, spec: FormatSpec, chunk: list) -> tuple[list, list, list]:
         """First half (pure Python): normalize and render every row of a chunk."""
-        key = (spec.name, tuple(sorted((k, str(v)) for k, v in spec.fields.items())))
+        key = (
+            spec.name,
+            tuple(sorted((k, str(v)) for k, v in spec.fields.items())),
+            spec.system_prompt,
+        )
         normalize = self._normalizers.get(key)
         if normalize is None:
             normalize = self._normalizers[key] = make_normalizer(spec)
@@ -74,7 +76,7 @@ class RowEncoder:
                 continue
             try:
                 example = normalize(row)
-                text = render_example(example, self.loss_on, self.template, self.variables)
+                text = render_example(example, spec.loss_on, self.template, self.variables)
                 rendered.append(require_unicode(self._require_size(text)))
             except RowError as err:
                 results.append((row_index, err))
@@ -117,7 +119,6 @@ def encoder_for(tokenizer: LoadedTokenizer, config: BuildConfig) -> RowEncoder:
     """The RowEncoder a build with `config` uses (in the build process or in a worker)."""
     return RowEncoder(
         tokenizer,
-        config.loss_on,
         adds_special_tokens(config),
         config.template_date,
         config.template_seconds,

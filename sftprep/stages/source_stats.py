@@ -25,6 +25,8 @@ class SourceStats:
     truncated: int = 0
     truncated_tokens: int = 0
     split_examples: int = 0
+    repeat: int = 1
+    """Copies of each kept row (the source's `repeat`)."""
     stamp: tuple = ()
     """sources.source_stamp before the build hashed the source (checked once it is read)."""
 
@@ -37,11 +39,11 @@ class SourceStats:
         if len(pieces) > 1:
             self.split_examples += 1
         for piece in pieces:
-            self.tokens += len(piece.input_ids)
-            self.loss_tokens += piece.loss_tokens
+            self.tokens += len(piece.input_ids) * self.repeat
+            self.loss_tokens += piece.loss_tokens * self.repeat
 
-    def entry(self) -> SourceEntry:
-        """This source's record in the manifest."""
+    def entry(self, split_loss_tokens: int = 0) -> SourceEntry:
+        """This source's record in the manifest; `split_loss_tokens`: of all sources of its split."""
         return SourceEntry(
             path=self.source.path,
             split=self.split,
@@ -56,4 +58,8 @@ class SourceStats:
             truncated=self.truncated,
             truncated_tokens=self.truncated_tokens,
             split_examples=self.split_examples,
+            settings=dict(self.source.settings),
+            repeat=self.repeat,
+            rows_unselected=self.rows_read - self.rows_kept - sum(self.dropped.values()),
+            loss_share=round(self.loss_tokens / split_loss_tokens, 6) if split_loss_tokens else 0.0,
         )

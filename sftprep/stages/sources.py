@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError, SftprepError
+from sftprep.source_settings import entry_path, entry_settings
 from sftprep.stages.json_array import JSON_WHITESPACE, UnparsedItem, iter_json_array
 from sftprep.stages.json_errors import json_problem, limit_error
 
@@ -47,25 +48,33 @@ class Source:
     path: str
     kind: str
     """json | jsonl | parquet | csv | arrow | saved | hub"""
+    settings: dict = field(default_factory=dict, compare=False)
+    """The per-source keys of its `sources` entry (source_settings.py); shared by a glob's files."""
 
 
-def resolve_sources(specs: tuple[str, ...], flag: str = "SOURCE") -> list[Source]:
+def resolve_sources(entries: tuple[str | dict, ...], flag: str = "SOURCE") -> list[Source]:
     """Expand globs and check that every source exists; report all missing ones at once."""
     found, missing = [], []
-    for spec in specs:
+    for entry in entries:
+        spec, settings = entry_path(entry), entry_settings(entry)
         if any(c in spec for c in "*?["):
             matches = sorted(p for p in glob.glob(spec, recursive=True) if Path(p).is_file())
             if not matches:
                 missing.append(f"{spec} (the pattern matches no file)")
-            found.extend(_file_source(m) for m in matches)
+            if "take" in settings and len(matches) > 1:
+                raise SftprepError(
+                    f"{flag}: {spec} matches {len(matches)} files and asks to take {settings['take']} "
+                    "rows; give each file its own entry (take counts the rows of one file), or use fraction"
+                )
+            found.extend(replace(_file_source(m), settings=settings) for m in matches)
             continue
         path = Path(spec)
         if path.is_dir():
-            found.append(_folder_source(path))
+            found.append(replace(_folder_source(path), settings=settings))
         elif path.is_file():
-            found.append(_file_source(spec))
+            found.append(replace(_file_source(spec), settings=settings))
         elif _looks_like_hub_name(spec):
-            found.append(Source(spec, "hub"))
+            found.append(Source(spec, "hub", settings))
         else:
             missing.append(f"{spec} (no such file or folder)")
     if missing:

@@ -30,21 +30,24 @@ def split_positions(
 
 
 def _held_out(example_ids: np.ndarray, sources: list, config: BuildConfig) -> np.ndarray:
-    """The examples whose hash(seed, source content, row) is smallest: stable when data is appended."""
-    unique = np.unique(example_ids)
+    """The rows whose hash(seed, source content, row) is smallest: stable when data is appended.
+    The copies of a repeated row share that hash and are held out together (never split
+    between train and eval)."""
     starts = np.array([s.example_id_start for s in sources], dtype=np.int64)
 
     def key(example_id: int) -> bytes:
         source = sources[int(np.searchsorted(starts, example_id, side="right")) - 1]
-        text = f"{config.seed}:{source.sha256}:{example_id - source.example_id_start}"
+        row = (example_id - source.example_id_start) // source.repeat
+        text = f"{config.seed}:{source.sha256}:{row}"
         return hashlib.blake2b(text.encode(), digest_size=8).digest()
 
+    keys = {int(i): key(int(i)) for i in np.unique(example_ids)}
+    rows = sorted(set(keys.values()))
     count = (
-        min(len(unique) - 1, max(1, round(config.eval_fraction * len(unique))))
-        if len(unique) > 1
-        else 0
+        min(len(rows) - 1, max(1, round(config.eval_fraction * len(rows)))) if len(rows) > 1 else 0
     )
-    held = np.array(sorted(unique.tolist(), key=key)[:count], dtype=np.int64)
+    chosen = set(rows[:count])
+    held = np.array([i for i, k in keys.items() if k in chosen], dtype=np.int64)
     return np.isin(example_ids, held)
 
 

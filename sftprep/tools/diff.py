@@ -40,6 +40,10 @@ SOURCE_KEYS = (
     "split_examples",
     "tokens",
     "loss_tokens",
+    "settings",
+    "repeat",
+    "rows_unselected",
+    "loss_share",
 )
 SPLIT_KEYS = (
     "examples",

@@ -49,7 +49,8 @@ def split_table(manifest: Manifest) -> Table:
 
 def source_table(manifest: Manifest) -> Table:
     """Per source: rows read/kept, dropped by reason, truncated (examples and tokens cut), tokens;
-    with --overlong split also how many examples were split."""
+    with --overlong split also how many examples were split; for a recipe with per-source settings,
+    what each source asked for and its share of the split's loss tokens."""
     table = Table(title="sources", title_justify="left")
     show_split = recorded_config(manifest).overlong == "split"
     columns = [
@@ -61,10 +62,14 @@ def source_table(manifest: Manifest) -> Table:
         "dropped (reason)",
         "truncated (tokens cut)",
     ]
-    for col in columns + ["split examples"] * show_split + ["tokens", "loss tokens"]:
+    mixed = any(s.settings for s in manifest.sources)
+    extra = ["asked", "loss share"] if mixed else []
+    for col in columns + ["split examples"] * show_split + ["tokens", "loss tokens", *extra]:
         table.add_column(
             col,
-            justify="left" if col in ("source", "format", "split", "dropped (reason)") else "right",
+            justify="left"
+            if col in ("source", "format", "split", "dropped (reason)", "asked")
+            else "right",
             overflow="fold",
         )
     for s in manifest.sources:
@@ -83,8 +88,14 @@ def source_table(manifest: Manifest) -> Table:
             *[f"{s.split_examples:,}"] * show_split,
             f"{s.tokens:,}",
             f"{s.loss_tokens:,}",
+            *([_asked(s.settings), f"{s.loss_share:.1%}"] if mixed else []),
         )
     return table
+
+
+def _asked(settings: dict) -> str:
+    """A source's own settings, short: `take 500, loss_on all`."""
+    return ", ".join(f"{k} {v}" for k, v in settings.items()) or "-"
 
 
 def print_stats(view: BuildView, console: Console) -> None:

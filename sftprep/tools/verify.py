@@ -67,7 +67,9 @@ def _check_split(  # noqa: C901, PLR0912, PLR0915 - one check per invariant of a
     problems, rows, tokens, loss = [], 0, 0, 0
     examples: set = set()
     vocab = manifest.tokenizer.length
-    ranges = [(s.example_id_start, s.example_id_start + s.rows_read) for s in manifest.sources]
+    ranges = [
+        (s.example_id_start, s.example_id_start + s.rows_read * s.repeat) for s in manifest.sources
+    ]
     for shard in info.shards:
         where = shard.path
         try:

@@ -143,8 +143,8 @@ class BuildView:
         """(source path, 0-based row in that file) of an example id, from the manifest's ranges."""
         for source in self.manifest.sources:
             start = source.example_id_start
-            if start <= example_id < start + source.rows_read:
-                return source.path, example_id - start
+            if start <= example_id < start + source.rows_read * source.repeat:
+                return source.path, (example_id - start) // source.repeat
         return "(no source)", None
 
     @cached_property

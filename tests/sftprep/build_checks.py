@@ -85,9 +85,17 @@ def check_build(build: Path) -> dict:
         assert tokens == info["tokens"] and loss == info["loss_tokens"]
         counts["rows"] += len(rows)
         counts["loss_tokens"] += loss
-    kept = sum(s["rows_kept"] for s in manifest["sources"])
+    kept = sum(s["rows_kept"] * s.get("repeat", 1) for s in manifest["sources"])
+    spans = []
     for s in manifest["sources"]:
-        assert s["rows_read"] == s["rows_kept"] + sum(s["dropped"].values()), s
+        unselected = s.get("rows_unselected", 0)
+        assert s["rows_read"] == s["rows_kept"] + sum(s["dropped"].values()) + unselected, s
+        spans.append(
+            (s["example_id_start"], s["example_id_start"] + s["rows_read"] * s.get("repeat", 1))
+        )
+    assert all(any(a <= i < b for a, b in spans) for i in seen), (
+        "an example id outside every source"
+    )
     if manifest["config"]["packing"] != "wrapped" and manifest["config"]["overlong"] != "split":
         assert all(n == 1 for n in seen.values()), "an example appears in more than one row"
         assert len(seen) == kept

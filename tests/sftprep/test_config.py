@@ -38,7 +38,9 @@ def test_every_bad_value_is_one_line_naming_key_flag_expected_and_got():
 def test_types_are_checked_on_construction_from_python():
     with pytest.raises(ConfigError, match="max_length"):
         BuildConfig(sources=("a",), tokenizer="t", out="o", max_length="2048")
-    with pytest.raises(ConfigError, match=r"sources\[1\] \(SOURCE\): expected a string, got 5"):
+    with pytest.raises(
+        ConfigError, match=r"sources\[1\] \(SOURCE\): expected a mapping or a string, got 5"
+    ):
         BuildConfig(sources=["a", 5], tokenizer="t", out="o")
     config = BuildConfig(
         sources=["a", "b"], tokenizer="t", out="o", eval_fraction=0

@@ -1,6 +1,8 @@
 """Ids and masks with a character-level tokenizer, where every expected id and mask bit is written
 by hand: 1 exactly on what the model must generate (assistant content and its end-of-turn marker)."""
 
+import dataclasses
+
 import numpy as np
 
 from sftprep.stages.formats import FormatSpec
@@ -20,7 +22,8 @@ SPEC = FormatSpec("messages", {"messages": "messages", "tools": "tools"})
 
 
 def encode(tokenizer, row, loss_on="assistant", spec=SPEC):
-    [(_, encoded)] = RowEncoder(tokenizer, loss_on, True).process(spec, [(0, row)])
+    spec = dataclasses.replace(spec, loss_on=loss_on)
+    [(_, encoded)] = RowEncoder(tokenizer, True).process(spec, [(0, row)])
     return encoded
 
 

@@ -45,7 +45,7 @@ def conversations(draw):
 @pytest.fixture(scope="module")
 def stage():
     config = BuildConfig(sources=("x",), tokenizer=str(BUNDLED_TOKENIZER), out="o").validate()
-    return RowEncoder(load_tokenizer(config.tokenizer), config.loss_on, adds_special_tokens(config))
+    return RowEncoder(load_tokenizer(config.tokenizer), adds_special_tokens(config))
 
 
 @settings(
