@@ -49,6 +49,12 @@ class BuildConfig:
     flag, \\n \\t \\r \\\\ are decoded)."""
     completion_template: str | None = None
     """Text with plain `{column}` fields making the completion, e.g. ' {answer}'; needs prompt_template."""
+    response_template: str | None = None
+    """On text: train only what follows this marker (its last occurrence, or each one up to
+    instruction_template), matched on characters, e.g. ' ### Answer:'; a text without it is a
+    `no_response_template` row."""
+    instruction_template: str | None = None
+    """With response_template: where each response ends (multi-turn text), e.g. '### Question:'."""
     system_prompt: str | None = None
     """System message prepended to every conversation that has none (per source in YAML)."""
     formatter: str | None = None
@@ -128,6 +134,7 @@ class BuildConfig:
         if self.pad_vocab_to_multiple_of is not None and self.pad_vocab_to_multiple_of < 1:
             problems.append("--pad-vocab-to-multiple-of must be a positive integer")
         problems += _budget_problems(self.template_seconds, self.template_max_mb, self.max_text_mb)
+        problems += _marker_problems(self.response_template, self.instruction_template)
         problems += _date_problems(self.template_date)
         problems += entry_problems(self, "sources") + entry_problems(self, "eval_sources")
         problems += _format_problems("--prompt-template", self.prompt_template)
@@ -198,6 +205,15 @@ def _resolve_entry(entry, resolve):
     if isinstance(entry, dict) and isinstance(entry.get("path"), str):
         return {**entry, "path": resolve(entry["path"])}
     return entry
+
+
+def _marker_problems(response: str | None, instruction: str | None) -> list[str]:
+    problems = []
+    if instruction is not None and response is None:
+        problems.append("--instruction-template needs --response-template")
+    if "" in (response, instruction):
+        problems.append("--response-template/--instruction-template must not be empty")
+    return problems
 
 
 def _budget_problems(seconds: float, template_mb: int, text_mb: int) -> list[str]:

@@ -41,6 +41,7 @@ class DropReason(str, Enum):
     # the length policy
     NO_LOSS_TOKENS = "no_loss_tokens"
     TOO_LONG = "too_long"
+    NO_RESPONSE_TEMPLATE = "no_response_template"
     TEXT_TOO_LONG = "text_too_long"
 
     def __str__(self) -> str:
@@ -74,5 +75,6 @@ DESCRIPTIONS = {
     DropReason.UNLOCATABLE_TURN: "a trained turn the chat template renders inconsistently, so its tokens cannot be located",
     DropReason.NO_LOSS_TOKENS: "no token left to train (e.g. truncation cut off the whole answer)",
     DropReason.TOO_LONG: "longer than --max-length with --overlong drop",
+    DropReason.NO_RESPONSE_TEMPLATE: "a text without its --response-template marker (nothing would train)",
     DropReason.TEXT_TOO_LONG: "a rendered text over --max-text-mb (8 MiB of characters)",
 }

@@ -38,6 +38,8 @@ FORMAT_KEYS = (
     "formatter",
     "loss_on",
     "system_prompt",
+    "response_template",
+    "instruction_template",
 )
 """Global config keys a source may set for itself."""
 MIX_KEYS = ("take", "fraction", "repeat")

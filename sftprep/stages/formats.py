@@ -25,6 +25,7 @@ from sftprep.config import BuildConfig
 from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError, SftprepError
 from sftprep.stages.json_errors import limit_error
+from sftprep.stages.response_spans import response_spans
 
 SHAREGPT_ROLES = {
     "human": "user",
@@ -59,6 +60,8 @@ class Example:
     tools: list | None = None
     prompt_messages: int = -1
     """For a conversational prompt/completion: how many leading messages are the prompt; -1 otherwise."""
+    spans: tuple | None = None
+    """For a text: the character spans that train (response_template); None: all of it."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,10 @@ class FormatSpec:
     """Which turns train (the source's `loss_on`, else the global one)."""
     system_prompt: str | None = None
     """Prepended as a system message to every conversation that has none."""
+    response_template: str | None = None
+    """On a text: train only what follows this marker (response_spans.py)."""
+    instruction_template: str | None = None
+    """On a text with response_template: a response ends where this marker begins."""
 
 
 def detect_format(columns: list[str], config: BuildConfig, source: str) -> FormatSpec:
@@ -128,6 +135,8 @@ def make_normalizer(spec: FormatSpec) -> Callable[[dict], Example]:
     """A function turning one row of this format into an Example (raises RowError on a bad row),
     with the source's system prompt prepended to conversations that have none."""
     normalize = _format_normalizer(spec)
+    if spec.response_template is not None:
+        return _with_response_spans(normalize, spec.response_template, spec.instruction_template)
     if spec.system_prompt is None:
         return normalize
     system = {"role": "system", "content": spec.system_prompt}
@@ -144,6 +153,15 @@ def make_normalizer(spec: FormatSpec) -> Callable[[dict], Example]:
         )
 
     return with_system_prompt
+
+
+def _with_response_spans(normalize, response: str, instruction: str | None):
+    def with_spans(row: dict) -> Example:
+        example = normalize(row)
+        spans = response_spans(example.text, response, instruction)
+        return dataclasses.replace(example, spans=spans)
+
+    return with_spans
 
 
 def _format_normalizer(spec: FormatSpec) -> Callable[[dict], Example]:

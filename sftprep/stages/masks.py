@@ -102,9 +102,9 @@ def _encode_one(enc, rendered: Rendered, bos_id, eos_id, append_eos: bool) -> En
         ids, mask = ids[1:], mask[1:]  # the text already began with BOS: never a second one
     if append_eos and eos_id is not None and (len(ids) == 0 or ids[-1] != eos_id):
         ids = np.append(ids, np.int32(eos_id))
-        mask = np.append(mask, np.uint8(1))
+        mask = np.append(mask, np.uint8(rendered.eos_trained))
     elif append_eos and len(ids) and ids[-1] == eos_id:
-        mask[-1] = 1  # the tokenizer itself appended EOS: it is still the example's end token
+        mask[-1] = rendered.eos_trained  # the tokenizer appended EOS: still the example's end
     if len(mask):
         mask[0] = 0
     return Encoded(ids, mask)

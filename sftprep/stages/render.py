@@ -36,13 +36,17 @@ class Rendered:
     """True for text and plain prompt/completion (the tokenizer adds BOS); False for chats."""
     append_eos: bool
     """True when the example must end with EOS (text, plain prompt/completion)."""
+    eos_trained: bool = True
+    """Whether that EOS trains: yes, unless the text's trained spans stop before its end."""
 
 
 def render_example(example: Example, loss_on: str, template, variables: dict) -> Rendered:
     """Render one example under a loss policy (assistant | last-assistant | all); `variables` is what
     the template sees besides the messages (chat_template.template_variables)."""
     if example.kind == "text":
-        return Rendered(example.text, ((0, len(example.text)),), True, True)
+        text = example.text
+        spans = example.spans if example.spans is not None else ((0, len(text)),)
+        return Rendered(text, spans, True, True, spans[-1][1] == len(text))
     if example.kind == "completion":
         text = example.prompt + example.completion
         start = 0 if loss_on == "all" else len(example.prompt)

@@ -64,6 +64,8 @@ class RowEncoder:
             spec.name,
             tuple(sorted((k, str(v)) for k, v in spec.fields.items())),
             spec.system_prompt,
+            spec.response_template,
+            spec.instruction_template,
         )
         normalize = self._normalizers.get(key)
         if normalize is None:

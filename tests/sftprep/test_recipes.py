@@ -219,3 +219,27 @@ def test_the_readme_recipe_is_examples_recipe_yaml_and_builds_as_written(tmp_pat
     assert settings[0] == {"repeat": 2} and settings[1]["take"] == 2
     assert manifest.sources[1].rows_kept == 2 and manifest.sources[3].format == "text"
     check_build(tmp_path / "recipe")
+
+
+def test_the_readme_qa_text_recipe_is_examples_qa_text_yaml_and_trains_only_answers(tmp_path):
+    from tokenizers import Tokenizer
+
+    from sftprep.config import load_config
+    from sftprep.pipeline import run_build
+    from tests.conftest import REPO
+
+    recipe = EXAMPLES / "qa_text.yaml"
+    readme = (REPO / "README.md").read_text()
+    block = readme.split(
+        "ids and offsets on Llama-2, Llama-3 and SmolLM2. `examples/qa_text.yaml`:\n\n```yaml\n", 1
+    )[1]
+    assert block.split("```", 1)[0] == recipe.read_text()
+    run_build(load_config(str(recipe), {"out": str(tmp_path / "qa"), "packing": "none"}))
+    check_build(tmp_path / "qa")
+    decode = Tokenizer.from_file(str(BUNDLED_TOKENIZER / "tokenizer.json")).decode
+    trained = [
+        decode([i for i, m in zip(r["input_ids"], r["loss_mask"]) if m])
+        for r in sorted(read_rows(tmp_path / "qa"), key=lambda r: r["example_ids"][0])
+    ]
+    assert trained[0].startswith(" Paris.") and "Question" not in "".join(trained)
+    assert " 7." in trained[1] and " 2." in trained[1]
