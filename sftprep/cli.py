@@ -26,7 +26,12 @@ app = typer.Typer(
 )
 
 
-ESCAPED_FLAGS = ("prompt_template", "completion_template", "response_template", "instruction_template")
+ESCAPED_FLAGS = (
+    "prompt_template",
+    "completion_template",
+    "response_template",
+    "instruction_template",
+)
 """Flags whose backslash escapes are decoded: a shell passes `\\n` as two characters."""
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
