@@ -303,3 +303,17 @@ def _cli_type(annotation) -> tuple[type, tuple]:
         if kind in (bool, int, float, str):
             return kind, ()
     return str, ()
+
+
+def json_flag(value: Any, flag_name: str, error: type[Exception]) -> Any:
+    """A dict-typed flag's value: JSON text parsed to an object (a dict from YAML passes as is);
+    `error` naming the flag for anything else."""
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise error(f"{flag_name} must be a JSON object, e.g. '{{\"key\": 1}}': {e}") from None
+    if not isinstance(parsed, dict):
+        raise error(f"{flag_name} must be a JSON object, got {value}")
+    return parsed

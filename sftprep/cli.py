@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from schemas.config_fields import cli_parameters, config_file_parameter
+from schemas.config_fields import cli_parameters, config_file_parameter, json_flag
 from sftprep.config import BuildConfig, load_config
 from sftprep.errors import ConfigError, SftprepError
 from sftprep.pipeline import run_build
@@ -87,6 +87,10 @@ def build(config: Path | None = None, quiet: bool = False, **flags) -> None:
     started = time.perf_counter()
     with user_errors("interrupted: nothing was written; the previous build (if any) is intact"):
         flags = {k: typed_escapes(v) if k in ESCAPED_FLAGS else v for k, v in flags.items()}
+        if flags.get("chat_template_kwargs") is not None:
+            flags["chat_template_kwargs"] = json_flag(
+                flags["chat_template_kwargs"], "--chat-template-kwargs", SftprepError
+            )
         cfg = load_config(
             str(config) if config else None,
             {k: v or None if isinstance(v, tuple) else v for k, v in flags.items()},

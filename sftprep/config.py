@@ -16,6 +16,10 @@ from schemas.config_fields import check_types, construct, read_yaml, unknown_key
 from sftprep.errors import ConfigError
 from sftprep.source_settings import entry_problems
 
+RESERVED_KWARGS = frozenset({"messages", "tools", "documents", "add_generation_prompt"})
+"""Template variables the renderer passes itself; a chat_template_kwargs key of that name would
+change what is rendered."""
+
 
 @dataclass(frozen=True)
 class BuildConfig:
@@ -55,6 +59,12 @@ class BuildConfig:
     `no_response_template` row."""
     instruction_template: str | None = None
     """With response_template: where each response ends (multi-turn text), e.g. '### Question:'."""
+    chat_template_kwargs: dict = field(default_factory=dict)
+    """Extra variables for the chat template, as apply_chat_template(**kwargs) passes them, e.g.
+    {"enable_thinking": false} (per source in YAML; a row's `chat_template_kwargs` column wins)."""
+    reasoning: Literal["train", "context", "drop"] = "train"
+    """An assistant's reasoning (reasoning_content, or a <think> block): train | context (rendered,
+    not trained: the answer and end tokens train) | drop (removed before rendering)."""
     system_prompt: str | None = None
     """System message prepended to every conversation that has none (per source in YAML)."""
     formatter: str | None = None
@@ -135,6 +145,10 @@ class BuildConfig:
             problems.append("--pad-vocab-to-multiple-of must be a positive integer")
         problems += _budget_problems(self.template_seconds, self.template_max_mb, self.max_text_mb)
         problems += _marker_problems(self.response_template, self.instruction_template)
+        if reserved := sorted(RESERVED_KWARGS & set(self.chat_template_kwargs)):
+            problems.append(
+                f"--chat-template-kwargs sets {', '.join(reserved)}, which the renderer passes itself"
+            )
         problems += _date_problems(self.template_date)
         problems += entry_problems(self, "sources") + entry_problems(self, "eval_sources")
         problems += _format_problems("--prompt-template", self.prompt_template)

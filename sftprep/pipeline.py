@@ -248,6 +248,8 @@ def _read_source(config, tokenizer, st: SourceStats, spills: dict, progress) -> 
         system_prompt=own.system_prompt,
         response_template=own.response_template,
         instruction_template=own.instruction_template,
+        reasoning=own.reasoning,
+        chat_template_kwargs=own.chat_template_kwargs or None,
     )
     if spec.response_template is not None and spec.name != "text":
         raise SftprepError(

@@ -40,6 +40,8 @@ FORMAT_KEYS = (
     "system_prompt",
     "response_template",
     "instruction_template",
+    "chat_template_kwargs",
+    "reasoning",
 )
 """Global config keys a source may set for itself."""
 MIX_KEYS = ("take", "fraction", "repeat")

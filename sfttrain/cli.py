@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import inspect
-import json
 import os
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from schemas.config_fields import cli_parameters, config_file_parameter, flag
+from schemas.config_fields import cli_parameters, config_file_parameter, flag, json_flag
 from sfttrain.config import TrainConfig, load_config
 from sfttrain.errors import ConfigError, SfttrainError
 
@@ -39,7 +38,7 @@ def run(config: Path | None = None, **flags: Any) -> None:
     code = 0
     try:
         overrides = {
-            key: _parse_json(key, value) if key in JSON_KEYS else value
+            key: json_flag(value, flag(key), SfttrainError) if key in JSON_KEYS else value
             for key, value in flags.items()
         }
         train_config = load_config(config, overrides)
@@ -96,20 +95,6 @@ def print_summary(result) -> None:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
-
-
-def _parse_json(key: str, value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as e:
-        raise SfttrainError(
-            f"{flag(key)} must be a JSON object, e.g. '{{\"key\": 1}}': {e}"
-        ) from None
-    if not isinstance(parsed, dict):
-        raise SfttrainError(f"{flag(key)} must be a JSON object, got {value}")
-    return parsed
 
 
 def _signature() -> inspect.Signature:

@@ -21,10 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sftprep.config import BuildConfig
+from sftprep.config import RESERVED_KWARGS, BuildConfig
 from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError, SftprepError
 from sftprep.stages.json_errors import limit_error
+from sftprep.stages.reasoning import drop_reasoning
 from sftprep.stages.response_spans import response_spans
 
 SHAREGPT_ROLES = {
@@ -44,6 +45,7 @@ SHAREGPT_ROLES = {
     "ipython": "tool",
 }
 ROLES = ("system", "user", "assistant", "tool", "developer")
+TEMPLATE_KWARGS_COLUMN = "chat_template_kwargs"
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class Example:
     """For a conversational prompt/completion: how many leading messages are the prompt; -1 otherwise."""
     spans: tuple | None = None
     """For a text: the character spans that train (response_template); None: all of it."""
+    template_kwargs: dict | None = None
+    """The row's own `chat_template_kwargs` column, over the source's."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,10 @@ class FormatSpec:
     """On a text: train only what follows this marker (response_spans.py)."""
     instruction_template: str | None = None
     """On a text with response_template: a response ends where this marker begins."""
+    reasoning: str = "train"
+    """train | context | drop: what an assistant's reasoning becomes (reasoning.py)."""
+    chat_template_kwargs: dict | None = None
+    """Extra variables the chat template sees, as apply_chat_template(**kwargs) passes them."""
 
 
 def detect_format(columns: list[str], config: BuildConfig, source: str) -> FormatSpec:
@@ -134,7 +142,9 @@ def detect_format(columns: list[str], config: BuildConfig, source: str) -> Forma
 def make_normalizer(spec: FormatSpec) -> Callable[[dict], Example]:
     """A function turning one row of this format into an Example (raises RowError on a bad row),
     with the source's system prompt prepended to conversations that have none."""
-    normalize = _format_normalizer(spec)
+    normalize = _with_row_kwargs(_format_normalizer(spec))
+    if spec.reasoning == "drop":
+        normalize = _without_reasoning(normalize)
     if spec.response_template is not None:
         return _with_response_spans(normalize, spec.response_template, spec.instruction_template)
     if spec.system_prompt is None:
@@ -153,6 +163,42 @@ def make_normalizer(spec: FormatSpec) -> Callable[[dict], Example]:
         )
 
     return with_system_prompt
+
+
+def _without_reasoning(normalize):
+    def without(row: dict) -> Example:
+        example = normalize(row)
+        if example.kind != "chat":
+            return example
+        return dataclasses.replace(example, messages=drop_reasoning(example.messages))
+
+    return without
+
+
+def _with_row_kwargs(normalize):
+    """A row's `chat_template_kwargs` column (a mapping, or JSON text of one) reaches its render."""
+
+    def with_kwargs(row: dict) -> Example:
+        example = normalize(row)
+        raw = row.get(TEMPLATE_KWARGS_COLUMN)
+        if raw is None or example.kind != "chat":
+            return example
+        if isinstance(raw, str):
+            raw = loads_field(raw, TEMPLATE_KWARGS_COLUMN, DropReason.BAD_FIELD_TYPE, "a mapping")
+        if not isinstance(raw, dict) or (reserved := RESERVED_KWARGS & set(raw)):
+            what = (
+                f"holds {', '.join(sorted(reserved))}"
+                if isinstance(raw, dict)
+                else f"is {type(raw).__name__}"
+            )
+            raise RowError(
+                DropReason.BAD_FIELD_TYPE,
+                f"`{TEMPLATE_KWARGS_COLUMN}` {what}; it must be a mapping of template variables "
+                f"other than {', '.join(sorted(RESERVED_KWARGS))}",
+            )
+        return dataclasses.replace(example, template_kwargs=raw)
+
+    return with_kwargs
 
 
 def _with_response_spans(normalize, response: str, instruction: str | None):

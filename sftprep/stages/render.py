@@ -17,6 +17,7 @@ printed before it (DeepSeek-V3); see _turn_start and _turn_length. A turn that s
 located is a RowError(`unlocatable_turn`), never an empty span.
 """
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError
 from sftprep.stages.chat_template import render, template_messages
 from sftprep.stages.formats import Example
+from sftprep.stages.reasoning import answer_start
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,12 @@ class Rendered:
     """Whether that EOS trains: yes, unless the text's trained spans stop before its end."""
 
 
-def render_example(example: Example, loss_on: str, template, variables: dict) -> Rendered:
+def render_example(
+    example: Example, loss_on: str, template, variables: dict, reasoning: str = "train"
+) -> Rendered:
     """Render one example under a loss policy (assistant | last-assistant | all); `variables` is what
-    the template sees besides the messages (chat_template.template_variables)."""
+    the template sees besides the messages (chat_template.template_variables and any
+    chat_template_kwargs); with reasoning `context`, only the answers of trained turns train."""
     if example.kind == "text":
         text = example.text
         spans = example.spans if example.spans is not None else ((0, len(text)),)
@@ -57,7 +62,22 @@ def render_example(example: Example, loss_on: str, template, variables: dict) ->
             "this is a conversation but the tokenizer has no chat template; pass --chat-template FILE, "
             "or --chat-template chatml to set up ChatML",
         )
-    return _render_chat(example, loss_on, template, variables)
+    rendered = _render_chat(example, loss_on, template, variables)
+    if reasoning != "context" or loss_on == "all":
+        return rendered
+    return dataclasses.replace(rendered, spans=_answers_only(example, loss_on, rendered))
+
+
+def _answers_only(example: Example, loss_on: str, rendered: Rendered) -> tuple:
+    """The trained spans with each assistant turn starting at its answer (reasoning.py)."""
+    trained = [i for i, t in enumerate(trained_messages(example, loss_on)) if t]
+    spans = []
+    for i, (start, end) in zip(trained, rendered.spans, strict=True):
+        message = example.messages[i]
+        if message.get("role") == "assistant":
+            start = answer_start(rendered.text, (start, end), message)
+        spans.append((start, end))
+    return tuple(spans)
 
 
 def require_unicode(rendered: Rendered) -> Rendered:

@@ -66,6 +66,7 @@ class RowEncoder:
             spec.system_prompt,
             spec.response_template,
             spec.instruction_template,
+            spec.reasoning,
         )
         normalize = self._normalizers.get(key)
         if normalize is None:
@@ -78,7 +79,16 @@ class RowEncoder:
                 continue
             try:
                 example = normalize(row)
-                text = render_example(example, spec.loss_on, self.template, self.variables)
+                variables = self.variables
+                if spec.chat_template_kwargs or example.template_kwargs:
+                    variables = {
+                        **variables,
+                        **(spec.chat_template_kwargs or {}),
+                        **(example.template_kwargs or {}),
+                    }
+                text = render_example(
+                    example, spec.loss_on, self.template, variables, spec.reasoning
+                )
                 rendered.append(require_unicode(self._require_size(text)))
             except RowError as err:
                 results.append((row_index, err))

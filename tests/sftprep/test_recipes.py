@@ -243,3 +243,29 @@ def test_the_readme_qa_text_recipe_is_examples_qa_text_yaml_and_trains_only_answ
     ]
     assert trained[0].startswith(" Paris.") and "Question" not in "".join(trained)
     assert " 7." in trained[1] and " 2." in trained[1]
+
+
+def test_the_readme_reasoning_recipe_is_examples_reasoning_yaml_and_builds(tmp_path):
+    from transformers import AutoTokenizer
+
+    from sftprep.config import load_config
+    from sftprep.pipeline import run_build
+    from tests.conftest import REPO, shared_tokenizer
+
+    folder = shared_tokenizer("qwen3")
+    recipe = EXAMPLES / "reasoning.yaml"
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("`examples/reasoning.yaml`:\n\n```yaml\n", 1)[1]
+    assert block.split("```", 1)[0] == recipe.read_text()
+    config = load_config(str(recipe), {"out": str(tmp_path / "r"), "packing": "none"})
+    assert config.tokenizer == str(folder.resolve()) or config.tokenizer.endswith(
+        "tokenizers/qwen3"
+    )
+    manifest = run_build(config).manifest
+    check_build(tmp_path / "r")
+    hf = AutoTokenizer.from_pretrained(str(folder))
+    start = manifest.sources[0].example_id_start
+    first = next(r for r in read_rows(tmp_path / "r") if r["example_ids"][0] == start)
+    text = hf.decode(first["input_ids"])
+    trained = hf.decode([i for i, m in zip(first["input_ids"], first["loss_mask"]) if m])
+    assert "30 + 21 = 51" in text and "30 + 21" not in trained and trained.strip() == "51<|im_end|>"
