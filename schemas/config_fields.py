@@ -102,7 +102,7 @@ def field_flag(field: dataclasses.Field) -> str:
 
 def normalize_sequences(config) -> None:
     """In __post_init__: a list (from YAML or JSON) for a tuple field becomes a tuple, and a lone
-    string becomes a one-item tuple (`sources: data.jsonl`), so configs stay hashable and frozen."""
+    string becomes a one-item tuple (`sources: data.jsonl`), so a frozen config holds no list."""
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         if typing.get_origin(_hints(type(config))[field.name]) is tuple:
