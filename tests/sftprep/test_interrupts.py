@@ -16,6 +16,15 @@ from tests.conftest import BUNDLED_TOKENIZER, REPO
 from tests.sftprep.build_checks import check_build, load_manifest
 
 pytestmark = pytest.mark.slow
+CLI = [sys.executable, "-m", "sftprep.cli", "build", "--tokenizer", str(BUNDLED_TOKENIZER)]
+CLI += ["-q", "--num-proc", "2"]
+
+
+def _small_source(tmp_path) -> Path:
+    small = tmp_path / "small.jsonl"
+    chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    small.write_text(json.dumps({"messages": chat}) + "\n")
+    return small
 
 
 def _big_source(tmp_path, rows: int = 20000) -> Path:
@@ -46,26 +55,8 @@ def _group_gone(pgid: int, wait_s: float = 10.0) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
 def test_an_interrupted_build_leaves_the_previous_build_intact_and_a_rerun_completes(tmp_path, sig):
     out = tmp_path / "out"
-    small = tmp_path / "small.jsonl"
-    small.write_text(
-        json.dumps(
-            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
-        )
-        + "\n"
-    )
-    base = [
-        sys.executable,
-        "-m",
-        "sftprep.cli",
-        "build",
-        "--tokenizer",
-        str(BUNDLED_TOKENIZER),
-        "--out",
-        str(out),
-        "-q",
-        "--num-proc",
-        "2",
-    ]
+    small = _small_source(tmp_path)
+    base = [*CLI, "--out", str(out)]
     subprocess.run(base + [str(small)], check=True, cwd=REPO)
     before = load_manifest(out)
     big = _big_source(tmp_path)
@@ -114,25 +105,9 @@ def test_twenty_interrupts_at_random_points_never_harm_the_previous_build(tmp_pa
     times in a row at seeded random points of a build: each time --out holds the previous build
     intact, or (killed after the rename) the new build complete; a rerun equals a clean build."""
     out, clean = tmp_path / "out", tmp_path / "clean"
-    small = tmp_path / "small.jsonl"
-    small.write_text(
-        json.dumps(
-            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
-        )
-        + "\n"
-    )
+    small = _small_source(tmp_path)
     big = _big_source(tmp_path, rows=6000)
-    base = [
-        sys.executable,
-        "-m",
-        "sftprep.cli",
-        "build",
-        "--tokenizer",
-        str(BUNDLED_TOKENIZER),
-        "-q",
-        "--num-proc",
-        "2",
-    ]
+    base = CLI
     subprocess.run(base + [str(small), "--out", str(out)], check=True, cwd=REPO)
     previous = load_manifest(out)["fingerprint"]
     started = time.monotonic()
