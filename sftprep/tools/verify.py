@@ -48,15 +48,21 @@ def verify_build(build: str | Path, deep: bool = True) -> list[str]:  # noqa: C9
         twice = [i for i, n in seen.items() if n > 1]
         if twice:
             problems.append(f"examples {twice[:5]} appear in more than one row")
-        kept = sum(s.rows_kept for s in manifest.sources)
+        kept = sum(s.rows_kept * s.repeat for s in manifest.sources)  # a repeated row's copies
         if len(seen) != kept:
             problems.append(
                 f"{len(seen)} distinct examples in the shards, the manifest says {kept} kept"
             )
     for s in manifest.sources:
-        if s.rows_read != s.rows_kept + sum(s.dropped.values()):
+        dropped = sum(s.dropped.values())
+        if s.rows_read != s.rows_kept + dropped + s.rows_unselected:
             problems.append(
-                f"source {s.path}: rows read {s.rows_read} != kept {s.rows_kept} + dropped {sum(s.dropped.values())}"
+                f"source {s.path}: rows read {s.rows_read} != kept {s.rows_kept} + dropped {dropped}"
+                f" + left out by fraction {s.rows_unselected}"
+            )
+        if s.rows_unselected and "fraction" not in s.settings:
+            problems.append(
+                f"source {s.path}: {s.rows_unselected} rows left out, but it asks for no fraction"
             )
     return problems
 

@@ -7,6 +7,7 @@ import pytest
 
 import sftprep
 from sftprep.errors import ConfigError, SftprepError
+from sftprep.tools.verify import verify_build
 from tests.conftest import BUNDLED_TOKENIZER, EXAMPLES
 from tests.sftprep.build_checks import check_build, load_manifest, read_rows
 from tests.sftprep.worker_pool import force_worker_pool
@@ -139,6 +140,7 @@ def test_repeat_makes_distinct_examples_that_stay_together_in_the_eval_split(tmp
     assert thrice["splits"]["train"]["examples"] == 120
     assert source["loss_tokens"] == 3 * once["sources"][0]["loss_tokens"]
     check_build(tmp_path / "thrice")
+    assert verify_build(tmp_path / "thrice") == []
     build(tmp_path, [{"path": src, "repeat": 3}], name="held", eval_fraction=0.2, packing="none")
     rows = {
         split: {i for r in read_rows(tmp_path / "held", split) for i in r["example_ids"]}
@@ -159,6 +161,7 @@ def test_a_mixture_is_byte_identical_for_any_worker_count(tmp_path, monkeypatch)
     force_worker_pool(monkeypatch)
     two = build(tmp_path, sources, name="two", num_proc=2)
     assert one["fingerprint"] == two["fingerprint"] and one["sources"] == two["sources"]
+    assert verify_build(tmp_path / "one") == [], "sftprep verify accepts a mixture"
     assert shard_bytes(tmp_path / "one") == shard_bytes(tmp_path / "two")
     shares = [s["loss_share"] for s in one["sources"]]
     assert abs(sum(shares) - 1) < 1e-5 and all(0 < s < 1 for s in shares)
