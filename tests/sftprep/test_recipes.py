@@ -272,3 +272,24 @@ def test_the_readme_reasoning_recipe_is_examples_reasoning_yaml_and_builds(tmp_p
     text = hf.decode(first["input_ids"])
     trained = hf.decode([i for i, m in zip(first["input_ids"], first["loss_mask"]) if m])
     assert "30 + 21 = 51" in text and "30 + 21" not in trained and trained.strip() == "51<|im_end|>"
+
+
+def test_stats_and_diff_show_what_each_source_asked_and_took(tmp_path):
+    from typer.testing import CliRunner
+
+    from sftprep.cli import app
+
+    src = write_jsonl(tmp_path / "d.jsonl", chats(30))
+    other = write_jsonl(tmp_path / "o.jsonl", chats(10, "o"))
+    build(tmp_path, [other, {"path": src, "take": 5}], name="a")
+    build(tmp_path, [other, {"path": src, "take": 8}], name="b")
+    runner = CliRunner()
+    stats = runner.invoke(
+        app, ["stats", str(tmp_path / "a")], terminal_width=250, env={"COLUMNS": "250"}
+    )
+    assert stats.exit_code == 0 and "take 5" in stats.output and "loss share" in stats.output
+    diff = runner.invoke(
+        app, ["diff", str(tmp_path / "a"), str(tmp_path / "b")], terminal_width=250
+    )
+    assert "settings: a: {'take': 5} → b: {'take': 8}" in diff.output
+    assert "rows_kept: a: 5 → b: 8" in diff.output and "loss_share" in diff.output
