@@ -56,7 +56,8 @@ class TrainConfig:
     model: str | None = None
     """Model to fine-tune: a local folder or a hub name already in the local cache."""
     output_dir: str | None = None
-    """Where checkpoints and the final model (or adapter) go."""
+    """Where checkpoints and the final model (or adapter) go: a new or empty folder, or a run's
+    folder with --resume (never the build, the model or the current folder)."""
     tokenizer: str | None = None
     """Tokenizer folder; default: the model's own if it has one, else the build's tokenizer."""
 
