@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from sftprep.cli import app
 from tests.conftest import BUNDLED_TOKENIZER, REPO
-from tests.sftprep.build_checks import check_build, load_manifest
+from tests.sftprep.build_checks import check_build, examples_by_id, load_manifest
 from tests.sftprep.worker_pool import force_worker_pool
 
 BAD = Path(__file__).resolve().parents[1] / "data" / "bad"
@@ -95,6 +95,38 @@ def test_skip_drops_the_bad_row_counts_it_and_completes_with_or_without_workers(
     )
     for shard in m1["splits"]["train"]["shards"]:
         assert (one / shard["path"]).read_bytes() == (other / shard["path"]).read_bytes()
+
+
+LINE_ERRORS = [
+    n for n in ROW_ERRORS if n.endswith(".jsonl") and b"" not in (BAD / n).read_bytes().splitlines()
+]
+
+
+@pytest.mark.parametrize("name", LINE_ERRORS)
+def test_a_skipped_row_changes_nothing_another_row_trains(tmp_path, name):
+    """With --on-error skip, every other row trains exactly what it trains when the bad line is
+    not in the file at all: same ids, same mask, example by example (ids shift by one after it)."""
+    lines = (BAD / name).read_bytes().splitlines(keepends=True)
+    row = EXPECTED[name]["row"]
+    clean = tmp_path / name
+    clean.write_bytes(b"".join(lines[:row] + lines[row + 1 :]))
+    skipped = invoke(tmp_path / "skipped", name, "--on-error", "skip")
+    assert skipped.exit_code == 0, skipped.output
+    args = [
+        "build",
+        str(clean),
+        "--tokenizer",
+        str(BUNDLED_TOKENIZER),
+        "--out",
+        str(tmp_path / "clean"),
+    ]
+    if "chat_template" in EXPECTED[name]:
+        args += ["--chat-template", str(BAD / EXPECTED[name]["chat_template"])]
+    assert runner.invoke(app, [*args, "-q", "--num-proc", "1"]).exit_code == 0
+    with_bad = examples_by_id(tmp_path / "skipped")
+    without = examples_by_id(tmp_path / "clean")
+    shifted = {i - (i > row): example for i, example in with_bad.items()}
+    assert shifted == without and len(without) == len(lines) - 1
 
 
 def test_a_worker_that_dies_stops_the_build_with_one_line_not_a_hang(tmp_path):
