@@ -242,20 +242,7 @@ def _read_source(config, tokenizer, st: SourceStats, spills: dict, progress) -> 
         )
     rows = itertools.chain(head, rows)
     columns = list(head[-1])
-    spec = dataclasses.replace(
-        detect_format(columns, own, st.source.path),
-        loss_on=own.loss_on,
-        system_prompt=own.system_prompt,
-        response_template=own.response_template,
-        instruction_template=own.instruction_template,
-        reasoning=own.reasoning,
-        chat_template_kwargs=own.chat_template_kwargs or None,
-    )
-    if spec.response_template is not None and spec.name != "text":
-        raise SftprepError(
-            f"{st.source.path}: response_template applies to text, but this source is {spec.name} "
-            "(its masks come from the format itself); drop it for this source, or set format: text"
-        )
+    spec = detect_format(columns, own, st.source.path)
     st.format = spec.name
     keep = fraction_filter(mix.fraction, config.seed, st.sha256) if mix.fraction else None
     tasks = ((spec, chunk) for chunk in chunked(rows, CHUNK_ROWS, keep))

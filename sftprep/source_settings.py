@@ -93,6 +93,7 @@ def fraction_filter(fraction: float, seed: int, content_sha256: str) -> Callable
 def entry_problems(config, key: str) -> list[str]:
     """Problems of the mapping entries of `config.<key>`, one line each, naming the entry and the key."""
     problems = []
+    everywhere = None  # the global problems, computed once, not reported again per source
     for i, entry in enumerate(getattr(config, key)):
         if isinstance(entry, str):
             continue
@@ -109,7 +110,11 @@ def entry_problems(config, key: str) -> list[str]:
                 f"{', '.join(KNOWN_KEYS[1:])}"
             )
         problems += [f"{where}: {p}" for p in _mix_problems(entry)]
-        problems += [f"{where}: {p}" for p in _format_problems(config, entry)]
+        if everywhere is None and any(k in entry for k in FORMAT_KEYS):
+            everywhere = set(
+                dataclasses.replace(config, sources=("-",), eval_sources=()).value_problems()
+            )
+        problems += [f"{where}: {p}" for p in _format_problems(config, entry, everywhere)]
     return problems
 
 
@@ -129,7 +134,7 @@ def _mix_problems(entry: dict) -> list[str]:
     return [] if ok else [f"{name} is {value!r}; it must be a whole number of at least 1"]
 
 
-def _format_problems(config, entry: dict) -> list[str]:
+def _format_problems(config, entry: dict, everywhere: set) -> list[str]:
     """The source's format keys checked as the global config checks them (types and values)."""
     own = {k: entry[k] for k in FORMAT_KEYS if k in entry}
     if not own:
@@ -138,5 +143,4 @@ def _format_problems(config, entry: dict) -> list[str]:
         effective = dataclasses.replace(config, sources=("-",), eval_sources=(), **own)
     except ConfigError as err:  # a key of the wrong type
         return [p for p in err.problems if p.split(" ", 1)[0] in own]
-    everywhere = set(dataclasses.replace(config, sources=("-",), eval_sources=()).value_problems())
     return [p for p in effective.value_problems() if p not in everywhere]

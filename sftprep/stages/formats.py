@@ -89,7 +89,26 @@ class FormatSpec:
 
 
 def detect_format(columns: list[str], config: BuildConfig, source: str) -> FormatSpec:
-    """Pick the format from the columns of a source (its schema or first row) and the config."""
+    """Pick the format from the columns of a source (its schema or first row) and the config (the
+    source's own, source_settings.source_config), with the settings that shape its examples."""
+    spec = dataclasses.replace(
+        _detect(columns, config, source),
+        loss_on=config.loss_on,
+        system_prompt=config.system_prompt,
+        response_template=config.response_template,
+        instruction_template=config.instruction_template,
+        reasoning=config.reasoning,
+        chat_template_kwargs=config.chat_template_kwargs or None,
+    )
+    if spec.response_template is not None and spec.name != "text":
+        raise SftprepError(
+            f"{source}: response_template applies to text, but this source is {spec.name} "
+            "(its masks come from the format itself); drop it for this source, or set format: text"
+        )
+    return spec
+
+
+def _detect(columns: list[str], config: BuildConfig, source: str) -> FormatSpec:
     cols = set(columns)
     if config.formatter:
         return FormatSpec("formatter", {"function": config.formatter})
@@ -141,15 +160,22 @@ def detect_format(columns: list[str], config: BuildConfig, source: str) -> Forma
 
 def make_normalizer(spec: FormatSpec) -> Callable[[dict], Example]:
     """A function turning one row of this format into an Example (raises RowError on a bad row),
-    with the source's system prompt prepended to conversations that have none."""
+    then the source's settings applied in turn: the row's template kwargs, reasoning dropped,
+    response spans of a text, a system prompt for conversations that have none."""
     normalize = _with_row_kwargs(_format_normalizer(spec))
     if spec.reasoning == "drop":
         normalize = _without_reasoning(normalize)
     if spec.response_template is not None:
-        return _with_response_spans(normalize, spec.response_template, spec.instruction_template)
-    if spec.system_prompt is None:
-        return normalize
-    system = {"role": "system", "content": spec.system_prompt}
+        normalize = _with_response_spans(
+            normalize, spec.response_template, spec.instruction_template
+        )
+    if spec.system_prompt is not None:
+        normalize = _with_system_prompt(normalize, spec.system_prompt)
+    return normalize
+
+
+def _with_system_prompt(normalize, prompt: str):
+    system = {"role": "system", "content": prompt}
 
     def with_system_prompt(row: dict) -> Example:
         example = normalize(row)

@@ -60,14 +60,7 @@ class RowEncoder:
 
     def render(self, spec: FormatSpec, chunk: list) -> tuple[list, list, list]:
         """First half (pure Python): normalize and render every row of a chunk."""
-        key = (
-            spec.name,
-            tuple(sorted((k, str(v)) for k, v in spec.fields.items())),
-            spec.system_prompt,
-            spec.response_template,
-            spec.instruction_template,
-            spec.reasoning,
-        )
+        key = repr(spec)  # every field: a spec differing anywhere gets its own normalizer
         normalize = self._normalizers.get(key)
         if normalize is None:
             normalize = self._normalizers[key] = make_normalizer(spec)

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from sftprep.cli import app
 from tests.conftest import BUNDLED_TOKENIZER, REPO
 from tests.sftprep.build_checks import check_build, examples_by_id, load_manifest
+from tests.sftprep.cli_build import invoke_build
 from tests.sftprep.worker_pool import force_worker_pool
 
 BAD = Path(__file__).resolve().parents[1] / "data" / "bad"
@@ -112,17 +113,10 @@ def test_a_skipped_row_changes_nothing_another_row_trains(tmp_path, name):
     clean.write_bytes(b"".join(lines[:row] + lines[row + 1 :]))
     skipped = invoke(tmp_path / "skipped", name, "--on-error", "skip")
     assert skipped.exit_code == 0, skipped.output
-    args = [
-        "build",
-        str(clean),
-        "--tokenizer",
-        str(BUNDLED_TOKENIZER),
-        "--out",
-        str(tmp_path / "clean"),
-    ]
+    args = ["--num-proc", "1"]
     if "chat_template" in EXPECTED[name]:
         args += ["--chat-template", str(BAD / EXPECTED[name]["chat_template"])]
-    assert runner.invoke(app, [*args, "-q", "--num-proc", "1"]).exit_code == 0
+    assert invoke_build(clean, tmp_path / "clean", *args).exit_code == 0
     with_bad = examples_by_id(tmp_path / "skipped")
     without = examples_by_id(tmp_path / "clean")
     shifted = {i - (i > row): example for i, example in with_bad.items()}

@@ -13,6 +13,7 @@ from sftprep.errors import SftprepError
 from sftprep.stages.out_guard import build_lock
 from tests.conftest import BUNDLED_TOKENIZER, REPO
 from tests.sftprep.build_checks import check_build, load_manifest
+from tests.sftprep.cli_build import invoke_build
 
 CHAT = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
 
@@ -154,24 +155,8 @@ def test_a_full_disk_is_one_line_and_the_previous_build_survives(tmp_path, monke
         raise OSError(errno.ENOSPC, "No space left on device", str(out) + ".tmp/train/00000.arrow")
 
     monkeypatch.setattr(sftprep.pipeline, "write_split", full)
-    from typer.testing import CliRunner
-
-    from sftprep.cli import app
-
     source = _source(tmp_path / "b", rows=2)
-    result = CliRunner().invoke(
-        app,
-        [
-            "build",
-            str(source),
-            "--tokenizer",
-            str(BUNDLED_TOKENIZER),
-            "--out",
-            str(out),
-            "--overwrite",
-            "-q",
-        ],
-    )
+    result = invoke_build(source, out, "--overwrite")
     assert result.exit_code == 1 and "No space left on device" in result.output
     assert result.output.strip().count("\n") == 0 and "Traceback" not in result.output
     assert load_manifest(out) == first and not list(tmp_path.glob(".out.*"))

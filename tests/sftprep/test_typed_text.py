@@ -6,14 +6,13 @@ import json
 import shutil
 
 import pytest
-from typer.testing import CliRunner
 
 import sftprep
-from sftprep.cli import app
 from sftprep.errors import SftprepError
 from sftprep.stages.tokenizer import load_tokenizer
 from tests.conftest import BUNDLED_TOKENIZER
 from tests.sftprep.build_checks import examples_by_id
+from tests.sftprep.cli_build import invoke_build
 
 ROW = {"question": "Hi?", "answer": "Hello."}
 
@@ -22,20 +21,7 @@ def _cli(tmp_path, *args):
     source = tmp_path / "qa.jsonl"
     source.write_text(json.dumps(ROW) + "\n")
     out = tmp_path / "out"
-    result = CliRunner().invoke(
-        app,
-        [
-            "build",
-            str(source),
-            "--tokenizer",
-            str(BUNDLED_TOKENIZER),
-            "--out",
-            str(out),
-            "-q",
-            *args,
-        ],
-    )
-    return result, out
+    return invoke_build(source, out, *args), out
 
 
 def test_escapes_typed_in_a_prompt_template_flag_are_decoded(tmp_path):
