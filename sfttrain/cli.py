@@ -21,6 +21,7 @@ from rich.table import Table
 from schemas.config_fields import cli_parameters, config_file_parameter, flag, json_flag
 from sfttrain.config import TrainConfig, load_config
 from sfttrain.errors import ConfigError, SfttrainError
+from sfttrain.output_dir import is_main_process
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Train on a build made by `sftprep build`."
@@ -45,7 +46,7 @@ def run(config: Path | None = None, **flags: Any) -> None:
         from sfttrain.training import train
 
         result = train(train_config)
-        if os.environ.get("RANK", "0") == "0":
+        if is_main_process():
             print_summary(result)
     except SfttrainError as e:
         typer.echo(f"error: {e}", err=True)

@@ -8,7 +8,6 @@ packages (flash-attn, bitsandbytes) are looked up only when asked for.
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 from schemas.manifest import Manifest
 from sfttrain.config import TrainConfig
 from sfttrain.errors import SfttrainError
+from sfttrain.output_dir import is_main_process
 
 GPU_EXTRA = "pip install 'sftprep[gpu]'"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -143,7 +143,7 @@ def fit_embeddings(
 
 def announce(line: str) -> None:
     """Print one status line on the main process only."""
-    if os.environ.get("RANK", "0") == "0":
+    if is_main_process():
         print(line, file=sys.stderr, flush=True)
 
 

@@ -363,11 +363,7 @@ def _csv_rows(path: str) -> Iterator[dict | RowError]:
             header = next(reader, None)
             if not header:
                 raise SftprepError(f"{path}: the file is empty; a CSV needs a header row")
-            duplicates = sorted({h for h in header if header.count(h) > 1})
-            if duplicates:
-                raise SftprepError(
-                    f"{path}: duplicate column names {', '.join(duplicates)} in the header; rename them"
-                )
+            _refuse_duplicate_columns(path, header)
             for values in _csv_records(reader):
                 if isinstance(values, RowError):
                     yield values
