@@ -76,9 +76,13 @@ class SourceEntry:
     settings: dict = field(default_factory=dict)
     """The source's own keys from its `sources` entry (format overrides, take/fraction/repeat)."""
     repeat: int = 1
-    """Copies of each kept row; example ids [start, start + rows_read * repeat), row = offset // repeat."""
+    """Copies of each kept row (under a sample or weight: the most any row got); example ids
+    [start, start + rows_read * repeat), row = offset // repeat."""
     rows_unselected: int = 0
-    """Rows read but left out by the source's `fraction` (rows_read = kept + dropped + unselected)."""
+    """Rows read but left out by the source's `fraction`, sample or weight (rows_read = kept +
+    dropped + unselected)."""
+    examples: int = 0
+    """Examples the build holds from this source, copies included (0 in builds before it was recorded)."""
     loss_share: float = 0.0
     """This source's share of the loss tokens of all sources of its split (as built)."""
 

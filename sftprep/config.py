@@ -59,6 +59,11 @@ class BuildConfig:
     `no_response_template` row."""
     instruction_template: str | None = None
     """With response_template: where each response ends (multi-turn text), e.g. '### Question:'."""
+    response_template_ids: tuple[int, ...] = ()
+    """On text: the marker as token ids (TRL's response_template ids), matched on the tokenized
+    text's ids instead of its characters; exclusive with response_template."""
+    instruction_template_ids: tuple[int, ...] = ()
+    """With response_template_ids: where each response ends, as token ids."""
     chat_template_kwargs: dict = field(default_factory=dict)
     """Extra variables for the chat template, as apply_chat_template(**kwargs) passes them, e.g.
     {"enable_thinking": false} (per source in YAML; a row's `chat_template_kwargs` column wins)."""
@@ -102,6 +107,10 @@ class BuildConfig:
     """Seeds the eval split and the order of rows."""
     on_error: Literal["raise", "skip"] = "raise"
     """raise: stop at the first bad row. skip: drop it and count it by reason."""
+    mix: Literal["rows", "tokens"] = "rows"
+    """rows: each source gives its rows (as its take, fraction or repeat asks) | tokens: each
+    source's `weight` sets its share of the trained (loss) tokens of the split, by whole examples
+    drawn or repeated with the seed; the split keeps its number of trained tokens."""
     shard_size_mb: int = 256
     """Approximate size of one shard file."""
     num_proc: int = 0
@@ -145,6 +154,7 @@ class BuildConfig:
             problems.append("--pad-vocab-to-multiple-of must be a positive integer")
         problems += _budget_problems(self.template_seconds, self.template_max_mb, self.max_text_mb)
         problems += _marker_problems(self.response_template, self.instruction_template)
+        problems += _id_marker_problems(self)
         if reserved := sorted(RESERVED_KWARGS & set(self.chat_template_kwargs)):
             problems.append(
                 f"--chat-template-kwargs sets {', '.join(reserved)}, which the renderer passes itself"
@@ -227,6 +237,25 @@ def _marker_problems(response: str | None, instruction: str | None) -> list[str]
         problems.append("--instruction-template needs --response-template")
     if "" in (response, instruction):
         problems.append("--response-template/--instruction-template must not be empty")
+    return problems
+
+
+def _id_marker_problems(config: "BuildConfig") -> list[str]:
+    problems = []
+    if config.instruction_template_ids and not config.response_template_ids:
+        problems.append("--instruction-template-ids needs --response-template-ids")
+    if config.response_template_ids and config.response_template is not None:
+        problems.append(
+            "--response-template and --response-template-ids both given: use one of them"
+        )
+    if config.instruction_template_ids and config.instruction_template is not None:
+        problems.append(
+            "--instruction-template and --instruction-template-ids both given: use one of them"
+        )
+    if any(i < 0 for i in config.response_template_ids + config.instruction_template_ids):
+        problems.append(
+            "--response-template-ids/--instruction-template-ids must be token ids (0 or more)"
+        )
     return problems
 
 

@@ -30,6 +30,7 @@ from sftprep.stages.fingerprint import build_fingerprint
 from sftprep.stages.formats import detect_format
 from sftprep.stages.length_policy import admit
 from sftprep.stages.masks import Encoded
+from sftprep.stages.mixture import choose_examples
 from sftprep.stages.out_guard import build_lock, refuse_foreign_files, refuse_unsafe_out
 from sftprep.stages.pack import plan_rows
 from sftprep.stages.row_encoder import (
@@ -38,7 +39,7 @@ from sftprep.stages.row_encoder import (
     process_in_worker,
 )
 from sftprep.stages.shards import atomic_build_dir, recover_interrupted, write_split
-from sftprep.stages.source_stats import SourceStats
+from sftprep.stages.source_stats import KeptRows, SourceStats
 from sftprep.stages.sources import (
     content_sha256,
     iter_rows,
@@ -157,6 +158,7 @@ def _build_locked(
                 _read_source(config, tokenizer, st, spills, progress)
                 require_unchanged(st.source, st.stamp)
                 start += st.rows_read * st.repeat
+            choose_examples(spills, stats, config.seed)
             _refuse_empty(spills, stats, has_eval)
             splits = {}
             for split, (spill, positions) in split_positions(spills, stats, config).items():
@@ -223,6 +225,7 @@ def _read_source(config, tokenizer, st: SourceStats, spills: dict, progress) -> 
     own = source_config(config, st.source.settings)
     mix = mixture(st.source.settings)
     st.repeat = mix.repeat
+    st.kept_rows = KeptRows() if mix.chosen_after_encoding else None
     total = itertools.count()
     rows = (row for row in iter_rows(st.source) if next(total) >= 0)  # counts every row read
     head = []
@@ -247,11 +250,15 @@ def _read_source(config, tokenizer, st: SourceStats, spills: dict, progress) -> 
     keep = fraction_filter(mix.fraction, config.seed, st.sha256) if mix.fraction else None
     tasks = ((spec, chunk) for chunk in chunked(rows, CHUNK_ROWS, keep))
     batches = _encoded_chunks(config, tokenizer, tasks, st.source.path)
+    spill = spills["eval" if st.split == "eval" else "train"]
+    first = len(spill)
+    reading_stops = None if mix.sample else mix.take
     try:
-        taken_all = _count_and_spill(config, st, batches, spills, progress, mix.take)
+        taken_all = _count_and_spill(config, st, batches, spill, progress, reading_stops)
     finally:
         batches.close()  # stops the worker pool at once, also when a bad row raised
-    if mix.take is None:
+    st.spill_range = (first, len(spill))
+    if reading_stops is None:
         st.rows_read = next(total)  # every row of the file, those a fraction left out included
     elif not taken_all:
         dropped = ", ".join(f"{n:,} {r}" for r, n in sorted(st.dropped.items()))
@@ -263,11 +270,10 @@ def _read_source(config, tokenizer, st: SourceStats, spills: dict, progress) -> 
         )
 
 
-def _count_and_spill(config, st: SourceStats, batches, spills: dict, progress, take=None) -> bool:
+def _count_and_spill(config, st: SourceStats, batches, spill, progress, take=None) -> bool:
     """Each encoded row through the length policy into its split's spill (`st.repeat` times, ids
     start + row * repeat + copy); every drop counted. With `take`, stop once that many rows are
     kept; return whether they were."""
-    spill = spills["eval" if st.split == "eval" else "train"]
     wrapped = config.packing == "wrapped"
     for results in batches:
         for row_index, result in results:
@@ -285,6 +291,8 @@ def _count_and_spill(config, st: SourceStats, batches, spills: dict, progress, t
             if admitted.dropped:
                 st.dropped[admitted.dropped.value] += 1
                 continue
+            if st.kept_rows is not None:
+                st.kept_rows.add(row_index, len(spill), len(admitted.pieces), admitted.cut)
             st.count_kept(admitted.pieces, admitted.cut)
             first_id = st.example_id_start + row_index * st.repeat
             for copy in range(st.repeat):

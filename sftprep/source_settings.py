@@ -13,11 +13,16 @@ source the mixture takes.
         take: 500                            # the first 500 rows kept
       - path: data/gold.jsonl
         repeat: 3                            # every row three times, as distinct examples
+      - path: HuggingFaceH4/no_robots        # a hub dataset: its own subset, split, revision
+        split: test
 
 Mixture keys (at most one per source): `take: N` keeps the first N rows that survive the checks
-(reading stops there; fewer is an error), `fraction: f` keeps each row whose hash of (seed, the
-file's content sha256, row index) falls under f, so the same rows are chosen whatever else
-changes, `repeat: R` keeps every row R times with ids of their own.
+(reading stops there; fewer is an error), or with `sample: true` N of them drawn by a seeded hash
+(the whole source is encoded, then the N rows of smallest hash are kept); `fraction: f` keeps each
+row whose hash of (seed, the file's content sha256, row index) falls under f, so the same rows are
+chosen whatever else changes; `repeat: R` keeps every row R times with ids of their own; under the
+global `mix: tokens`, `weight: w` sets the source's share of the split's trained tokens
+(stages/mixture.py).
 """
 
 import dataclasses
@@ -40,13 +45,17 @@ FORMAT_KEYS = (
     "system_prompt",
     "response_template",
     "instruction_template",
+    "response_template_ids",
+    "instruction_template_ids",
     "chat_template_kwargs",
     "reasoning",
 )
 """Global config keys a source may set for itself."""
-MIX_KEYS = ("take", "fraction", "repeat")
+MIX_KEYS = ("take", "fraction", "repeat", "weight")
 """How much of the source the build takes (at most one)."""
-KNOWN_KEYS = ("path", *FORMAT_KEYS, *MIX_KEYS)
+HUB_KEYS = ("name", "split", "revision", "data_files")
+"""datasets.load_dataset arguments of a hub source (`name` is the subset)."""
+KNOWN_KEYS = ("path", *FORMAT_KEYS, *MIX_KEYS, "sample", *HUB_KEYS)
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,14 @@ class Mixture:
     take: int | None = None
     fraction: float | None = None
     repeat: int = 1
+    weight: float | None = None
+    sample: bool = False
+    """With take: N rows drawn by seeded hash, not the first N."""
+
+    @property
+    def chosen_after_encoding(self) -> bool:
+        """Whether the rows kept are chosen once the whole source is encoded (stages/mixture.py)."""
+        return self.sample or self.weight is not None
 
 
 def entry_path(entry: str | dict) -> str:
@@ -76,7 +93,12 @@ def source_config(config, settings: dict):
 
 def mixture(settings: dict) -> Mixture:
     """The mixture keys of a source's settings."""
-    return Mixture(**{k: settings[k] for k in MIX_KEYS if k in settings})
+    return Mixture(**{k: settings[k] for k in (*MIX_KEYS, "sample") if k in settings})
+
+
+def hub_arguments(settings: dict) -> dict:
+    """The load_dataset keyword arguments of a hub source (split `train` unless given)."""
+    return {"split": "train", **{k: settings[k] for k in HUB_KEYS if k in settings}}
 
 
 def fraction_filter(fraction: float, seed: int, content_sha256: str) -> Callable[[int], bool]:
@@ -96,6 +118,11 @@ def entry_problems(config, key: str) -> list[str]:
     everywhere = None  # the global problems, computed once, not reported again per source
     for i, entry in enumerate(getattr(config, key)):
         if isinstance(entry, str):
+            if config.mix == "tokens" and key == "sources":
+                problems.append(
+                    f"{key}[{i}] ({entry}): mix tokens needs a weight for every source; write it "
+                    "as a mapping with path and weight"
+                )
             continue
         path = entry.get("path")
         where = f"{key}[{i}]" + (f" ({path})" if isinstance(path, str) else "")
@@ -110,6 +137,8 @@ def entry_problems(config, key: str) -> list[str]:
                 f"{', '.join(KNOWN_KEYS[1:])}"
             )
         problems += [f"{where}: {p}" for p in _mix_problems(entry)]
+        problems += [f"{where}: {p}" for p in _weight_problems(config, key, entry)]
+        problems += [f"{where}: {p}" for p in _hub_problems(entry)]
         if everywhere is None and any(k in entry for k in FORMAT_KEYS):
             everywhere = set(
                 dataclasses.replace(config, sources=("-",), eval_sources=()).value_problems()
@@ -124,14 +153,57 @@ def _mix_problems(entry: dict) -> list[str]:
         return [
             f"{' and '.join(asked)} both given: a source takes at most one of {', '.join(MIX_KEYS)}"
         ]
+    if "sample" in entry and asked != ["take"]:
+        return ["sample goes with take (take: N, sample: true); remove it or add take"]
+    if "sample" in entry and not isinstance(entry["sample"], bool):
+        return [f"sample is {entry['sample']!r}; it must be true or false"]
     if not asked:
         return []
     name, value = asked[0], entry[asked[0]]
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if name == "fraction":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1
+        ok = number and 0 < value <= 1
         return [] if ok else [f"fraction is {value!r}; it must be a number in (0, 1]"]
+    if name == "weight":
+        ok = number and 0 < value < float("inf")
+        return [] if ok else [f"weight is {value!r}; it must be a positive number"]
     ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
     return [] if ok else [f"{name} is {value!r}; it must be a whole number of at least 1"]
+
+
+def _weight_problems(config, key: str, entry: dict) -> list[str]:
+    """`weight` goes with the global `mix: tokens`, on every training source, never on eval."""
+    if key == "eval_sources":
+        return ["weight: the eval split is not mixed; remove it"] if "weight" in entry else []
+    if "weight" not in entry:
+        return (
+            [
+                "mix tokens needs a weight for every source (take, fraction and repeat do not "
+                "combine with it); add weight"
+            ]
+            if config.mix == "tokens"
+            else []
+        )
+    if config.mix != "tokens":
+        return ["weight needs the global mix: tokens (config `mix`); add it, or remove weight"]
+    return []
+
+
+def _hub_problems(entry: dict) -> list[str]:
+    """The hub keys' types: strings, and data_files a string, list of strings or split mapping."""
+    problems = [
+        f"{k} is {entry[k]!r}; it must be a string"
+        for k in ("name", "split", "revision")
+        if k in entry and not isinstance(entry[k], str)
+    ]
+    files = entry.get("data_files", "")
+    flat = list(files.values()) if isinstance(files, dict) else [files]
+    flat = [f for v in flat for f in (v if isinstance(v, list) else [v])]
+    if not all(isinstance(f, str) for f in flat):
+        problems.append(
+            f"data_files is {files!r}; give a path, a list of paths or a mapping of split to paths"
+        )
+    return problems
 
 
 def _format_problems(config, entry: dict, everywhere: set) -> list[str]:

@@ -82,6 +82,8 @@ class FormatSpec:
     """On a text: train only what follows this marker (response_spans.py)."""
     instruction_template: str | None = None
     """On a text with response_template: a response ends where this marker begins."""
+    id_markers: tuple | None = None
+    """On a text: (response ids, instruction ids) matched on the token ids (response_spans.id_spans)."""
     reasoning: str = "train"
     """train | context | drop: what an assistant's reasoning becomes (reasoning.py)."""
     chat_template_kwargs: dict | None = None
@@ -97,12 +99,16 @@ def detect_format(columns: list[str], config: BuildConfig, source: str) -> Forma
         system_prompt=config.system_prompt,
         response_template=config.response_template,
         instruction_template=config.instruction_template,
+        id_markers=(config.response_template_ids, config.instruction_template_ids)
+        if config.response_template_ids
+        else None,
         reasoning=config.reasoning,
         chat_template_kwargs=config.chat_template_kwargs or None,
     )
-    if spec.response_template is not None and spec.name != "text":
+    if (spec.response_template is not None or spec.id_markers) and spec.name != "text":
         raise SftprepError(
-            f"{source}: response_template applies to text, but this source is {spec.name} "
+            f"{source}: {'response_template' if spec.id_markers is None else 'response_template_ids'}"
+            f" applies to text, but this source is {spec.name} "
             "(its masks come from the format itself); drop it for this source, or set format: text"
         )
     return spec

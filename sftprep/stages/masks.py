@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sftprep.errors import RowError
 from sftprep.stages.render import Rendered
+from sftprep.stages.response_spans import id_spans
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,9 @@ def finish_batch(
     bos_id: int | None,
     eos_id: int | None,
     special_tokens: bool = True,
-) -> list[Encoded]:
-    """The Python half: ids as numpy and the loss mask of each tokenized example."""
+) -> list[Encoded | RowError]:
+    """The Python half: ids as numpy and the loss mask of each tokenized example (a RowError for
+    a text whose id marker is missing)."""
     return [
         _encode_one(enc, r, bos_id, eos_id, r.append_eos and special_tokens)
         for r, enc in zip(rendered, encodings)
@@ -88,7 +91,16 @@ def _encode_one(enc, rendered: Rendered, bos_id, eos_id, append_eos: bool) -> En
     raw = enc.ids
     ids = np.fromiter(raw, dtype=np.int32, count=len(raw))
     mask = np.zeros(len(ids), dtype=np.uint8)
-    for s0, s1 in rendered.spans:
+    eos_trained = rendered.eos_trained
+    if rendered.id_markers:
+        try:
+            spans = id_spans(ids, *rendered.id_markers)
+        except RowError as err:
+            return err
+        for t0, t1 in spans:
+            mask[t0:t1] = 1
+        eos_trained = spans[-1][1] == len(ids)
+    for s0, s1 in () if rendered.id_markers else rendered.spans:
         found = token_range(enc, s0, s1)
         if found is not None:
             mask[found[0] : found[1]] = 1
@@ -102,9 +114,9 @@ def _encode_one(enc, rendered: Rendered, bos_id, eos_id, append_eos: bool) -> En
         ids, mask = ids[1:], mask[1:]  # the text already began with BOS: never a second one
     if append_eos and eos_id is not None and (len(ids) == 0 or ids[-1] != eos_id):
         ids = np.append(ids, np.int32(eos_id))
-        mask = np.append(mask, np.uint8(rendered.eos_trained))
+        mask = np.append(mask, np.uint8(eos_trained))
     elif append_eos and len(ids) and ids[-1] == eos_id:
-        mask[-1] = rendered.eos_trained  # the tokenizer appended EOS: still the example's end
+        mask[-1] = eos_trained  # the tokenizer appended EOS: still the example's end
     if len(mask):
         mask[0] = 0
     return Encoded(ids, mask)

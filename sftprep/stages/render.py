@@ -40,6 +40,8 @@ class Rendered:
     """True when the example must end with EOS (text, plain prompt/completion)."""
     eos_trained: bool = True
     """Whether that EOS trains: yes, unless the text's trained spans stop before its end."""
+    id_markers: tuple | None = None
+    """(response ids, instruction ids): the trained tokens are found on the ids, not `spans`."""
 
 
 def render_example(

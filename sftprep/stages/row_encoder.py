@@ -4,6 +4,7 @@ Runs in worker processes (or inline). Each worker builds its tokenizer and compi
 then turns chunks of `(row_index, row)` into `(row_index, Encoded | RowError)`, in order.
 """
 
+import dataclasses
 import os
 import signal
 from collections.abc import Callable
@@ -82,6 +83,8 @@ class RowEncoder:
                 text = render_example(
                     example, spec.loss_on, self.template, variables, spec.reasoning
                 )
+                if spec.id_markers:
+                    text = dataclasses.replace(text, id_markers=spec.id_markers)
                 rendered.append(require_unicode(self._require_size(text)))
             except RowError as err:
                 results.append((row_index, err))

@@ -1,11 +1,33 @@
 """Counts for one source as the build reads it: rows read, kept, dropped by reason, tokens."""
 
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 
 from schemas.manifest import SourceEntry
 from sftprep.stages.masks import Encoded
 from sftprep.stages.sources import Source
+
+
+@dataclass
+class KeptRows:
+    """Where each kept row of a source went in its spill, for choosing among them once the
+    source is encoded (stages/mixture.py): a few bytes per row."""
+
+    rows: array = field(default_factory=lambda: array("q"))
+    """Row index in the source."""
+    firsts: array = field(default_factory=lambda: array("q"))
+    """Spill position of its first piece (its pieces follow it)."""
+    pieces: array = field(default_factory=lambda: array("q"))
+    cuts: array = field(default_factory=lambda: array("q"))
+    """Tokens truncation cut from it."""
+
+    def add(self, row: int, first: int, pieces: int, cut: int) -> None:
+        """One kept row."""
+        self.rows.append(row)
+        self.firsts.append(first)
+        self.pieces.append(pieces)
+        self.cuts.append(cut)
 
 
 @dataclass
@@ -26,13 +48,20 @@ class SourceStats:
     truncated_tokens: int = 0
     split_examples: int = 0
     repeat: int = 1
-    """Copies of each kept row (the source's `repeat`)."""
+    """Copies of each kept row (the source's `repeat`; under a sample or weight, the most any row got)."""
+    examples: int = 0
+    """Examples the build holds from this source, copies included."""
+    kept_rows: KeptRows | None = None
+    """Set for a source whose rows are chosen after it is encoded (a sample or a weight)."""
+    spill_range: tuple[int, int] = (0, 0)
+    """Spill positions [first, end) of this source's pieces, as read."""
     stamp: tuple = ()
     """sources.source_stamp before the build hashed the source (checked once it is read)."""
 
     def count_kept(self, pieces: list[Encoded], cut: int) -> None:
         """One row kept, as these pieces, after `cut` tokens were truncated away."""
         self.rows_kept += 1
+        self.examples += self.repeat
         if cut:
             self.truncated += 1
             self.truncated_tokens += cut
@@ -60,6 +89,7 @@ class SourceStats:
             split_examples=self.split_examples,
             settings=dict(self.source.settings),
             repeat=self.repeat,
+            examples=self.examples,
             rows_unselected=self.rows_read - self.rows_kept - sum(self.dropped.values()),
             loss_share=round(self.loss_tokens / split_loss_tokens, 6) if split_loss_tokens else 0.0,
         )

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError, SftprepError
-from sftprep.source_settings import entry_path, entry_settings
+from sftprep.source_settings import HUB_KEYS, entry_path, entry_settings, hub_arguments
 from sftprep.stages.json_array import JSON_WHITESPACE, UnparsedItem, iter_json_array
 from sftprep.stages.json_errors import json_problem, limit_error
 
@@ -79,6 +79,15 @@ def resolve_sources(entries: tuple[str | dict, ...], flag: str = "SOURCE") -> li
             missing.append(f"{spec} (no such file or folder)")
     if missing:
         raise SftprepError(f"{flag}: cannot read " + "; ".join(missing))
+    if local := [
+        f"{s.path} ({', '.join(k for k in HUB_KEYS if k in s.settings)})"
+        for s in found
+        if s.kind != "hub" and any(k in s.settings for k in HUB_KEYS)
+    ]:
+        raise SftprepError(
+            f"{flag}: {'; '.join(local)}: name, split, revision and data_files are for hub "
+            "datasets, and this is a local source; remove them (a local file is one split)"
+        )
     found = _once(found, flag)
     bad = [s.path for s in found if s.kind == "unknown"]
     if bad:
@@ -114,8 +123,11 @@ def same_sources(a: list[Source], b: list[Source]) -> list[str]:
 
 
 def _identity(source: Source) -> str:
-    """What makes two sources the same: the real path of a file or folder, a hub name as is."""
-    return source.path if source.kind == "hub" else os.path.realpath(source.path)
+    """What makes two sources the same: the real path of a file or folder, a hub name with its
+    load_dataset arguments (two splits of one dataset are two sources)."""
+    if source.kind == "hub":
+        return f"{source.path} {json.dumps(hub_arguments(source.settings), sort_keys=True)}"
+    return os.path.realpath(source.path)
 
 
 def _looks_like_hub_name(spec: str) -> bool:
@@ -147,7 +159,8 @@ def content_sha256(source: Source) -> str:
     """Hash of the source's bytes (every data file of a folder), or the hub dataset's fingerprint."""
     digest = hashlib.sha256()
     if source.kind == "hub":
-        digest.update(f"hub:{source.path}:{_hub_dataset(source.path)._fingerprint}".encode())
+        asked = json.dumps(hub_arguments(source.settings), sort_keys=True)
+        digest.update(f"hub:{source.path}:{asked}:{_hub_dataset(source)._fingerprint}".encode())
         return digest.hexdigest()
     paths = [Path(source.path)] if source.kind != "saved" else _saved_files(Path(source.path))
     for path in paths:
@@ -167,9 +180,8 @@ def iter_rows(source: Source) -> Iterator[dict | RowError]:
         "csv": _csv_rows,
         "arrow": lambda p: _arrow_rows([Path(p)]),
         "saved": lambda p: _arrow_rows(_saved_files(Path(p))),
-        "hub": _hub_rows,
-    }[source.kind]
-    return reader(source.path)
+    }.get(source.kind)
+    return _hub_rows(source) if source.kind == "hub" else reader(source.path)
 
 
 def _json_rows(path: str) -> Iterator[dict | RowError]:
@@ -478,7 +490,9 @@ def _one_line(err: Exception) -> str:
     return " ".join(str(err).split())[:200]
 
 
-def _hub_dataset(name: str):
+def _hub_dataset(source: Source):
+    """The hub dataset of a source, loaded with its own subset, split, revision and data_files."""
+    name = source.path
     if any(
         os.environ.get(v, "").lower() in ("1", "true", "yes")
         for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
@@ -490,7 +504,7 @@ def _hub_dataset(name: str):
     try:
         import datasets
 
-        return datasets.load_dataset(name, split="train")
+        return datasets.load_dataset(name, **hub_arguments(source.settings))
     except Exception as err:
         raise SftprepError(
             f"{name}: not a local file or folder, and the hub dataset could not be loaded "
@@ -499,5 +513,5 @@ def _hub_dataset(name: str):
         ) from None
 
 
-def _hub_rows(name: str) -> Iterator[dict]:
-    yield from _hub_dataset(name)
+def _hub_rows(source: Source) -> Iterator[dict]:
+    yield from _hub_dataset(source)

@@ -53,6 +53,15 @@ class Spill:
         self.loss_counts.append(encoded.loss_tokens)
         self._end += n
 
+    def reindex(self, positions: np.ndarray, example_ids: np.ndarray) -> None:
+        """Replace the index by the examples at `positions` (repeats allowed: a copy shares the
+        data), with these example ids; the data files are not touched."""
+        self.example_ids = array("q", np.asarray(example_ids, dtype=np.int64).tobytes())
+        for name in ("starts", "lengths", "loss_counts"):
+            column = getattr(self, name)
+            picked = np.asarray(column)[positions]
+            setattr(self, name, array(column.typecode, picked.tobytes()))
+
     def read(
         self, position: int, start: int = 0, stop: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:

@@ -43,6 +43,7 @@ SOURCE_KEYS = (
     "settings",
     "repeat",
     "rows_unselected",
+    "examples",
     "loss_share",
 )
 SPLIT_KEYS = (

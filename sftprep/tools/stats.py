@@ -63,7 +63,7 @@ def source_table(manifest: Manifest) -> Table:
         "truncated (tokens cut)",
     ]
     mixed = any(s.settings for s in manifest.sources)
-    extra = ["asked", "loss share"] if mixed else []
+    extra = ["asked", "examples", "loss share"] if mixed else []
     for col in columns + ["split examples"] * show_split + ["tokens", "loss tokens", *extra]:
         table.add_column(
             col,
@@ -88,14 +88,23 @@ def source_table(manifest: Manifest) -> Table:
             *[f"{s.split_examples:,}"] * show_split,
             f"{s.tokens:,}",
             f"{s.loss_tokens:,}",
-            *([_asked(s.settings), f"{s.loss_share:.1%}"] if mixed else []),
+            *(
+                [_asked(s, manifest.sources), f"{s.examples:,}", f"{s.loss_share:.1%}"]
+                if mixed
+                else []
+            ),
         )
     return table
 
 
-def _asked(settings: dict) -> str:
-    """A source's own settings, short: `take 500, loss_on all`."""
-    return ", ".join(f"{k} {v}" for k, v in settings.items()) or "-"
+def _asked(source, sources) -> str:
+    """A source's own settings, short: `take 500, loss_on all`; a weight with the share it asks
+    of its split's loss tokens: `weight 3 (75.0%)`."""
+    asked = ", ".join(f"{k} {v}" for k, v in source.settings.items()) or "-"
+    if "weight" not in source.settings:
+        return asked
+    weights = sum(s.settings.get("weight", 0) for s in sources if s.split == source.split)
+    return f"{asked} ({source.settings['weight'] / weights:.1%} of loss tokens)"
 
 
 def print_stats(view: BuildView, console: Console) -> None:

@@ -48,7 +48,7 @@ def verify_build(build: str | Path, deep: bool = True) -> list[str]:  # noqa: C9
         twice = [i for i, n in seen.items() if n > 1]
         if twice:
             problems.append(f"examples {twice[:5]} appear in more than one row")
-        kept = sum(s.rows_kept * s.repeat for s in manifest.sources)  # a repeated row's copies
+        kept = sum(s.examples or s.rows_kept * s.repeat for s in manifest.sources)  # with copies
         if len(seen) != kept:
             problems.append(
                 f"{len(seen)} distinct examples in the shards, the manifest says {kept} kept"
@@ -58,11 +58,12 @@ def verify_build(build: str | Path, deep: bool = True) -> list[str]:  # noqa: C9
         if s.rows_read != s.rows_kept + dropped + s.rows_unselected:
             problems.append(
                 f"source {s.path}: rows read {s.rows_read} != kept {s.rows_kept} + dropped {dropped}"
-                f" + left out by fraction {s.rows_unselected}"
+                f" + left out by its mixture {s.rows_unselected}"
             )
-        if s.rows_unselected and "fraction" not in s.settings:
+        if s.rows_unselected and not {"fraction", "sample", "weight"} & set(s.settings):
             problems.append(
-                f"source {s.path}: {s.rows_unselected} rows left out, but it asks for no fraction"
+                f"source {s.path}: {s.rows_unselected} rows left out, but it asks for no "
+                "fraction, sample or weight"
             )
     return problems
 

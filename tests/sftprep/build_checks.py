@@ -85,7 +85,7 @@ def check_build(build: Path) -> dict:
         assert tokens == info["tokens"] and loss == info["loss_tokens"]
         counts["rows"] += len(rows)
         counts["loss_tokens"] += loss
-    kept = sum(s["rows_kept"] * s.get("repeat", 1) for s in manifest["sources"])
+    kept = sum(s["examples"] for s in manifest["sources"])
     spans = []
     for s in manifest["sources"]:
         unselected = s.get("rows_unselected", 0)

@@ -120,7 +120,7 @@ def test_the_template_budgets_are_config_keys(tmp_path):
     )
     chats = [
         [{"role": "user", "content": n}, {"role": "assistant", "content": "a"}]
-        for n in ("1", "3000")
+        for n in ("1", "30000")
     ]
     src = write_lines(tmp_path / "d.jsonl", [json.dumps({"messages": m}) for m in chats])
     with pytest.raises(SftprepError, match=r"row 1: .*took over 0.05 s.*template_error"):

@@ -147,3 +147,71 @@ def test_per_source_response_templates_and_bad_settings(tmp_path):
         )
     assert not (tmp_path / "p").exists() and not (tmp_path / "q").exists()
     assert load_manifest(tmp_path / "o")["dropped"] == {}
+
+
+def in_context_ids(hf, text: str, marker: str) -> list[int]:
+    """The ids of the tokens covering the first `marker` in `text`, as a TRL user would copy them
+    from a tokenized training example."""
+    enc = hf(text, add_special_tokens=False, return_offsets_mapping=True)
+    at = text.index(marker)
+    return [
+        i
+        for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])
+        if a < at + len(marker) and b > at
+    ]
+
+
+def reference_id_mask(ids: list[int], response: list[int], instruction: list[int]) -> tuple:
+    """Which tokens train, by a token-by-token scan written apart from response_spans.id_spans;
+    and whether the state is still on at the end (then an appended EOS trains)."""
+    trained, on, i = [0] * len(ids), False, 0
+    while i < len(ids):
+        if ids[i : i + len(response)] == response:
+            if not instruction:
+                trained = [0] * len(ids)
+            on, i = True, i + len(response)
+            continue
+        if instruction and on and ids[i : i + len(instruction)] == instruction:
+            on = False
+        trained[i] = int(on)
+        i += 1
+    return trained, on
+
+
+@pytest.mark.parametrize("name", ["llama2", "smollm2", "llama3"])
+@pytest.mark.parametrize("multi_turn", [True, False])
+def test_id_markers_equal_an_independent_token_reference(tmp_path, name, multi_turn):
+    from transformers import AutoTokenizer
+
+    folder = shared_tokenizer(name)
+    hf = AutoTokenizer.from_pretrained(str(folder))
+    response = in_context_ids(hf, TEXTS[1], RESPONSE)
+    instruction = in_context_ids(hf, TEXTS[1], "\n" + INSTRUCTION)[1:] if multi_turn else []
+    config = {"tokenizer": str(folder), "response_template_ids": response}
+    if instruction:
+        config["instruction_template_ids"] = instruction
+    texts = TEXTS[:3]
+    manifest = build(tmp_path, texts, **config)
+    assert manifest["dropped"] == {}
+    rows = sorted(read_rows(tmp_path / "out"), key=lambda r: r["example_ids"][0])
+    for text, row in zip(texts, rows, strict=True):
+        ids = list(hf(text)["input_ids"])
+        mask, on_at_end = reference_id_mask(ids, response, instruction)
+        if ids[-1] != hf.eos_token_id:
+            ids, mask = [*ids, hf.eos_token_id], [*mask, int(on_at_end)]
+        mask[0] = 0
+        assert list(row["input_ids"]) == ids and list(row["loss_mask"]) == mask, text
+        assert 0 < sum(mask) < len(mask)
+
+
+def test_id_markers_missing_and_misused_are_named(tmp_path):
+    base = {"tokenizer": str(BUNDLED_TOKENIZER)}
+    with pytest.raises(SftprepError, match=r"row 0: the response template \[1, 2, 3\] .* on ids"):
+        build(tmp_path, [TEXTS[0]], response_template_ids=[1, 2, 3], **base)
+    with pytest.raises(ConfigError, match="--response-template and --response-template-ids both"):
+        build(tmp_path, [TEXTS[0]], response_template_ids=[1], response_template="A", **base)
+    with pytest.raises(
+        ConfigError, match="--instruction-template-ids needs --response-template-ids"
+    ):
+        build(tmp_path, [TEXTS[0]], instruction_template_ids=[1], **base)
+    assert not (tmp_path / "out").exists()
