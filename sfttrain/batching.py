@@ -54,6 +54,13 @@ def shard_for_rank(batches: list[list[int]], rank: int, world_size: int) -> list
     return padded[rank::world_size]
 
 
+def counted_for_rank(count: int, rank: int, world_size: int) -> list[bool]:
+    """Which of this rank's micro-batches (shard_for_rank of `count`) are not padding: a repeated
+    micro-batch keeps the ranks in step but must not count twice in an evaluation."""
+    per_rank = -(-count // world_size) if count else 0
+    return [rank + k * world_size < count for k in range(per_rank)]
+
+
 class TokenBudgetBatchSampler:
     """A batch sampler for torch's DataLoader: yields this rank's micro-batches of one epoch.
 
@@ -78,7 +85,7 @@ class TokenBudgetBatchSampler:
         self.world_size = world_size
         self.shuffle = shuffle
         self.epoch = 0
-        self._cache: tuple[int, list[list[int]]] | None = None
+        self._cache: tuple[int, list[list[int]], int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order the next iteration yields."""
@@ -92,8 +99,17 @@ class TokenBudgetBatchSampler:
                 if self.shuffle
                 else _in_order(self.lengths, self.budget)
             )
-            self._cache = (self.epoch, shard_for_rank(planned, self.rank, self.world_size))
+            self._cache = (
+                self.epoch,
+                shard_for_rank(planned, self.rank, self.world_size),
+                len(planned),
+            )
         return self._cache[1]
+
+    def counted(self) -> list[bool]:
+        """For each of this rank's micro-batches: False for a repeat that only pads the ranks."""
+        self.batches()
+        return counted_for_rank(self._cache[2], self.rank, self.world_size)
 
     def __iter__(self):
         return iter(self.batches())

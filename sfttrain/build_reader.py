@@ -193,8 +193,8 @@ def check_tokenizer(manifest: Manifest, tokenizer) -> list[str]:
         raise SfttrainError(
             f"the tokenizer {source} is not the one the build used ({info.name_or_path}): their fingerprints differ "
             f"(tokenizer {mine[:12]}..., build {base[:12]}...), so token ids would mean different things. "
-            f"Pass the build's tokenizer with --tokenizer {info.name_or_path}, or rebuild the data with the model's "
-            "tokenizer (`sftprep build --tokenizer MODEL`)"
+            "Rebuild the data with the model's tokenizer (`sftprep build --tokenizer MODEL`), or train "
+            "the model the build was made for"
         )
     added = list(info.added_tokens)
     tokenizer.add_tokens(added, special_tokens=True)

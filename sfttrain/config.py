@@ -64,10 +64,13 @@ class TrainConfig:
     # --- model loading ---
     random_init: bool = False
     """Build the model from `model`'s config.json with random weights (quickstart, benchmarks)."""
-    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    """Weights and autocast dtype: bf16, fp16, fp32, or auto (bf16 on a bf16-capable GPU, else fp32); fp16 full fine-tuning keeps fp32 weights."""
+    dtype: Literal["auto", "bf16", "fp16", "fp32", "bf16-pure"] = "auto"
+    """Compute dtype: bf16 or fp16 (autocast; full fine-tuning keeps fp32 master weights, adapters
+    keep the frozen base in that dtype), fp32, bf16-pure (bf16 weights and optimizer state: half
+    the memory, but updates below bf16's precision are lost; warned), or auto (bf16 on a
+    bf16-capable GPU, else fp32)."""
     attn: Literal["auto", "flash_attention_2", "sdpa", "flex_attention", "eager"] = "auto"
-    """Attention kernel: auto (flash_attention_2 if flash-attn is installed and CUDA is there, else sdpa), flash_attention_2, sdpa, flex_attention or eager."""
+    """Attention kernel: auto (flash_attention_2 if flash-attn is installed and CUDA is there, else sdpa where the architecture supports it, else eager; the choice is printed), flash_attention_2, sdpa, flex_attention or eager."""
     model_kwargs: dict = field(default_factory=dict)
     """Extra keyword arguments for from_pretrained (applied last, so they override the above)."""
     gradient_checkpointing: bool = False
@@ -101,7 +104,7 @@ class TrainConfig:
     grad_accum: int = 1
     """Micro-batches per optimizer step (each of at most batch_tokens tokens per device)."""
     neftune_alpha: float | None = None
-    """NEFTune noise alpha for the embeddings; unset turns it off."""
+    """NEFTune noise alpha for the embeddings, scaled per packed example (alpha/sqrt(L·d), L its length); unset turns it off."""
 
     # --- logging, evaluation, checkpoints ---
     logging_steps: int = 10

@@ -19,7 +19,12 @@ from sfttrain.errors import SfttrainError
 from sfttrain.output_dir import is_main_process
 
 GPU_EXTRA = "pip install 'sftprep[gpu]'"
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPES = {
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp32": torch.float32,
+    "bf16-pure": torch.bfloat16,
+}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
@@ -34,19 +39,97 @@ def resolve_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
-def resolve_attn(name: str, dtype: torch.dtype) -> tuple[str, str]:
-    """--attn as a transformers attn_implementation, with the reason it was chosen."""
+ATTN_SUPPORT = {
+    "flash_attention_2": "_supports_flash_attn",
+    "sdpa": "_supports_sdpa",
+    "flex_attention": "_supports_flex_attn",
+}
+"""The class attribute by which a transformers model says it runs an attention kernel."""
+
+
+def resolve_attn(name: str, dtype: torch.dtype, model_class=None) -> tuple[str, str]:
+    """--attn as a transformers attn_implementation, with the reason it was chosen. auto:
+    flash_attention_2 on CUDA when flash-attn is installed and the model supports it, else sdpa
+    where the model supports it (Gemma2 does not), else eager. `model_class`: the transformers
+    class the model will be (None when unknown, e.g. remote code: transformers then decides)."""
     has_flash = importlib.util.find_spec("flash_attn") is not None
     if name == "flash_attention_2" and not has_flash:
         raise SfttrainError(
             f"--attn flash_attention_2 needs the flash-attn package: {GPU_EXTRA}, or use --attn sdpa"
         )
     if name != "auto":
+        if not _supports(model_class, name):
+            raise SfttrainError(
+                f"--attn {name}: {model_class.__name__} does not support it in transformers; "
+                "use --attn auto (it picks one the model supports) or --attn eager"
+            )
         return name, "asked for with --attn"
-    if has_flash and torch.cuda.is_available() and dtype in (torch.bfloat16, torch.float16):
+    flash_ok = _supports(model_class, "flash_attention_2")
+    if (
+        has_flash
+        and flash_ok
+        and torch.cuda.is_available()
+        and dtype in (torch.bfloat16, torch.float16)
+    ):
         return "flash_attention_2", "auto: flash-attn is installed and CUDA is available"
-    why = "flash-attn not installed" if not has_flash else "needs CUDA and bf16/fp16"
-    return "sdpa", f"auto: {why}"
+    why = (
+        "flash-attn not installed"
+        if not has_flash
+        else "the model does not support flash-attn"
+        if not flash_ok
+        else "flash-attn needs CUDA and bf16/fp16"
+    )
+    if _supports(model_class, "sdpa"):
+        return "sdpa", f"auto: {why}"
+    return "eager", f"auto: {why}, and {model_class.__name__} does not support sdpa"
+
+
+def _supports(model_class, attn: str) -> bool:
+    """Whether the model class runs this kernel (True when the class is unknown or for eager)."""
+    flag = ATTN_SUPPORT.get(attn)
+    return model_class is None or flag is None or bool(getattr(model_class, flag, True))
+
+
+def read_model_config(config: TrainConfig):
+    """The model's transformers config (config.json only, no weights), read before anything
+    heavy so that a wrong model fails in one line before it loads."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(config.model, trust_remote_code=config.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise SfttrainError(
+            f"could not load --model {config.model} (its config.json): "
+            f"{str(e).splitlines()[0].rstrip('.')}; it must be a folder with config.json, or a cached hub name"
+        ) from None
+
+
+def causal_lm_class(model_config):
+    """The transformers class AutoModelForCausalLM would build for this config (None if unknown)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    try:
+        return MODEL_FOR_CAUSAL_LM_MAPPING[type(model_config)]
+    except (KeyError, ValueError):
+        return None
+
+
+def check_vocab(model_config, max_token_id: int, grow: bool) -> None:
+    """Before the model loads: every id of the build must be a row of its embeddings (config.json's
+    vocab_size), unless the build added tokens (the embeddings then grow: fit_embeddings)."""
+    rows = getattr(model_config, "vocab_size", None)
+    if rows is None:
+        rows = getattr(getattr(model_config, "get_text_config", lambda: None)(), "vocab_size", None)
+    if not grow and isinstance(rows, int) and max_token_id >= rows:
+        raise SfttrainError(_wrong_vocab(max_token_id, rows))
+
+
+def _wrong_vocab(max_token_id: int, rows: int) -> str:
+    return (
+        f"the build has token id {max_token_id} but the model's embeddings have only {rows} rows "
+        f"(ids 0..{rows - 1}) and the build added no tokens: the data was tokenized for another model. "
+        "Rebuild it with this model's tokenizer (`sftprep build --tokenizer MODEL`) or pass the matching --model"
+    )
 
 
 def tokenizer_source(config: TrainConfig, manifest: Manifest) -> str:
@@ -134,11 +217,7 @@ def fit_embeddings(
         model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=multiple_of)
     rows = model.get_input_embeddings().weight.shape[0]
     if max_token_id >= rows:
-        raise SfttrainError(
-            f"the build has token id {max_token_id} but the model's embeddings have only {rows} rows "
-            f"(ids 0..{rows - 1}) and the build added no tokens: the data was tokenized for another model. "
-            "Rebuild it with this model's tokenizer (`sftprep build --tokenizer MODEL`) or pass the matching --model"
-        )
+        raise SfttrainError(_wrong_vocab(max_token_id, rows))
 
 
 def announce(line: str) -> None:
@@ -148,8 +227,12 @@ def announce(line: str) -> None:
 
 
 def _weights_dtype(config: TrainConfig, dtype: torch.dtype) -> torch.dtype:
-    """fp16 full fine-tuning keeps fp32 master weights (GradScaler refuses fp16 ones); else --dtype."""
-    return torch.float32 if dtype == torch.float16 and not config.uses_adapter else dtype
+    """Full fine-tuning in bf16/fp16 keeps fp32 master weights (autocast computes in the half
+    dtype): in bf16 weights an AdamW step at lr 2e-5 leaves most weights unchanged, and GradScaler
+    refuses fp16 ones. Adapters (the base is frozen) and --dtype bf16-pure load in `dtype`."""
+    if config.uses_adapter or config.dtype == "bf16-pure":
+        return dtype
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _quantization_config(config: TrainConfig, dtype: torch.dtype):

@@ -12,20 +12,34 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from sfttrain.batching import TokenBudgetBatchSampler
 from sfttrain.collator import IGNORE_INDEX
+from sfttrain.neftune import add_packed_neftune
 
 
 class SfttrainTrainer(Trainer):
     """A Trainer whose train and eval loaders batch rows by a token budget (`batch_tokens`)."""
 
-    def __init__(self, *args, batch_tokens: int, **kwargs):
+    def __init__(
+        self,
+        *args,
+        batch_tokens: int,
+        exact_eval: bool = True,
+        neftune_alpha: float | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.batch_tokens = batch_tokens
+        self.neftune = add_packed_neftune(self.model, neftune_alpha) if neftune_alpha else None
+        """Per-example NEFTune (neftune.py): told each micro-batch's example bounds."""
+        self.exact_eval = exact_eval
+        """evaluate() sums loss and accuracy over tokens (all micro-batches, all ranks); False
+        with a user's compute_metrics, which gets Trainer's own evaluation loop."""
         self.train_batch_sampler: TokenBudgetBatchSampler | None = None
         self._last_log = (time.perf_counter(), 0)
         self.add_callback(_SamplerEpoch(self))
@@ -41,6 +55,49 @@ class SfttrainTrainer(Trainer):
     def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         return self._loader(dataset, self._sampler(dataset, shuffle=False))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Trainer's loss, after telling NEFTune where this micro-batch's examples start."""
+        if self.neftune is not None:
+            self.neftune.cu_seq_lens = inputs.get("cu_seq_lens_q")
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        """Loss and token accuracy of the eval split, token-weighted and exact under any world
+        size: each rank sums over its own micro-batches (the repeats that pad the ranks to the
+        same count run, for the collectives of FSDP/DeepSpeed, but count zero), then the sums
+        are all-reduced. Trainer's loop averages per-micro-batch means and counts the repeats."""
+        if not self.exact_eval:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        started = time.perf_counter()
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        sampler = self._sampler(dataset, shuffle=False)
+        model = self.model
+        was_training = model.training
+        model.eval()
+        sums = torch.zeros(3, dtype=torch.float64, device=self.args.device)
+        with torch.no_grad():
+            for batch, counted in zip(sampler.batches(), sampler.counted()):
+                inputs = self._prepare_inputs(self.data_collator([dataset[i] for i in batch]))
+                with self.compute_loss_context_manager():
+                    logits = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits
+                if counted:
+                    sums += _summed_loss_and_hits(logits, inputs["labels"])
+        model.train(was_training)
+        if self.args.world_size > 1 and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(sums)
+        loss, tokens, hits = sums.tolist()
+        metrics = {
+            f"{metric_key_prefix}_loss": loss / tokens if tokens else float("nan"),
+            f"{metric_key_prefix}_token_accuracy": hits / tokens if tokens else 0.0,
+            f"{metric_key_prefix}_tokens": int(tokens),
+            f"{metric_key_prefix}_runtime": round(time.perf_counter() - started, 4),
+        }
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(
+            self.args, self.state, self.control, metrics
+        )
+        return metrics
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add tokens/s (all ranks, since the previous log) to training logs."""
@@ -124,6 +181,21 @@ class TokenProgress(ProgressCallback):
                 postfix["tok/s"] = f"{logs['tokens_per_second']:,.0f}"
             self.training_bar.set_postfix(postfix, refresh=False)
         super().on_log(args, state, control, logs=logs, **kwargs)
+
+
+def _summed_loss_and_hits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[summed cross-entropy, label tokens, correct predictions] of one micro-batch, with the
+    model's shift (position t predicts t + 1), in float64."""
+    predicted, target = logits[:, :-1].float(), labels[:, 1:]
+    counted = target != IGNORE_INDEX
+    loss = torch.nn.functional.cross_entropy(
+        predicted.reshape(-1, predicted.shape[-1]),
+        target.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+    hits = ((predicted.argmax(-1) == target) & counted).sum()
+    return torch.stack([loss.double(), counted.sum().double(), hits.double()])
 
 
 def argmax_logits(logits, labels):

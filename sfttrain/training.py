@@ -21,9 +21,12 @@ from sfttrain.config import TrainConfig, flag
 from sfttrain.errors import SfttrainError
 from sfttrain.model_loading import (
     announce,
+    causal_lm_class,
+    check_vocab,
     fit_embeddings,
     load_model,
     load_tokenizer,
+    read_model_config,
     resolve_attn,
     resolve_dtype,
 )
@@ -124,16 +127,24 @@ def prepare(
     tokenizer = load_tokenizer(config, build.manifest)
     check_tokenizer(build.manifest, tokenizer)
     dtype = resolve_dtype(config.dtype)
-    attn, why = resolve_attn(config.attn, dtype)
+    if config.dtype == "bf16-pure" and not config.uses_adapter:
+        announce(
+            "warning: --dtype bf16-pure trains bf16 weights with no fp32 master copy: updates "
+            "smaller than bf16's precision (about 1/256 of a weight) are lost; --dtype bf16 keeps one"
+        )
+    model_config = read_model_config(config)
+    added_tokens = list(build.manifest.tokenizer.added_tokens)
+    max_token_id = build.max_token_id()
+    check_vocab(model_config, max_token_id, grow=bool(added_tokens))
+    attn, why = resolve_attn(config.attn, dtype, causal_lm_class(model_config))
     announce(f"attention: {attn} ({why})")
 
     set_seed(config.seed)
     model = load_model(config, dtype, attn)
-    added_tokens = list(build.manifest.tokenizer.added_tokens)
     fit_embeddings(
         model,
         tokenizer,
-        build.max_token_id(),
+        max_token_id,
         grow=bool(added_tokens),
         multiple_of=config.pad_vocab_to_multiple_of
         or build.manifest.tokenizer.pad_vocab_to_multiple_of,
@@ -155,6 +166,8 @@ def prepare(
         preprocess_logits_for_metrics=None if compute_metrics else argmax_logits,
         optimizers=optimizers,
         batch_tokens=budget,
+        exact_eval=compute_metrics is None,
+        neftune_alpha=config.neftune_alpha,
     )
     return Run(config=config, build=build, trainer=trainer, resume_from=resume_from)
 
@@ -187,7 +200,7 @@ def training_arguments(config: TrainConfig, dtype: torch.dtype, has_eval: bool):
         fp16=dtype == torch.float16,
         activation_checkpointing=config.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False},
-        neftune_noise_alpha=config.neftune_alpha,
+        neftune_noise_alpha=None,  # sfttrain's own, per example (neftune.py), set on the trainer
         per_device_train_batch_size=1,  # one micro-batch = one [1, T] sequence of <= batch_tokens
         per_device_eval_batch_size=1,
         remove_unused_columns=False,  # the collator needs loss_mask and seq_lens, which the model does not take

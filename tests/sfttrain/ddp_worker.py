@@ -42,7 +42,17 @@ def recorded(overrides, stop_at=None):
     return seen
 
 
-def main(config_path: str, out_dir: str) -> None:
+def evaluated(config_path: str, out_dir: str) -> None:
+    """Evaluate the untrained model (the same seeded weights on every rank): rank{RANK}.json."""
+    run = prepare(load_config(overrides=json.loads(Path(config_path).read_text())))
+    metrics = run.trainer.evaluate()
+    (Path(out_dir) / f"rank{os.environ['RANK']}.json").write_text(json.dumps(metrics))
+    exit_if_distributed(0)
+
+
+def main(config_path: str, out_dir: str, mode: str = "train") -> None:
+    if mode == "eval":
+        return evaluated(config_path, out_dir)
     common = json.loads(Path(config_path).read_text())
     result = {
         "world_size": int(os.environ["WORLD_SIZE"]),

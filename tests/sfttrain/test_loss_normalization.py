@@ -97,3 +97,30 @@ def test_control_mean_of_means_differs(tmp_path, base_config):
         for n, g in one_by_four.items()
     )
     assert worst > 1e-2
+
+
+def test_eval_loss_is_the_token_mean_over_micro_batches(tmp_path, base_config):
+    """Eval over micro-batches of one row each (uneven loss tokens) equals the token mean of the
+    summed cross-entropy computed row by row here; the mean of per-micro-batch means does not."""
+    rows = _rows()
+    data = write_build(tmp_path / "b", rows, eval_rows=rows)
+    run = prepare(load_config(overrides={**base_config, "data": str(data), "batch_tokens": LENGTH}))
+    metrics = run.trainer.evaluate()
+    model = run.trainer.model.eval()
+    sums, means, tokens, hits = 0.0, [], 0, 0
+    with torch.no_grad():
+        for row in rows:
+            batch = collate_padding_free([{k: np.asarray(v) for k, v in row.items()}])
+            logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
+            target = batch["labels"][0, 1:]
+            keep = target != -100
+            loss = torch.nn.functional.cross_entropy(
+                logits[0, :-1][keep], target[keep], reduction="sum"
+            )
+            sums, tokens = sums + loss.item(), tokens + int(keep.sum())
+            hits += int((logits[0, :-1].argmax(-1)[keep] == target[keep]).sum())
+            means.append(loss.item() / int(keep.sum()))
+    assert metrics["eval_tokens"] == tokens == sum(LOSS_TOKENS)
+    assert abs(metrics["eval_loss"] - sums / tokens) < 1e-5
+    assert abs(metrics["eval_token_accuracy"] - hits / tokens) < 1e-9
+    assert abs(np.mean(means) - sums / tokens) > 1e-3, "the control: a mean of means differs"
