@@ -6,9 +6,14 @@
 (a) checks: a few sfttrain steps in bf16 (full fine-tuning) and in QLoRA (4-bit NF4 base + LoRA),
     with loss and peak GPU memory; QLoRA is skipped, with the reason, without bitsandbytes or CUDA.
 (b) speed: one epoch over the same synthetic chat data, same model init, same token budget per
-    micro-batch, for sfttrain (packed rows of the build, padding-free), TRL padded (batch size =
-    budget / mean example length, so the same real tokens per step on average) and TRL with BFD
-    packing (padding-free). Tokens/s counts real tokens only; ratios are sfttrain / TRL.
+    micro-batch, for sfttrain (packed rows of the build, padding-free; flash-attn varlen when
+    installed, and sdpa packed), TRL padded (batch size = budget / mean example length, so the same
+    real tokens per step on average) and TRL with BFD packing (padding-free). Tokens/s counts real
+    tokens only; MFU is model FLOPs (see training_flops) / the card's dense bf16 peak; ratios are
+    sfttrain's best kernel / TRL. Peak GPU memory per run.
+
+Every run is recorded in results.json as it ends (a run that raises is recorded as its error and
+the others still run; TRL runs are "skipped" without trl/datasets); exit code 1 if any run failed.
 
 The data is generated (seeded), built with `sftprep build`, and handed to TRL already tokenized
 (the build's own examples: same ids, same loss masks), so only the training loop differs.
@@ -17,6 +22,7 @@ The data is generated (seeded), built with `sftprep build`, and handed to TRL al
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -51,6 +57,12 @@ def main() -> None:
         "--out", type=Path, default=None, help="working folder (default: a temporary one)"
     )
     parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="results JSON, updated after every run (default: OUT/results.json; kept parts of an earlier call stay)",
+    )
+    parser.add_argument(
         "--examples", type=int, default=None, help="synthetic chat examples (default 3000, tiny 24)"
     )
     parser.add_argument(
@@ -80,24 +92,51 @@ def main() -> None:
     import torch
 
     cuda = torch.cuda.is_available()
-    print(
-        f"device: {torch.cuda.get_device_name() if cuda else 'cpu'}; torch {torch.__version__}; out: {out}",
-        flush=True,
-    )
+    device = torch.cuda.get_device_name() if cuda else "cpu"
+    print(f"device: {device}; torch {torch.__version__}; out: {out}", flush=True)
+    results = Results(args.results or out / "results.json")
+    results.update(device=device, tiny=args.tiny, examples=examples, max_length=max_length)
     model_dir = write_model_config(out / "model", args.tiny)
     build_dir = make_build(out, examples, max_length, args.tiny)
-    results: dict = {
-        "device": torch.cuda.get_device_name() if cuda else "cpu",
-        "tiny": args.tiny,
-        "examples": examples,
-        "max_length": max_length,
-    }
     if not args.skip_checks:
-        results["checks"] = run_checks(out, model_dir, build_dir, check_steps, cuda)
+        run_checks(results, out, model_dir, build_dir, check_steps, cuda)
     if not args.skip_speed:
-        results["speed"] = run_speed(out, model_dir, build_dir, max_length, cuda)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+        run_speed(results, out, model_dir, build_dir, max_length, cuda, device)
+    print(json.dumps(results.data, indent=2))
+    sys.exit(1 if results.failed else 0)
+
+
+class Results:
+    """results.json, rewritten after every run so that a crash later loses nothing before it;
+    an existing file's parts are kept (gpu_check.sh runs the checks and the speed part apart)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.is_file() else {}
+        self.failed = False
+
+    def update(self, **values) -> None:
+        self.data.update(values)
+        self._write()
+
+    def record(self, part: str, name: str, value: dict) -> None:
+        self.data.setdefault(part, {})[name] = value
+        self.failed = self.failed or "error" in value
+        print(f"{part} {name}: {value}", flush=True)
+        self._write()
+
+    def _write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.data, indent=2))
+
+
+def attempt(run, *args, **kwargs) -> dict:
+    """run(...)'s result, or {"error": "Type: message"} (first line) if it raised."""
+    try:
+        return run(*args, **kwargs)
+    except Exception as err:  # one run failing must not stop the others
+        first = (str(err).splitlines() or [""])[0]
+        return {"error": f"{type(err).__name__}: {first}"[:500]}
 
 
 def write_model_config(folder: Path, tiny: bool) -> Path:
@@ -159,15 +198,10 @@ def sfttrain_config(
     }  # fmt: skip
 
 
-def run_checks(out: Path, model_dir: Path, build_dir: Path, steps: int, cuda: bool) -> dict:
+def run_checks(
+    results: Results, out: Path, model_dir: Path, build_dir: Path, steps: int, cuda: bool
+) -> None:
     """(a) a few bf16 full fine-tuning steps and a few QLoRA steps, with loss and peak memory."""
-    import importlib.util
-
-    import torch
-
-    import sfttrain
-
-    checks = {}
     runs = {
         "bf16": {"dtype": "bf16"},
         "qlora": {
@@ -179,58 +213,155 @@ def run_checks(out: Path, model_dir: Path, build_dir: Path, steps: int, cuda: bo
     }
     for name, extra in runs.items():
         if name == "qlora" and not (cuda and importlib.util.find_spec("bitsandbytes")):
-            checks[name] = {"skipped": "needs CUDA and bitsandbytes (pip install 'sftprep[gpu]')"}
+            results.record(
+                "checks",
+                name,
+                {"skipped": "needs CUDA and bitsandbytes (bash bench/gpu_wheels.sh carries it)"},
+            )
             continue
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
         config = sfttrain_config(
             out, model_dir, build_dir, f"check-{name}", cuda, max_steps=steps, **extra
         )
         config["logging_steps"] = 1
-        result = sfttrain.train(config)
-        checks[name] = {
-            "steps": result.global_step, "first_loss": result.first_loss, "last_loss": result.last_loss,
-            "finite": bool(np.isfinite(result.last_loss)), "tokens_per_second": round(result.tokens / result.metrics["train_runtime"], 1),
-            "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
-        }  # fmt: skip
-        print(f"check {name}: {checks[name]}", flush=True)
-    return checks
+        results.record("checks", name, attempt(_check, config, cuda))
 
 
-def run_speed(out: Path, model_dir: Path, build_dir: Path, budget: int, cuda: bool) -> dict:
-    """(b) tokens/s over one epoch: sfttrain, TRL padded, TRL BFD packing."""
+def _check(config: dict, cuda: bool) -> dict:
     import sfttrain
 
+    _reset_peak(cuda)
+    result = sfttrain.train(config)
+    return {
+        "steps": result.global_step, "first_loss": result.first_loss, "last_loss": result.last_loss,
+        "finite": bool(np.isfinite(result.last_loss)),
+        "tokens_per_second": round(result.tokens / result.metrics["train_runtime"], 1),
+        "peak_gpu_memory_gib": _peak(cuda),
+    }  # fmt: skip
+
+
+def run_speed(
+    results: Results,
+    out: Path,
+    model_dir: Path,
+    build_dir: Path,
+    budget: int,
+    cuda: bool,
+    device: str,
+) -> None:
+    """(b) tokens/s and MFU over one epoch: sfttrain (flash-attn varlen, sdpa packed), TRL padded,
+    TRL BFD padding-free; each run recorded as it ends, ratios once all have run."""
     examples = build_examples(build_dir)
-    real_tokens = sum(len(e["input_ids"]) for e in examples)
-    speed = {"real_tokens": real_tokens, "examples": len(examples), "batch_tokens": budget}
+    lengths = [len(e["input_ids"]) for e in examples]
+    flops = training_flops(model_dir, lengths)
+    peak = peak_flops(device)
+    results.update(
+        speed_setup={
+            "real_tokens": sum(lengths), "examples": len(examples), "batch_tokens": budget,
+            "model_tflops_per_epoch": round(flops / 1e12, 3), "peak_tflops": peak and peak / 1e12,
+        }
+    )  # fmt: skip
 
-    result = sfttrain.train(
-        sfttrain_config(
-            out, model_dir, build_dir, "speed-sfttrain", cuda, epochs=1, batch_tokens=budget
-        )
-    )
-    speed["sfttrain"] = _rate(real_tokens, result.metrics["train_runtime"])
-    assert result.tokens == real_tokens, (result.tokens, real_tokens)
+    def timed(run, *args, **kwargs) -> dict:
+        value = attempt(run, *args, **kwargs)
+        if "seconds" in value:
+            value["mfu"] = round(flops / value["seconds"] / peak, 4) if peak else None
+        return value
 
-    mean_length = real_tokens / len(examples)
+    flash = cuda and importlib.util.find_spec("flash_attn") is not None
+    for attn in ("flash_attention_2", "sdpa"):
+        name = f"sfttrain_{'flash' if attn == 'flash_attention_2' else 'sdpa'}"
+        if attn == "flash_attention_2" and not flash:
+            results.record("speed", name, {"skipped": "needs CUDA and flash-attn"})
+            continue
+        value = timed(_sfttrain_epoch, out, model_dir, build_dir, budget, cuda, attn, sum(lengths))
+        results.record("speed", name, value)
+    missing = [m for m in ("trl", "datasets") if importlib.util.find_spec(m) is None]
+    mean_length = sum(lengths) / len(examples)
     batch_size = max(1, round(budget / mean_length))
-    speed["trl_padded"] = run_trl(
-        out, model_dir, examples, budget, cuda, packing=False, batch_size=batch_size
+    for name, packing, size in (("trl_padded", False, batch_size), ("trl_bfd", True, 1)):
+        if missing:
+            value = {
+                "skipped": f"needs {' and '.join(missing)} (bash bench/gpu_wheels.sh carries them)"
+            }
+        else:
+            value = timed(run_trl, out, model_dir, examples, budget, cuda, packing, size)
+            value["batch_size"] = size
+        results.record("speed", name, value)
+    speed = results.data["speed"]
+    ours = next(
+        (
+            speed[n]
+            for n in ("sfttrain_flash", "sfttrain_sdpa")
+            if "tokens_per_second" in speed.get(n, {})
+        ),
+        None,
     )
-    speed["trl_padded"]["batch_size"] = batch_size
-    speed["trl_bfd"] = run_trl(out, model_dir, examples, budget, cuda, packing=True, batch_size=1)
+    ratios = {}
     for name in ("trl_padded", "trl_bfd"):
-        speed[f"ratio_vs_{name}"] = round(
-            speed["sfttrain"]["tokens_per_second"] / speed[name]["tokens_per_second"], 3
-        )
-    print(
-        f"tokens/s  sfttrain {speed['sfttrain']['tokens_per_second']:,.0f}  "
-        f"TRL padded {speed['trl_padded']['tokens_per_second']:,.0f} (x{speed['ratio_vs_trl_padded']})  "
-        f"TRL BFD {speed['trl_bfd']['tokens_per_second']:,.0f} (x{speed['ratio_vs_trl_bfd']})",
-        flush=True,
+        if ours and "tokens_per_second" in speed[name]:
+            ratios[f"sfttrain_vs_{name}"] = round(
+                ours["tokens_per_second"] / speed[name]["tokens_per_second"], 3
+            )
+    results.update(speed_ratios=ratios)
+    print(f"tokens/s ratios (sfttrain's best kernel / TRL): {ratios}", flush=True)
+
+
+def _sfttrain_epoch(
+    out: Path, model_dir: Path, build_dir: Path, budget: int, cuda: bool, attn: str, real: int
+) -> dict:
+    import sfttrain
+
+    _reset_peak(cuda)
+    config = sfttrain_config(
+        out, model_dir, build_dir, f"speed-sfttrain-{attn}", cuda, epochs=1, batch_tokens=budget
     )
-    return speed
+    result = sfttrain.train({**config, "attn": attn})
+    assert result.tokens == real, (result.tokens, real)
+    return {**_rate(real, result.metrics["train_runtime"]), "peak_gpu_memory_gib": _peak(cuda)}
+
+
+def training_flops(model_dir: Path, lengths: list[int]) -> float:
+    """Model FLOPs of one epoch (forward + backward = 3x forward): 6 x the matmul parameters
+    (every linear layer and the LM head, not the input embedding) per token, plus causal
+    attention per example, 6 x layers x (heads x head_dim) x L(L+1) (QK^T and AV, half the square).
+    Padding is not counted, so TRL padded's MFU is its useful work, like ours."""
+    config = json.loads((model_dir / "config.json").read_text())
+    d, layers, vocab = config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]
+    heads, kv = (
+        config["num_attention_heads"],
+        config.get("num_key_value_heads") or config["num_attention_heads"],
+    )
+    head_dim = config.get("head_dim") or d // heads
+    per_layer = (
+        d * heads * head_dim * 2 + d * kv * head_dim * 2 + 3 * d * config["intermediate_size"]
+    )
+    matmul = layers * per_layer + d * vocab
+    tokens = sum(lengths)
+    attention = 6 * layers * heads * head_dim * sum(n * (n + 1) for n in lengths)
+    return 6 * matmul * tokens + attention
+
+
+def peak_flops(device: str) -> float | None:
+    """Dense bf16 peak of the card (the vendor's figure), None where unknown (CPU included)."""
+    for name, tflops in (("H200", 989.4), ("H100", 989.4), ("A100", 312.0), ("L40S", 362.1)):
+        if name in device:
+            return tflops * 1e12
+    return None
+
+
+def _reset_peak(cuda: bool) -> None:
+    if cuda:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak(cuda: bool) -> float | None:
+    if not cuda:
+        return None
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2)
 
 
 def build_examples(build_dir: Path) -> list[dict]:
@@ -259,8 +390,6 @@ def run_trl(
     batch_size: int,
 ) -> dict:
     """One epoch of TRL's SFTTrainer on the pre-tokenized examples; real tokens per second."""
-    import importlib.util
-
     import torch
     from datasets import Dataset
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, set_seed
@@ -284,11 +413,15 @@ def run_trl(
         train_dataset=Dataset.from_list(examples),
         processing_class=AutoTokenizer.from_pretrained(TOKENIZER),
     )
+    _reset_peak(cuda)
     started = time.perf_counter()
     metrics = trainer.train().metrics
     wall = time.perf_counter() - started
     real = sum(len(e["input_ids"]) for e in examples)
-    return {**_rate(real, metrics["train_runtime"]), "attn": attn, "wall_s": round(wall, 2)}
+    return {
+        **_rate(real, metrics["train_runtime"]), "attn": attn, "wall_s": round(wall, 2),
+        "peak_gpu_memory_gib": _peak(cuda),
+    }  # fmt: skip
 
 
 def _rate(tokens: int, seconds: float) -> dict:

@@ -212,8 +212,6 @@ class Manifest:
 def read_manifest(build: str | Path) -> Manifest:
     """The manifest of a build folder; ManifestError if it is missing (the build is incomplete:
     sftprep writes it last), not JSON, of another format_version, or not the schema's shape."""
-    import jsonschema
-
     build = Path(build)
     path = build / MANIFEST_NAME
     if build.is_file():
@@ -245,16 +243,31 @@ def read_manifest(build: str | Path) -> Manifest:
             f"{path} has format_version {version!r}, this version reads format_version {FORMAT_VERSION}: "
             "rebuild the data with this version's `sftprep build`, or install the version that wrote it"
         )
-    validator = jsonschema.Draft202012Validator(manifest_schema())
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.path))
-    if errors:
-        details = "; ".join(
-            f"{'.'.join(map(str, e.path)) or '(top)'}: {e.message}" for e in errors[:10]
-        )
+    details = schema_problems(data)
+    if details:
         raise ManifestError(
             f"{path} does not follow the manifest schema ({details}): rebuild with `sftprep build`"
         )
-    return Manifest.from_json(data)
+    try:
+        return Manifest.from_json(data)
+    except (KeyError, TypeError, AttributeError) as err:  # only without jsonschema
+        raise ManifestError(
+            f"{path} does not have the manifest's shape ({type(err).__name__}: {err}): "
+            "rebuild with `sftprep build`"
+        ) from None
+
+
+def schema_problems(data: dict) -> str:
+    """Where `data` breaks schemas/manifest.schema.json ("" if nowhere), checked by jsonschema.
+    jsonschema is optional for readers (a bare GPU image lacks it): without it only the shape
+    Manifest.from_json needs is checked, there and then."""
+    try:
+        import jsonschema
+    except ModuleNotFoundError:
+        return ""
+    validator = jsonschema.Draft202012Validator(manifest_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.path))
+    return "; ".join(f"{'.'.join(map(str, e.path)) or '(top)'}: {e.message}" for e in errors[:10])
 
 
 def write_manifest(build: Path, manifest: Manifest) -> None:

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import sys
 
 import pytest
 
@@ -82,6 +83,24 @@ def test_refusals_name_the_file_and_the_fix(built, tmp_path, damage, says):
     )
     with pytest.raises(ManifestError, match="does not exist"):
         read_manifest(tmp_path / "nowhere")
+
+
+def test_without_jsonschema_a_manifest_reads_and_a_broken_one_is_refused(
+    built, tmp_path, monkeypatch
+):
+    """A bare GPU image has no jsonschema: reading still works, and shape errors stay one line."""
+    monkeypatch.setitem(sys.modules, "jsonschema", None)  # import fails, as when not installed
+    assert read_manifest(built) == Manifest.from_json(
+        json.loads((built / "manifest.json").read_text())
+    )
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    data = json.loads((built / "manifest.json").read_text())
+    del data["splits"]["train"]["shards"]
+    (copy / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match="does not have the manifest's shape") as err:
+        read_manifest(copy)
+    assert str(copy) in str(err.value) and "\n" not in str(err.value)
 
 
 def test_open_shard_maps_and_file_sha256_hashes(built):
