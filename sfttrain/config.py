@@ -103,6 +103,8 @@ class TrainConfig:
     """Seed for model init, batch order (with the epoch) and dropout."""
     grad_accum: int = 1
     """Micro-batches per optimizer step (each of at most batch_tokens tokens per device)."""
+    loss_chunk_tokens: int = 2048
+    """Training cross-entropy in chunks of this many tokens, so the full [tokens, vocab] logits never exist (exact; on for Llama, Mistral, Qwen2/3, Phi3, SmolLM3, OLMo2, off elsewhere and under FSDP/DeepSpeed); 0 turns it off."""
     neftune_alpha: float | None = None
     """NEFTune noise alpha for the embeddings, scaled per packed example (alpha/sqrt(L·d), L its length); unset turns it off."""
 
@@ -207,6 +209,10 @@ def value_problems(config: TrainConfig, mistyped: frozenset = frozenset()) -> li
         value = getattr(c, name)
         if value is not None and value < 1:
             problems.append(f"{flag(name)} must be at least 1, got {value}")
+    if c.loss_chunk_tokens < 0:
+        problems.append(
+            f"--loss-chunk-tokens must be 0 (off) or positive, got {c.loss_chunk_tokens}"
+        )
     if c.epochs <= 0:
         problems.append(f"--epochs must be positive, got {c.epochs}")
     if c.learning_rate < 0:

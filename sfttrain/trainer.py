@@ -18,6 +18,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from sfttrain.batching import TokenBudgetBatchSampler
+from sfttrain.chunked_loss import add_chunked_loss
 from sfttrain.collator import IGNORE_INDEX
 from sfttrain.neftune import add_packed_neftune
 
@@ -31,10 +32,15 @@ class SfttrainTrainer(Trainer):
         batch_tokens: int,
         exact_eval: bool = True,
         neftune_alpha: float | None = None,
+        loss_chunk_tokens: int = 0,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self.batch_tokens = batch_tokens
+        self.chunked_loss, self.chunked_loss_status = add_chunked_loss(
+            self.model, loss_chunk_tokens, sharded=self.is_fsdp_enabled or self.is_deepspeed_enabled
+        )
+        """Chunked cross-entropy (chunked_loss.py), or None where it would not be exact."""
         self.neftune = add_packed_neftune(self.model, neftune_alpha) if neftune_alpha else None
         """Per-example NEFTune (neftune.py): told each micro-batch's example bounds."""
         self.exact_eval = exact_eval
@@ -57,9 +63,13 @@ class SfttrainTrainer(Trainer):
         return self._loader(dataset, self._sampler(dataset, shuffle=False))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Trainer's loss, after telling NEFTune where this micro-batch's examples start."""
+        """Trainer's loss, after telling NEFTune where this micro-batch's examples start; a
+        training loss is chunked (chunked_loss.py) where that is exact."""
         if self.neftune is not None:
             self.neftune.cu_seq_lens = inputs.get("cu_seq_lens_q")
+        if self.chunked_loss is not None and model.training and not return_outputs:
+            with self.chunked_loss.training_loss():
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):

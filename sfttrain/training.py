@@ -168,7 +168,9 @@ def prepare(
         batch_tokens=budget,
         exact_eval=compute_metrics is None,
         neftune_alpha=config.neftune_alpha,
+        loss_chunk_tokens=config.loss_chunk_tokens,
     )
+    announce(f"loss: {trainer.chunked_loss_status}")
     return Run(config=config, build=build, trainer=trainer, resume_from=resume_from)
 
 
