@@ -19,6 +19,7 @@ from sfttrain.checkpoints import SealCheckpoints, choose_checkpoint
 from sfttrain.collator import collate_padding_free
 from sfttrain.config import TrainConfig, flag
 from sfttrain.errors import SfttrainError
+from sfttrain.isolation_probe import check_packed_isolation
 from sfttrain.model_loading import (
     announce,
     causal_lm_class,
@@ -171,6 +172,8 @@ def prepare(
         loss_chunk_tokens=config.loss_chunk_tokens,
     )
     announce(f"loss: {trainer.chunked_loss_status}")
+    if config.check_isolation:
+        announce(f"isolation: {check_packed_isolation(trainer, config.model, max_token_id + 1)}")
     return Run(config=config, build=build, trainer=trainer, resume_from=resume_from)
 
 
