@@ -14,6 +14,10 @@ its own subprocess so that its peak memory is its own:
            (measured by wrapping it; it is the chat-template/tokenize/labels/pack pipeline run inside
            __init__). Imports, model construction and the rest of __init__ are measured and shown but
            not counted. A fresh HF datasets cache per run, so nothing is reused from a previous run.
+  sftprep-hf  the same build with `--encoder hf` (the HF tokenizers encoder: the "before" of the
+           fast encoder, ids identical); `sftprep` itself runs with the default `--encoder auto`.
+  ceil-fast  the ceiling below with fastokens' encode_batch_flat instead of HF's encode_batch: the
+           new floor of any exact pipeline that renders and encodes.
   ceiling  read the JSONL, render every conversation with the tokenizer's compiled chat template
            (transformers' own compiled Jinja, checked equal to apply_chat_template(tokenize=False))
            and `tokenizers.Tokenizer.encode_batch` the texts, in N forked processes; no masks, no
@@ -54,8 +58,14 @@ ROOT = HERE.parent
 ASSETS = Path(os.environ.get("SFT_SHARED_ASSETS", ROOT.parent / "shared" / "assets"))
 ALPACA_SRC = ASSETS / "data" / "alpaca_en_demo.json"
 DEFAULT_TOKENIZER = ROOT / "examples" / "smollm2-tokenizer"
-METHODS = ("sftprep", "trl", "ceiling")
-LABELS = {"sftprep": "sftprep", "trl": "TRL", "ceiling": "ceiling"}
+METHODS = ("sftprep", "sftprep_hf", "trl", "ceiling", "ceiling_fast")
+LABELS = {
+    "sftprep": "sftprep",
+    "sftprep_hf": "sftprep-hf",
+    "trl": "TRL",
+    "ceiling": "ceiling",
+    "ceiling_fast": "ceil-fast",
+}
 
 
 def trl_template_path() -> Path:
@@ -150,7 +160,7 @@ def _log_tail(path: Path, n: int = 30) -> str:
 # the three methods (orchestrator side)
 
 
-def run_sftprep(ds: dict, a, work: Path) -> dict:
+def run_sftprep(ds: dict, a, work: Path, encoder: str = "auto") -> dict:
     exe = Path(sys.executable).parent / "sftprep"
     out = Path(tempfile.mkdtemp(prefix="sftprep-out-", dir=work))
     shutil.rmtree(out)  # a fresh, absent --out
@@ -168,11 +178,13 @@ def run_sftprep(ds: dict, a, work: Path) -> dict:
         "bfd",
         "--num-proc",
         str(a.sftprep_num_proc),
+        "--encoder",
+        encoder,
         "-q",
     ]
     if ds.get("template"):
         cmd[3:3] = ["--chat-template", str(ds["template"])]
-    log = work / f"{ds['key']}-sftprep.log"
+    log = work / f"{ds['key']}-sftprep-{encoder}.log"
     m = run_measured(cmd, dict(os.environ), log, a.timeout)
     m["cmd"] = " ".join(cmd)
     if m["rc"] != 0:
@@ -192,6 +204,8 @@ def run_sftprep(ds: dict, a, work: Path) -> dict:
         seconds=m["wall_s"],
         cpu_s=m["process_cpu_s"],
         rows_read=src["rows_read"],
+        encoder=man["tokenizer"].get("encoder"),
+        encoder_fallback_rows=man["tokenizer"].get("encoder_fallback_rows"),
         out_mb=sum(s.get("bytes", s.get("size", 0)) for s in split["shards"]) / 1e6
         if split.get("shards")
         else None,
@@ -381,10 +395,11 @@ def _ceiling_render(lines: list) -> list:
     ]
 
 
-def worker_ceiling(w) -> dict:
+def worker_ceiling(w, fast: bool = False) -> dict:
     """Render in N forked processes (Python, so parallel only across processes); tokenize the rendered
     chunks as they come back with one Rust `encode_batch` per chunk in this process (parallel across
-    cores by itself). The forked workers never touch the Rust tokenizer."""
+    cores by itself). The forked workers never touch the Rust tokenizer. `fast`: fastokens'
+    encode_batch_flat instead of HF's encode_batch (the new ceiling with the fast encoder)."""
     import multiprocessing
 
     t0 = time.perf_counter()
@@ -396,6 +411,11 @@ def worker_ceiling(w) -> dict:
     template = Path(w.template).read_text() if w.template else tok.chat_template
     special = dict(tok.special_tokens_map)
     backend = Tokenizer.from_file(str(Path(w.tokenizer) / "tokenizer.json"))
+    if fast:
+        import fastokens
+        import numpy as np
+
+        flat = fastokens.Tokenizer.from_file(str(Path(w.tokenizer) / "tokenizer.json"))
     # the compiled template renders exactly what apply_chat_template(tokenize=False) renders
     _ceiling_init(template, special, w.kind)
     with open(w.data, encoding="utf-8") as f:
@@ -415,8 +435,14 @@ def worker_ceiling(w) -> dict:
     def consume(texts):
         nonlocal tokens, untruncated, rows, encode_s
         te = time.perf_counter()
-        for enc in backend.encode_batch(texts, add_special_tokens=False):
-            n = len(enc.ids)
+        if fast:
+            _, offsets = flat.encode_batch_flat(texts)
+            lengths = np.diff(np.frombuffer(offsets, dtype="<u8")).tolist()
+        else:
+            lengths = [
+                len(enc.ids) for enc in backend.encode_batch(texts, add_special_tokens=False)
+            ]
+        for n in lengths:
             untruncated += n
             tokens += min(n, w.max_length)
             rows += 1
@@ -448,7 +474,7 @@ def worker_ceiling(w) -> dict:
 
 def worker_main(argv: list) -> int:
     ap = argparse.ArgumentParser(prog="prep.py _worker")
-    ap.add_argument("method", choices=("trl", "ceiling"))
+    ap.add_argument("method", choices=("trl", "ceiling", "ceiling_fast"))
     ap.add_argument("--data", required=True)
     ap.add_argument("--kind", required=True, choices=("alpaca", "messages"))
     ap.add_argument("--tokenizer", required=True)
@@ -469,7 +495,7 @@ def worker_main(argv: list) -> int:
     ap.add_argument("--result", required=True)
     ap.add_argument("--tmp", required=True)
     w = ap.parse_args(argv)
-    res = worker_trl(w) if w.method == "trl" else worker_ceiling(w)
+    res = worker_trl(w) if w.method == "trl" else worker_ceiling(w, fast=w.method == "ceiling_fast")
     Path(w.result).write_text(json.dumps(res))
     return 0
 
@@ -623,7 +649,7 @@ def report(ds: dict, res: dict, a) -> None:  # noqa: C901 - one flat table, a ro
         diff = (c["tokens"] - s["tokens"]) / s["tokens"]
         print(f"   ceiling vs sftprep tokens: {c['tokens']:,} vs {s['tokens']:,} ({diff:+.3%})")
     parts = []
-    for meth in ("sftprep", "trl", "ceiling"):
+    for meth in METHODS:
         r = res.get(meth)
         if ok(r):
             parts.append(
@@ -643,11 +669,42 @@ def report(ds: dict, res: dict, a) -> None:  # noqa: C901 - one flat table, a ro
             f" per CPU-s {(s['tokens'] / s['cpu_s']) / (c['tokens'] / c['cpu_s']):.2f})"
         )
     print(line, flush=True)
+    print_ratios(res)
     if ok(s) and (ok(t) or ok(c)):
         print(
             "   ratios: first on sftprep's CLI wall (interpreter start and imports included), then on its build time\n"
             "   (manifest elapsed_s: imports excluded, as they are for TRL and the ceiling; tokenizer loading included)",
             flush=True,
+        )
+
+
+def print_ratios(res: dict) -> None:
+    """sftprep against its HF-encoder self, TRL and the fast ceiling; the fast ceiling against HF's."""
+    s = res.get("sftprep")
+    rate = {m: r["tokens"] / r["seconds"] for m, r in res.items() if ok(r)}
+    build_rate = {m: r["tokens"] / r["build_s"] for m, r in res.items() if ok(r) and "build_s" in r}
+    pairs = [("sftprep", "sftprep_hf"), ("sftprep", "trl"), ("sftprep", "ceiling_fast"),
+             ("ceiling_fast", "ceiling")]  # fmt: skip
+    ratios = [
+        f"{LABELS[x]}/{LABELS[y]} {rate[x] / rate[y]:.2f}x"
+        + (
+            f" (build {build_rate[x] / rate[y]:.2f}x)"
+            if x in build_rate and y not in build_rate
+            else ""
+        )
+        + (
+            f" (build {build_rate[x] / build_rate[y]:.2f}x)"
+            if x in build_rate and y in build_rate
+            else ""
+        )
+        for x, y in pairs
+        if x in rate and y in rate
+    ]
+    if ratios:
+        print(f"   ratios: {'; '.join(ratios)}", flush=True)
+    if ok(s):
+        print(
+            f"   sftprep encoder: {s.get('encoder')}, {s.get('encoder_fallback_rows')} rows handed to hf"
         )
 
 
@@ -727,7 +784,7 @@ def main(argv=None) -> int:  # noqa: C901, PLR0915 - argument handling and the r
         help="sftprep --num-proc (default: --num-proc; 0 = sftprep's own choice)",
     )
     ap.add_argument("--tokenizer", default=str(DEFAULT_TOKENIZER))
-    ap.add_argument("--only", default=",".join(METHODS), help="comma list of sftprep,trl,ceiling")
+    ap.add_argument("--only", default=",".join(METHODS), help="comma list of " + ",".join(METHODS))
     ap.add_argument("--datasets", default="alpaca,synthetic", help="comma list of alpaca,synthetic")
     ap.add_argument(
         "--quick",
@@ -797,8 +854,8 @@ def main(argv=None) -> int:  # noqa: C901, PLR0915 - argument handling and the r
                             continue  # failed before
                         try:
                             runs[meth].append(
-                                run_sftprep(ds, a, work)
-                                if meth == "sftprep"
+                                run_sftprep(ds, a, work, "hf" if meth == "sftprep_hf" else "auto")
+                                if meth.startswith("sftprep")
                                 else run_worker(meth, ds, a, work)
                             )
                         except Exception as err:  # noqa: BLE001 -- report it and go on with the other methods

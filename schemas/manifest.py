@@ -110,6 +110,11 @@ class TokenizerEntry:
     pipeline: str = "tokenizer.json"
     """How the ids were made: `tokenizer.json` as shipped, or `transformers-5:<class>`, the
     pipeline transformers 5 rebuilds for that tokenizer class."""
+    encoder: str = "hf"
+    """Which encoder made the ids: hf (the tokenizers library) or fastokens (proven equal, see README)."""
+    encoder_version: str = ""
+    encoder_fallback_rows: int = 0
+    """Rows the fast encoder could not vouch for and HF encoded instead."""
 
     def __post_init__(self):
         if not self.base_fingerprint:
@@ -132,6 +137,9 @@ TOKENIZER_KEYS = (  # the order manifest.json has always had
     "added_tokens",
     "pad_vocab_to_multiple_of",
     "pipeline",
+    "encoder",
+    "encoder_version",
+    "encoder_fallback_rows",
 )
 
 

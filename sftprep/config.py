@@ -113,6 +113,8 @@ class BuildConfig:
     drawn or repeated with the seed; the split keeps its number of trained tokens."""
     shard_size_mb: int = 256
     """Approximate size of one shard file."""
+    encoder: Literal["auto", "hf", "fast"] = "auto"
+    """Token encoder: fast (fastokens, exact and proven so, see README), hf (the tokenizers library), or auto (fast when the tokenizer qualifies and fastokens is installed, else hf). The ids do not depend on it."""
     num_proc: int = 0
     """Worker processes (0 = all cores). The output does not depend on it."""
     overwrite: bool = False

@@ -26,6 +26,7 @@ from sftprep.errors import RowError, SftprepError
 from sftprep.parallel import chunked, in_worker_processes, pipelined, worker_processes
 from sftprep.source_settings import fraction_filter, mixture, source_config
 from sftprep.stages.chat_template import reads_date
+from sftprep.stages.fast_encoder import choose_encoder
 from sftprep.stages.fingerprint import build_fingerprint
 from sftprep.stages.formats import detect_format
 from sftprep.stages.length_policy import admit
@@ -149,6 +150,7 @@ def _build_locked(
             )
         refuse_foreign_files(out, existing)
     start = 0
+    choose_encoder(tokenizer, config.encoder)  # after the up-to-date check: loading it takes ~1 s
 
     with atomic_build_dir(out) as tmp:
         spills = {"train": Spill(tmp / SPILL_DIR, "train"), "eval": Spill(tmp / SPILL_DIR, "eval")}
@@ -179,7 +181,7 @@ def _build_locked(
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             elapsed_s=round(time.perf_counter() - started, 3),
             config=config.to_dict(),
-            tokenizer=tokenizer.manifest_entry(),
+            tokenizer=tokenizer.manifest_entry(sum(st.encoder_fallback_rows for st in stats)),
             sources=_source_entries(stats),
             splits=splits,
             dropped=dict(sorted(sum((st.dropped for st in stats), Counter()).items())),
@@ -285,6 +287,7 @@ def _count_and_spill(config, st: SourceStats, batches, spill, progress, take=Non
                     raise result.located(st.source.path, row_index)
                 st.dropped[result.reason] += 1
                 continue
+            st.encoder_fallback_rows += result.hf_fallback
             admitted = admit(
                 result, config.max_length, config.overlong, config.truncation_side, wrapped
             )
@@ -314,4 +317,5 @@ def _encoded_chunks(config: BuildConfig, tokenizer: LoadedTokenizer, tasks, sour
     if procs <= 1 or len(head) < POOL_MIN_CHUNKS:
         encoder = encoder_for(tokenizer, config)
         return pipelined(encoder.render, encoder.tokenize, encoder.finish, tasks)
-    return in_worker_processes(process_in_worker, tasks, procs, init_worker, (config,), source)
+    initargs = (config, tokenizer.encoder == "fastokens")
+    return in_worker_processes(process_in_worker, tasks, procs, init_worker, initargs, source)

@@ -5,6 +5,7 @@ import hashlib
 import json
 
 from schemas import FORMAT_VERSION
+from sftprep.stages.fast_encoder import fingerprint_part
 from sftprep.stages.source_stats import SourceStats
 from sftprep.stages.tokenizer import LoadedTokenizer
 from sftprep.version import __version__
@@ -13,6 +14,7 @@ NOT_IN_FINGERPRINT = (
     "out",
     "overwrite",
     "num_proc",
+    "encoder",
     "sources",
     "eval_sources",
     "tokenizer",
@@ -34,6 +36,7 @@ def build_fingerprint(config: dict, stats: list[SourceStats], tokenizer: LoadedT
         "chat_template": tokenizer.chat_template,
         "added_tokens": tokenizer.added_tokens,
         "pipeline": tokenizer.pipeline,
+        "encoder": fingerprint_part(config.get("encoder", "auto")),
     }
     encoded = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
     return hashlib.sha256(encoded).hexdigest()

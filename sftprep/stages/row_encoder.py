@@ -14,6 +14,7 @@ from sftprep.config import BuildConfig
 from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError
 from sftprep.stages.chat_template import compile_template, template_variables
+from sftprep.stages.fast_encoder import choose_encoder
 from sftprep.stages.formats import FormatSpec, make_normalizer
 from sftprep.stages.masks import finish_batch, tokenize_batch
 from sftprep.stages.render import Rendered, render_example, require_unicode
@@ -111,13 +112,21 @@ class RowEncoder:
 
     def tokenize(self, prepared: tuple[list, list, list]) -> list:
         """Rust only (the GIL is released): the tokenizer's Encodings of a rendered chunk."""
-        return tokenize_batch(prepared[1], self.tokenizer.backend, self.special_tokens)
+        return tokenize_batch(prepared[1], self.tokenizer.encoding_backend, self.special_tokens)
 
     def finish(self, prepared: tuple[list, list, list], encodings: list) -> list:
         """Python: ids and masks from the Encodings, slotted back among the chunk's bad rows."""
         results, rendered, slots = prepared
         for slot, enc in zip(
-            slots, finish_batch(rendered, encodings, self.bos_id, self.eos_id, self.special_tokens)
+            slots,
+            finish_batch(
+                rendered,
+                encodings,
+                self.bos_id,
+                self.eos_id,
+                self.special_tokens,
+                fast=self.tokenizer.fast is not None,
+            ),  # fmt: skip
         ):
             results[slot] = (results[slot][0], enc)
         return results
@@ -138,8 +147,9 @@ def encoder_for(tokenizer: LoadedTokenizer, config: BuildConfig) -> RowEncoder:
 _WORKER: RowEncoder | None = None
 
 
-def init_worker(config: BuildConfig) -> None:
-    """Pool initializer: load the tokenizer and compile the template once per process."""
+def init_worker(config: BuildConfig, fast: bool = False) -> None:
+    """Pool initializer: load the tokenizer and compile the template once per process; `fast`:
+    the build process chose the fast encoder, so every worker must use it too."""
     global _WORKER
     # Ctrl-C and a hang-up reach the whole process group: they are the parent's to handle, in one
     # line. SIGTERM is not ignored: it is how the pool stops its workers (Process.terminate).
@@ -151,6 +161,7 @@ def init_worker(config: BuildConfig) -> None:
     tokenizer = load_tokenizer(
         config.tokenizer, config.chat_template, config.pad_vocab_to_multiple_of
     )
+    choose_encoder(tokenizer, "fast" if fast else "hf")
     _WORKER = encoder_for(tokenizer, config)
 
 

@@ -52,6 +52,19 @@ class LoadedTokenizer:
     """Fingerprint after any tokens the build added (set once loading is complete)."""
     pipeline: str = AS_SHIPPED
     """Which pipeline encodes: tokenizer.json as shipped, or transformers 5's rebuild of it."""
+    fast: object = None
+    """The fast encoder (fast_encoder.FastBackend) when the build uses it, else None: `backend` encodes."""
+    encoder: str = "hf"
+    """Which encoder the build uses: hf or fastokens."""
+    encoder_version: str = ""
+    """The version of that encoder's package."""
+    encoder_note: str = ""
+    """Why it is that one (auto: why not fastokens)."""
+
+    @property
+    def encoding_backend(self):
+        """What encodes rows: the fast encoder if chosen, else the HF tokenizer."""
+        return self.fast if self.fast is not None else self.backend
 
     def token_id(self, key: str) -> int | None:
         """Id of the special token `key` (e.g. 'eos_token'), or None when it is not set."""
@@ -63,8 +76,9 @@ class LoadedTokenizer:
         """Number of distinct ids, added tokens included."""
         return self.backend.get_vocab_size(with_added_tokens=True)
 
-    def manifest_entry(self) -> TokenizerEntry:
-        """What the manifest records under `tokenizer`."""
+    def manifest_entry(self, fallback_rows: int = 0) -> TokenizerEntry:
+        """What the manifest records under `tokenizer` (`fallback_rows`: rows the fast encoder
+        handed to HF)."""
         template = self.chat_template
         return TokenizerEntry(
             name_or_path=self.name_or_path,
@@ -82,6 +96,9 @@ class LoadedTokenizer:
             added_tokens=tuple(self.added_tokens),
             pad_vocab_to_multiple_of=self.pad_vocab_to_multiple_of,
             pipeline=self.pipeline,
+            encoder=self.encoder,
+            encoder_version=self.encoder_version,
+            encoder_fallback_rows=fallback_rows,
         )
 
 

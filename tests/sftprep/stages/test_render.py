@@ -38,3 +38,34 @@ def test_subtract_removes_holes_from_spans():
     assert _subtract([(0, 10)], [(2, 4), (6, 7)]) == [(0, 2), (4, 6), (7, 10)]
     assert _subtract([(0, 5), (8, 9)], [(0, 9)]) == []
     assert _subtract([(3, 6)], [(0, 3), (6, 8)]) == [(3, 6)]
+
+
+def _reference_suffix_within(pattern: str, text: str, after: int) -> int:
+    """Brute force: the longest suffix of `pattern` that occurs in text[after:]."""
+    return max(k for k in range(len(pattern) + 1) if pattern[len(pattern) - k :] in text[after:])
+
+
+def _reference_suffix_continuing(turn: str, full: str, start: int) -> int:
+    """Brute force: the longest suffix of `turn` that full[start:] begins with."""
+    return max(k for k in range(len(turn) + 1) if full.startswith(turn[len(turn) - k :], start))
+
+
+def test_suffix_alignment_equals_brute_force_on_random_and_repetitive_strings():
+    """The str.find / binary-search versions (and their KMP fallback past 64 candidates) give the
+    brute-force answers, on small alphabets where borders are many and on one-letter runs."""
+    import random
+
+    from sftprep.stages.render import _longest_suffix_continuing, _longest_suffix_within
+
+    rng = random.Random(0)
+    fallbacks = 0
+    for trial in range(20000):
+        alphabet, size = ("a", 150) if trial % 7 == 0 else ("ab<|>\n" if trial % 2 else "ab", 14)
+        turn = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, size)))
+        full = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 2 * size)))
+        at = rng.randint(0, len(full))
+        assert _longest_suffix_within(turn, full, at) == _reference_suffix_within(turn, full, at)
+        expected = _reference_suffix_continuing(turn, full, at)
+        assert _longest_suffix_continuing(turn, full, at) == expected, (turn, full, at)
+        fallbacks += alphabet == "a" and len(turn) > 64 and expected < len(turn) - 64
+    assert fallbacks > 10, "guard: the KMP fallback ran"

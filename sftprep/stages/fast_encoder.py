@@ -1,0 +1,339 @@
+"""An exact fast encoder: `fastokens` (byte-level BPE in Rust, 45-66x the HF encoder per thread,
+measured on Qwen3, Llama-3 and SmolLM2) where the tokenizer qualifies, proven equal to HF.
+
+Exactness is checked, not assumed:
+- the tokenizer must qualify (`fast_encoder_problem`): BPE without byte fallback or dropout,
+  normalizer none or NFC, ByteLevel (or Split ... + ByteLevel) pre-tokenizer, no normalized added
+  tokens, every vocabulary entry a byte-level string;
+- at load, a probe set of adversarial strings must encode identically with both (`probe`);
+- in the build, every row of a worker's first chunk and every SAMPLE_EVERY-th row after it are
+  re-encoded with HF, and any difference stops the build (EncoderMismatch);
+- per row, HF encodes instead when fastokens raises (BaseException: a Rust panic is not an
+  Exception), when the ids' byte lengths do not add up to the text's UTF-8 length, or when an NFC
+  tokenizer meets text that is not NFC already. Those rows are counted (the manifest's
+  `encoder_fallback_rows`).
+
+fastokens gives no offsets; masks do not need them. Each token's byte length comes from the
+vocabulary (a byte-level token string has one character per byte; an added token is its content),
+so the ids' cumulative byte lengths are each token's end, and `token_range` maps a character span
+to the tokens overlapping its bytes with two binary searches: the HF rule (a token overlapping a
+span trains, a character split over several tokens trains them all), without per-token Python.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from dataclasses import dataclass
+
+import numpy as np
+
+from sftprep.errors import SftprepError
+
+SAMPLE_EVERY = 64
+"""After a worker's first chunk, every this-many-th row is also encoded with HF and compared."""
+
+PROBE_TEXTS = (
+    "",
+    " ",
+    "  \n\n\t  x",
+    "Hello, world! Hello,world!!  ",
+    "naïve café Ωmega ß ﬁ Å Å",  # composed and decomposed forms
+    "e\u0301 a\u0308 \u1e9b\u0323",  # combining marks
+    "日本語のテキスト、中文文本。한국어",
+    "emoji 👩‍👩‍👧‍👦 🏳️‍🌈 👍🏽 \U0001f600\U0001f601",
+    "מימין לשמאל עברית and العربية",
+    "digits 1234567890 3.14159 1,000,000 0x1F",
+    "tabs\tand\r\nwindows\r\nlines\x0b\x0c",
+    "control \x00\x01\x13\x1f\x7f chars",
+    "'s 't 're 've 'm 'll 'd 'S 'T",
+    "    def f(x):\n        return x  # code\n",
+    "a" * 300 + " " + "b" * 300,
+    "\u200b\u200c\u200d\ufeff zero widths",
+    "<|im_start|>user\nhi<|im_end|>\n<|endoftext|><s></s>",
+)
+
+
+class EncoderMismatch(SftprepError):
+    """The fast encoder gave other ids than HF for a row: the build stops (never a silent change)."""
+
+
+def fast_encoder_problem(tokenizer_json: dict) -> str | None:
+    """Why this tokenizer.json cannot use the fast encoder exactly, or None when it can."""
+    model = tokenizer_json.get("model") or {}
+    if model.get("type") != "BPE":
+        return f"its model is {model.get('type')}, not BPE"
+    if model.get("byte_fallback"):
+        return "it uses byte fallback"
+    if model.get("dropout"):
+        return "it uses BPE dropout"
+    normalizer = _normalizer(tokenizer_json)
+    if normalizer is not None and normalizer.get("type") != "NFC":
+        return f"its normalizer is {normalizer.get('type')}"
+    pre = tokenizer_json.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    kinds = [s.get("type") for s in steps]
+    if not kinds or kinds[-1] != "ByteLevel" or any(k != "Split" for k in kinds[:-1]):
+        return f"its pre-tokenizer is {'+'.join(map(str, kinds)) or 'none'}, not ByteLevel"
+    if normalizer is not None and any(
+        t.get("normalized") for t in tokenizer_json.get("added_tokens", [])
+    ):
+        return "it has normalized added tokens"
+    return None
+
+
+def _normalizer(tokenizer_json: dict) -> dict | None:
+    """The normalizer, with a Sequence of none or one step read as that step."""
+    normalizer = tokenizer_json.get("normalizer")
+    if normalizer and normalizer.get("type") == "Sequence" and len(normalizer["normalizers"]) <= 1:
+        return (normalizer["normalizers"] or [None])[0]
+    return normalizer
+
+
+@dataclass
+class FastEncoding:
+    """One row's ids from the fast encoder, with what masks need: each token's byte end."""
+
+    ids: np.ndarray
+    """int32, special tokens of the post-processor included."""
+    ends: np.ndarray
+    """int64 byte end of each text token (cumulative byte lengths), prefix tokens excluded."""
+    prefix: int
+    """Tokens the post-processor put before the text's own (e.g. BOS)."""
+    byte_at: np.ndarray | None
+    """Byte offset of each character (None: ASCII, character = byte)."""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def token_range(self, start: int, end: int) -> tuple[int, int] | None:
+        """Indices [first, stop) of the tokens whose bytes overlap characters [start, end)."""
+        if end <= start:
+            return None
+        b0, b1 = (start, end) if self.byte_at is None else (self.byte_at[start], self.byte_at[end])
+        first = int(np.searchsorted(self.ends, b0, side="right"))
+        starts_before = int(np.searchsorted(self.ends, b1, side="left"))
+        stop = min(starts_before + 1, len(self.ends))
+        if first >= stop:
+            return None
+        return first + self.prefix, stop + self.prefix
+
+    def first_token_is_added(self) -> bool:
+        """Whether token 0 is the post-processor's (no characters of the text)."""
+        return self.prefix > 0
+
+
+class FastBackend:
+    """encode_batch with HF's signature, answered by fastokens where that is exact (see module)."""
+
+    def __init__(self, hf, fast, byte_lengths: np.ndarray, nfc: bool, special: dict):
+        self.hf, self.fast, self.byte_lengths, self.nfc = hf, fast, byte_lengths, nfc
+        self.special = special
+        """add_special_tokens -> (prefix ids, suffix ids) the post-processor adds around a text."""
+        self.rows_seen = 0
+        self.first_chunk = True
+
+    def fresh(self) -> FastBackend:
+        """The same encoder for a new build: its first chunk is compared whole again."""
+        return FastBackend(self.hf, self.fast, self.byte_lengths, self.nfc, self.special)
+
+    def encode_batch(self, texts: list[str], add_special_tokens: bool = True) -> list:
+        """Per text: a FastEncoding, or HF's Encoding where the fast one could not be trusted."""
+        prefix, suffix = self.special[add_special_tokens]
+        flat = self._flat(texts)
+        out: list = []
+        for i, text in enumerate(texts):
+            ids = None if flat is None else flat[i]
+            encoding = None if ids is None else self._checked(text, ids, prefix, suffix)
+            out.append(encoding)
+        fallback = [i for i, e in enumerate(out) if e is None]
+        if fallback:
+            for i, enc in zip(
+                fallback,
+                self.hf.encode_batch(
+                    [texts[i] for i in fallback], add_special_tokens=add_special_tokens
+                ),
+            ):
+                out[i] = enc
+        self._compare_sample(texts, out, add_special_tokens)
+        return out
+
+    def _flat(self, texts: list[str]) -> list | None:
+        """fastokens' ids of each text (None for a text it raised on)."""
+        try:
+            ids, offsets = self.fast.encode_batch_flat(texts)
+        except BaseException:  # noqa: BLE001 - a Rust panic; encode one by one to find the row
+            return [self._one(t) for t in texts]
+        ids = np.frombuffer(ids, dtype="<u4")
+        offsets = np.frombuffer(offsets, dtype="<u8")
+        return [ids[offsets[i] : offsets[i + 1]] for i in range(len(texts))]
+
+    def _one(self, text: str):
+        try:
+            return np.asarray(self.fast.encode(text, add_special_tokens=False).ids, dtype=np.uint32)
+        except BaseException:  # noqa: BLE001 - see _flat
+            return None
+
+    def _checked(self, text: str, ids: np.ndarray, prefix, suffix) -> FastEncoding | None:
+        if self.nfc and not text.isascii() and not unicodedata.is_normalized("NFC", text):
+            return None
+        ends = np.cumsum(self.byte_lengths[ids], dtype=np.int64)
+        if text.isascii():
+            size, byte_at = len(text), None
+        else:
+            byte_at = _byte_offsets(text)
+            size = int(byte_at[-1])
+        if (ends[-1] if len(ends) else 0) != size or (
+            len(ends) and (np.diff(ends, prepend=0) <= 0).any()
+        ):
+            return None
+        all_ids = np.concatenate([prefix, ids.astype(np.int32), suffix]).astype(np.int32)
+        return FastEncoding(all_ids, ends, len(prefix), byte_at)
+
+    def _compare_sample(self, texts: list[str], out: list, add_special: bool) -> None:
+        """Re-encode the first chunk, then every SAMPLE_EVERY-th row, with HF; stop on a difference."""
+        if self.first_chunk:
+            chosen = range(len(texts))
+            self.first_chunk = False
+        else:
+            chosen = [i for i in range(len(texts)) if (self.rows_seen + i) % SAMPLE_EVERY == 0]
+        self.rows_seen += len(texts)
+        chosen = [i for i in chosen if isinstance(out[i], FastEncoding)]
+        if not chosen:
+            return
+        reference = self.hf.encode_batch([texts[i] for i in chosen], add_special_tokens=add_special)
+        for i, enc in zip(chosen, reference):
+            if not np.array_equal(out[i].ids, np.asarray(enc.ids, dtype=np.int32)):
+                raise EncoderMismatch(
+                    f"the fast encoder (fastokens) and the HF tokenizer give different ids for the "
+                    f"text {texts[i][:60]!r}...: the build stopped; rebuild with --encoder hf "
+                    "(and report the text to sftprep)"
+                )
+
+
+def _byte_offsets(text: str) -> np.ndarray:
+    """UTF-8 byte offset of every character of `text`, and its total length at the end."""
+    points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    width = 1 + (points >= 0x80) + (points >= 0x800) + (points >= 0x10000)
+    return np.concatenate([[0], np.cumsum(width, dtype=np.int64)])
+
+
+def byte_lengths(hf) -> np.ndarray | str:
+    """UTF-8 byte length of every id's text (added tokens: their content), or why it cannot be told."""
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    alphabet = set(ByteLevel.alphabet())
+    vocab = hf.get_vocab(with_added_tokens=False)
+    added = hf.get_added_tokens_decoder()
+    plain = {token: i for token, i in vocab.items() if i not in added}
+    if stray := set("".join(plain)) - alphabet:
+        return f"its vocabulary holds {sorted(stray)[0]!r}, not a byte-level character"
+    lengths = np.zeros(max([*vocab.values(), *added, 0]) + 1, dtype=np.int64)  # ids may have holes
+    lengths[np.fromiter(plain.values(), dtype=np.int64, count=len(plain))] = np.fromiter(
+        map(len, plain), dtype=np.int64, count=len(plain)
+    )
+    for i, token in added.items():
+        lengths[i] = len(token.content.encode("utf-8"))
+    return lengths
+
+
+def load_fast_backend(hf, mode: str, key=None) -> tuple[FastBackend | None, str]:
+    """The fast backend for this HF tokenizer (after sftprep added its tokens), or None and why.
+    mode: auto (None when it does not qualify or fastokens is missing) or fast (then an error).
+    With a `key` (the tokenizer's fingerprint), a process loads and probes each tokenizer once."""
+    if key is None or key not in _LOADED:
+        loaded = _load(hf)
+        if key is not None:
+            _LOADED[key] = loaded
+    problem, backend = loaded if key is None else _LOADED[key]
+    if problem and mode == "fast":
+        raise SftprepError(f"--encoder fast cannot be used: {problem}; use --encoder auto or hf")
+    return (None if backend is None else backend.fresh()), problem or "fastokens"
+
+
+def _load(hf) -> tuple[str | None, FastBackend | None]:
+    try:
+        import fastokens
+    except ModuleNotFoundError:
+        return "fastokens is not installed (pip install fastokens)", None
+    spec = json.loads(hf.to_str())
+    if problem := fast_encoder_problem(spec):
+        return f"the tokenizer does not qualify ({problem})", None
+    lengths = byte_lengths(hf)
+    if isinstance(lengths, str):
+        return f"the tokenizer does not qualify ({lengths})", None
+    try:
+        fast = fastokens.Tokenizer.from_json_str(hf.to_str())
+    except BaseException as err:  # noqa: BLE001 - a Rust panic on an unusual tokenizer.json
+        return f"fastokens cannot load the tokenizer ({type(err).__name__}: {err})", None
+    special = {flag: _special_ids(hf, flag) for flag in (True, False)}
+    if any(s is None for s in special.values()):
+        return "its post-processor does more than add tokens around the text", None
+    nfc = (_normalizer(spec) or {}).get("type") == "NFC"
+    backend = FastBackend(hf, fast, lengths, nfc, special)
+    if mismatch := probe(backend):
+        return mismatch, None
+    backend.first_chunk, backend.rows_seen = True, 0
+    return None, backend
+
+
+def _special_ids(hf, add_special: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """(prefix, suffix) ids the HF post-processor adds around a text, or None if it does more."""
+    plain = hf.encode("probe text", add_special_tokens=False).ids
+    full = hf.encode("probe text", add_special_tokens=add_special).ids
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return (
+                np.asarray(full[:start], dtype=np.int32),
+                np.asarray(full[start + len(plain) :], dtype=np.int32),
+            )
+    return None
+
+
+def probe(backend: FastBackend, texts=PROBE_TEXTS) -> str | None:
+    """None when every probe text encodes to HF's ids with both special-token settings (each
+    call's first chunk is compared whole, see _compare_sample), else what differs."""
+    for add_special in (True, False):
+        backend.first_chunk = True
+        try:
+            backend.encode_batch(list(texts), add_special_tokens=add_special)
+        except EncoderMismatch as err:
+            return f"the fast encoder differs from HF on a probe text ({err})"
+    return None
+
+
+def fingerprint_part(mode: str) -> list:
+    """What the build fingerprint holds of the encoder: the mode asked and the fastokens version
+    that could answer it (cheap: the up-to-date check runs before the encoder is loaded)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("fastokens")
+    except PackageNotFoundError:
+        installed = None
+    return [mode, None if mode == "hf" else installed]
+
+
+_LOADED: dict = {}
+"""tokenizer fingerprint -> (FastBackend | None, note): a process loads and probes it once."""
+
+
+def choose_encoder(tokenizer, mode: str) -> None:
+    """Set the tokenizer's encoder for --encoder `mode` (auto | hf | fast): its fast backend (or
+    None), name, version and why; in place, before the first row is encoded."""
+    if mode == "hf":
+        backend, note = None, "asked for (--encoder hf)"
+    else:
+        key = (tokenizer.fingerprint, tokenizer.pipeline)
+        backend, note = load_fast_backend(tokenizer.backend, mode, key)
+    tokenizer.fast = backend
+    if backend is None:
+        import tokenizers
+
+        tokenizer.encoder, tokenizer.encoder_version = "hf", tokenizers.__version__
+        tokenizer.encoder_note = note if mode == "hf" else f"hf: {note}"
+    else:
+        from importlib.metadata import version
+
+        tokenizer.encoder, tokenizer.encoder_version = "fastokens", version("fastokens")
+        tokenizer.encoder_note = "fastokens (exact: probed against hf, sampled during the build)"

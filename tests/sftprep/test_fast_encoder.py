@@ -1,0 +1,166 @@
+"""The fast encoder (sftprep/stages/fast_encoder.py) gives the HF encoder's ids and masks, byte for
+byte, on real tokenizers and data; rows it cannot vouch for go to HF and are counted; a difference
+stops the build; tokenizers it cannot encode exactly never use it."""
+
+import json
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from schemas.manifest import read_manifest
+from sftprep import build
+from sftprep.errors import SftprepError
+from sftprep.stages import fast_encoder
+from sftprep.stages.fast_encoder import FastEncoding, load_fast_backend
+from sftprep.stages.tokenizer import load_tokenizer
+from tests.conftest import TOKENIZER_NAMES, shared_data, shared_tokenizer
+from tests.sftprep.build_checks import check_build
+from tests.sftprep.chat_corpus import chats
+
+
+def write_sources(folder):
+    """Real chats of every structure, Alpaca rows and C4 text: one source of each format."""
+    folder.mkdir(exist_ok=True)
+    chat = folder / "chats.jsonl"
+    rows = [{k: v for k, v in c.items() if k != "kind"} for c in chats(150)]
+    chat.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return [str(chat), str(shared_data("alpaca_en_demo.json")), str(shared_data("c4_demo.jsonl"))]
+
+
+def built(tmp_path, name, sources, encoder, **extra):
+    out = tmp_path / f"{name}-{encoder}"
+    build(
+        {"sources": sources, "tokenizer": str(shared_tokenizer(name)), "out": str(out),
+         "max_length": 1024, "encoder": encoder, "num_proc": 1, "on_error": "skip", **extra}
+    )  # fmt: skip
+    return out, read_manifest(out)
+
+
+def shard_bytes(out):
+    return {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*.arrow"))}
+
+
+@pytest.mark.parametrize("name", [*TOKENIZER_NAMES, "gptoss"])
+def test_fast_and_hf_builds_are_byte_identical(tmp_path, name):
+    sources = write_sources(tmp_path / "src")
+    fast_out, fast = built(tmp_path, name, sources, "fast")
+    hf_out, hf = built(tmp_path, name, sources, "hf")
+    assert fast.tokenizer.encoder == "fastokens" and hf.tokenizer.encoder == "hf"
+    assert fast.tokenizer.encoder_version and fast.fingerprint != hf.fingerprint
+    assert shard_bytes(fast_out) == shard_bytes(hf_out) and shard_bytes(hf_out)
+    assert fast.sources == hf.sources and fast.splits == hf.splits
+    assert fast.tokenizer.encoder_fallback_rows == 0
+    check_build(fast_out)
+
+
+def test_token_ranges_equal_hf_offsets_on_random_spans():
+    """Masks come from token byte ends: every span maps to the tokens HF's offsets give."""
+    from sftprep.stages.masks import token_range
+
+    texts = [json.dumps(c, ensure_ascii=False) for c in chats(60)]
+    texts += list(fast_encoder.PROBE_TEXTS)
+    rng = np.random.default_rng(0)
+    for name in TOKENIZER_NAMES:
+        hf = load_tokenizer(str(shared_tokenizer(name))).backend
+        backend, why = load_fast_backend(hf, "fast")
+        compared = 0
+        fast_encoded = backend.encode_batch(texts, add_special_tokens=True)
+        hf_encoded = hf.encode_batch(texts, add_special_tokens=True)
+        for text, fast, ref in zip(texts, fast_encoded, hf_encoded):
+            if not isinstance(fast, FastEncoding):  # handed to HF, by design only for these:
+                # a byte SmolLM2's vocabulary lacks, or non-NFC text for an NFC tokenizer (Qwen3)
+                assert "\x13" in text or not unicodedata.is_normalized("NFC", text), (name, text)
+                continue
+            for a, b in rng.integers(0, len(text) + 1, (20, 2)):
+                a, b = min(a, b), max(a, b)
+                assert fast.token_range(a, b) == token_range(ref, a, b), (name, text[a:b])
+                compared += a < b
+        assert compared > 1000
+
+
+class Panicking:
+    """fastokens, but panicking (a BaseException, as a Rust panic is) on texts with `word`."""
+
+    def __init__(self, real, word):
+        self.real, self.word = real, word
+
+    def encode_batch_flat(self, texts):
+        if any(self.word in t for t in texts):
+            raise BaseException("simulated panic")
+        return self.real.encode_batch_flat(texts)
+
+    def encode(self, text, add_special_tokens=False):
+        if self.word in text:
+            raise BaseException("simulated panic")
+        return self.real.encode(text, add_special_tokens=add_special_tokens)
+
+
+def test_rows_the_fast_encoder_cannot_vouch_for_go_to_hf_and_are_counted(tmp_path, monkeypatch):
+    import fastokens
+
+    sources = write_sources(tmp_path / "src")
+    monkeypatch.setattr(fast_encoder, "_LOADED", {})  # load it again, through the patch
+    real = fastokens.Tokenizer.from_json_str
+    monkeypatch.setattr(
+        fastokens.Tokenizer, "from_json_str", lambda text: Panicking(real(text), "poem")
+    )
+    fast_out, fast = built(tmp_path, "qwen3", sources, "fast")
+    hf_out, _ = built(tmp_path, "qwen3", sources, "hf")
+    assert shard_bytes(fast_out) == shard_bytes(hf_out)
+    lines = [line for source in sources[::2] for line in Path(source).read_text().splitlines()]
+    rows = [json.dumps(r) for r in json.loads(Path(sources[1]).read_text())]
+    poems = sum("poem" in row for row in lines + rows)  # rows whose text holds the word
+    assert 0 < fast.tokenizer.encoder_fallback_rows <= poems
+
+
+def test_a_sampled_row_that_differs_stops_the_build(tmp_path, monkeypatch):
+    sources = write_sources(tmp_path / "src")
+    real = fast_encoder.FastBackend._checked
+
+    def wrong(self, text, ids, prefix, suffix):
+        encoding = real(self, text, ids, prefix, suffix)
+        if encoding is not None and len(encoding.ids) > 3 and not self.first_chunk:
+            encoding.ids = encoding.ids.copy()
+            encoding.ids[-1] = encoding.ids[-2]  # what a wrong merge would give
+        return encoding
+
+    monkeypatch.setattr(fast_encoder.FastBackend, "_checked", wrong)
+    with pytest.raises(fast_encoder.EncoderMismatch, match="--encoder hf"):
+        built(tmp_path, "qwen3", sources, "fast")
+    assert not (tmp_path / "qwen3-fast").exists(), "nothing half-written"
+
+
+@pytest.mark.parametrize("name", ["gemma2", "mistral"])
+def test_tokenizers_that_do_not_qualify_use_hf(tmp_path, name):
+    src = write_sources(tmp_path / "src")[1:2]
+    _, manifest = built(tmp_path, name, src, "auto")
+    assert manifest.tokenizer.encoder == "hf"
+    with pytest.raises(SftprepError, match="--encoder fast cannot be used: .*byte fallback"):
+        built(tmp_path, name, src, "fast", overwrite=True)
+
+
+def test_qualification_rules():
+    base = {
+        "model": {"type": "BPE", "byte_fallback": False, "dropout": None},
+        "normalizer": None,
+        "pre_tokenizer": {"type": "ByteLevel"},
+        "added_tokens": [],
+    }
+    assert fast_encoder.fast_encoder_problem(base) is None
+    split = {"type": "Sequence", "pretokenizers": [{"type": "Split"}, {"type": "ByteLevel"}]}
+    assert fast_encoder.fast_encoder_problem({**base, "pre_tokenizer": split}) is None
+    refused = {
+        "unigram": {**base, "model": {"type": "Unigram"}},
+        "dropout": {**base, "model": {**base["model"], "dropout": 0.1}},
+        "nfkc": {**base, "normalizer": {"type": "NFKC"}},
+        "metaspace": {**base, "pre_tokenizer": {"type": "Metaspace"}},
+        "normalized added": {
+            **base,
+            "normalizer": {"type": "NFC"},
+            "added_tokens": [{"content": "<x>", "normalized": True}],
+        },
+    }
+    for what, spec in refused.items():
+        assert fast_encoder.fast_encoder_problem(spec) is not None, what
