@@ -206,6 +206,7 @@ def run_sftprep(ds: dict, a, work: Path, encoder: str = "auto") -> dict:
         rows_read=src["rows_read"],
         encoder=man["tokenizer"].get("encoder"),
         encoder_fallback_rows=man["tokenizer"].get("encoder_fallback_rows"),
+        encoder_hf_rows=man["tokenizer"].get("encoder_hf_rows"),
         out_mb=sum(s.get("bytes", s.get("size", 0)) for s in split["shards"]) / 1e6
         if split.get("shards")
         else None,
@@ -704,7 +705,8 @@ def print_ratios(res: dict) -> None:
         print(f"   ratios: {'; '.join(ratios)}", flush=True)
     if ok(s):
         print(
-            f"   sftprep encoder: {s.get('encoder')}, {s.get('encoder_fallback_rows')} rows handed to hf"
+            f"   sftprep encoder: {s.get('encoder')}; rows hf encoded: {s.get('encoder_hf_rows')} "
+            f"(while fastokens loaded, or handed back: {s.get('encoder_fallback_rows')})"
         )
 
 

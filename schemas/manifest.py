@@ -115,6 +115,8 @@ class TokenizerEntry:
     encoder_version: str = ""
     encoder_fallback_rows: int = 0
     """Rows the fast encoder could not vouch for and HF encoded instead."""
+    encoder_hf_rows: int = 0
+    """Rows HF encoded: those fallbacks, and any encoded while fastokens was still loading."""
 
     def __post_init__(self):
         if not self.base_fingerprint:
@@ -140,6 +142,7 @@ TOKENIZER_KEYS = (  # the order manifest.json has always had
     "encoder",
     "encoder_version",
     "encoder_fallback_rows",
+    "encoder_hf_rows",
 )
 
 

@@ -150,7 +150,9 @@ def _build_locked(
             )
         refuse_foreign_files(out, existing)
     start = 0
-    choose_encoder(tokenizer, config.encoder)  # after the up-to-date check: loading it takes ~1 s
+    choose_encoder(
+        tokenizer, config.encoder
+    )  # after the up-to-date check; fastokens loads on first use
 
     with atomic_build_dir(out) as tmp:
         spills = {"train": Spill(tmp / SPILL_DIR, "train"), "eval": Spill(tmp / SPILL_DIR, "eval")}
@@ -181,7 +183,7 @@ def _build_locked(
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             elapsed_s=round(time.perf_counter() - started, 3),
             config=config.to_dict(),
-            tokenizer=tokenizer.manifest_entry(sum(st.encoder_fallback_rows for st in stats)),
+            tokenizer=tokenizer.manifest_entry(sum((st.encoded_by for st in stats), Counter())),
             sources=_source_entries(stats),
             splits=splits,
             dropped=dict(sorted(sum((st.dropped for st in stats), Counter()).items())),
@@ -287,7 +289,7 @@ def _count_and_spill(config, st: SourceStats, batches, spill, progress, take=Non
                     raise result.located(st.source.path, row_index)
                 st.dropped[result.reason] += 1
                 continue
-            st.encoder_fallback_rows += result.hf_fallback
+            st.encoded_by[result.encoded_by] += 1
             admitted = admit(
                 result, config.max_length, config.overlong, config.truncation_side, wrapped
             )

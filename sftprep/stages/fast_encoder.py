@@ -22,7 +22,9 @@ span trains, a character split over several tokens trains them all), without per
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import threading
 import unicodedata
 from dataclasses import dataclass
 
@@ -319,21 +321,73 @@ _LOADED: dict = {}
 
 
 def choose_encoder(tokenizer, mode: str) -> None:
-    """Set the tokenizer's encoder for --encoder `mode` (auto | hf | fast): its fast backend (or
-    None), name, version and why; in place, before the first row is encoded."""
-    if mode == "hf":
-        backend, note = None, "asked for (--encoder hf)"
-    else:
-        key = (tokenizer.fingerprint, tokenizer.pipeline)
-        backend, note = load_fast_backend(tokenizer.backend, mode, key)
-    tokenizer.fast = backend
-    if backend is None:
-        import tokenizers
+    """Set the tokenizer's encoder for --encoder `mode` (auto | hf | fast): name, version, why,
+    and (fastokens) a LazyFast that loads and probes it on first use; in place, before the first
+    row is encoded. Only the cheap qualification runs here (loading fastokens takes about a
+    second for a 150k vocabulary): a process that encodes nothing never pays for it."""
+    import tokenizers
 
+    problem = "asked for (--encoder hf)" if mode == "hf" else _cheap_problem(tokenizer.backend)
+    if problem and mode == "fast":
+        raise SftprepError(f"--encoder fast cannot be used: {problem}; use --encoder auto or hf")
+    if problem:
+        tokenizer.fast = None
         tokenizer.encoder, tokenizer.encoder_version = "hf", tokenizers.__version__
-        tokenizer.encoder_note = note if mode == "hf" else f"hf: {note}"
-    else:
-        from importlib.metadata import version
+        tokenizer.encoder_note = problem if mode == "hf" else f"hf: {problem}"
+        return
+    from importlib.metadata import version
 
-        tokenizer.encoder, tokenizer.encoder_version = "fastokens", version("fastokens")
-        tokenizer.encoder_note = "fastokens (exact: probed against hf, sampled during the build)"
+    key = (tokenizer.fingerprint, tokenizer.pipeline)
+    tokenizer.fast = LazyFast(tokenizer.backend, mode, key)
+    tokenizer.encoder, tokenizer.encoder_version = "fastokens", version("fastokens")
+    tokenizer.encoder_note = "fastokens (exact: probed against hf, sampled during the build)"
+
+
+def _cheap_problem(hf) -> str | None:
+    """Why the fast encoder cannot be used, as far as it can be told without loading it."""
+    if importlib.util.find_spec("fastokens") is None:
+        return "fastokens is not installed (pip install fastokens)"
+    problem = fast_encoder_problem(json.loads(hf.to_str()))
+    return f"the tokenizer does not qualify ({problem})" if problem else None
+
+
+class LazyFast:
+    """The fast backend, loaded and probed once, by the first thread that asks (`start` asks in
+    a background thread, so that loading overlaps the first render: fastokens releases the GIL
+    while it parses). If it fails in auto mode every row goes to HF, counted as a fallback."""
+
+    def __init__(self, hf, mode: str, key):
+        self.hf, self.mode, self.key = hf, mode, key
+        self._lock = threading.Lock()
+        self._done = False
+        self._backend: FastBackend | None = None
+        self._error: SftprepError | None = None
+
+    def start(self) -> None:
+        """Begin loading in a background thread (no-op once loaded)."""
+        if not self._done:
+            threading.Thread(target=self._load_quietly, daemon=True).start()
+
+    def current(self) -> FastBackend | None:
+        """The backend if loaded, else None at once (auto: HF encodes meanwhile); --encoder
+        fast waits for it (and raises its error)."""
+        if self.mode == "fast":
+            return self.get()
+        return self._backend if self._done else None
+
+    def get(self) -> FastBackend | None:
+        """The loaded backend (None: use HF); raises the load's SftprepError in fast mode."""
+        self._load_quietly()
+        if self._error is not None:
+            raise self._error
+        return self._backend
+
+    def _load_quietly(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            try:
+                self._backend, _ = load_fast_backend(self.hf, self.mode, self.key)
+            except SftprepError as err:
+                self._error = err
+            self._done = True

@@ -28,8 +28,8 @@ class Encoded:
     """uint8, 1 = counts toward the loss"""
     loss_tokens: int = -1
     """How many tokens count toward the loss (computed from the mask when not given)."""
-    hf_fallback: bool = False
-    """The fast encoder was chosen but could not vouch for this row, so HF encoded it."""
+    encoded_by: str = "hf"
+    """fastokens, hf, or hf-fallback (the fast encoder ran but could not vouch for this row)."""
 
     def __post_init__(self):
         if self.loss_tokens < 0:
@@ -74,8 +74,9 @@ def finish_batch(
     out = []
     for r, enc in zip(rendered, encodings):
         encoded = _encode_one(enc, r, bos_id, eos_id, r.append_eos and special_tokens)
-        if fast and isinstance(encoded, Encoded) and not isinstance(enc, FastEncoding):
-            encoded = dataclasses.replace(encoded, hf_fallback=True)
+        if isinstance(encoded, Encoded) and fast:
+            by = "fastokens" if isinstance(enc, FastEncoding) else "hf-fallback"
+            encoded = dataclasses.replace(encoded, encoded_by=by)
         out.append(encoded)
     return out
 

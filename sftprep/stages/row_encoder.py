@@ -55,6 +55,8 @@ class RowEncoder:
         self.bos_id = self.tokenizer.token_id("bos_token")
         self.eos_id = self.tokenizer.token_id("eos_token")
         self._normalizers: dict[tuple, Callable] = {}
+        if self.tokenizer.fast is not None:
+            self.tokenizer.fast.start()  # loads while the first chunk is read and rendered
 
     def process(self, spec: FormatSpec, chunk: list) -> list:
         """Encode a chunk of (row_index, row | RowError); bad rows come back as RowError."""
@@ -110,13 +112,17 @@ class RowEncoder:
         """Second half: tokenize and mask a rendered chunk."""
         return self.finish(prepared, self.tokenize(prepared))
 
-    def tokenize(self, prepared: tuple[list, list, list]) -> list:
-        """Rust only (the GIL is released): the tokenizer's Encodings of a rendered chunk."""
-        return tokenize_batch(prepared[1], self.tokenizer.encoding_backend, self.special_tokens)
+    def tokenize(self, prepared: tuple[list, list, list]) -> tuple[list, bool]:
+        """Rust only (the GIL is released): the Encodings of a rendered chunk, and whether the
+        fast encoder made them (while it is still loading, HF encodes: never a wait)."""
+        fast = None if self.tokenizer.fast is None else self.tokenizer.fast.current()
+        backend = self.tokenizer.backend if fast is None else fast
+        return tokenize_batch(prepared[1], backend, self.special_tokens), fast is not None
 
-    def finish(self, prepared: tuple[list, list, list], encodings: list) -> list:
+    def finish(self, prepared: tuple[list, list, list], tokenized: tuple[list, bool]) -> list:
         """Python: ids and masks from the Encodings, slotted back among the chunk's bad rows."""
         results, rendered, slots = prepared
+        encodings, fast = tokenized
         for slot, enc in zip(
             slots,
             finish_batch(
@@ -125,7 +131,7 @@ class RowEncoder:
                 self.bos_id,
                 self.eos_id,
                 self.special_tokens,
-                fast=self.tokenizer.fast is not None,
+                fast=fast,
             ),  # fmt: skip
         ):
             results[slot] = (results[slot][0], enc)
@@ -161,7 +167,7 @@ def init_worker(config: BuildConfig, fast: bool = False) -> None:
     tokenizer = load_tokenizer(
         config.tokenizer, config.chat_template, config.pad_vocab_to_multiple_of
     )
-    choose_encoder(tokenizer, "fast" if fast else "hf")
+    choose_encoder(tokenizer, "auto" if fast else "hf")
     _WORKER = encoder_for(tokenizer, config)
 
 

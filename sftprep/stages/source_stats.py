@@ -56,8 +56,8 @@ class SourceStats:
     spill_range: tuple[int, int] = (0, 0)
     """Spill positions [first, end) of this source's pieces, as read."""
     stamp: tuple = ()
-    encoder_fallback_rows: int = 0
-    """Rows the fast encoder handed to HF (see fast_encoder.py); the manifest sums them."""
+    encoded_by: Counter = field(default_factory=Counter)
+    """Rows per encoder (fastokens, hf, hf-fallback; see fast_encoder.py); the manifest sums them."""
     """sources.source_stamp before the build hashed the source (checked once it is read)."""
 
     def count_kept(self, pieces: list[Encoded], cut: int) -> None:

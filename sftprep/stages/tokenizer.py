@@ -3,9 +3,11 @@ the special tokens and chat template from its config files, and fingerprints of 
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tokenizers
 from tokenizers import AddedToken, Tokenizer
 
 from schemas import tokenizer_fingerprint
@@ -53,18 +55,13 @@ class LoadedTokenizer:
     pipeline: str = AS_SHIPPED
     """Which pipeline encodes: tokenizer.json as shipped, or transformers 5's rebuild of it."""
     fast: object = None
-    """The fast encoder (fast_encoder.FastBackend) when the build uses it, else None: `backend` encodes."""
+    """The fast encoder (a fast_encoder.LazyFast) when the build uses it, else None."""
     encoder: str = "hf"
     """Which encoder the build uses: hf or fastokens."""
     encoder_version: str = ""
     """The version of that encoder's package."""
     encoder_note: str = ""
     """Why it is that one (auto: why not fastokens)."""
-
-    @property
-    def encoding_backend(self):
-        """What encodes rows: the fast encoder if chosen, else the HF tokenizer."""
-        return self.fast if self.fast is not None else self.backend
 
     def token_id(self, key: str) -> int | None:
         """Id of the special token `key` (e.g. 'eos_token'), or None when it is not set."""
@@ -76,9 +73,11 @@ class LoadedTokenizer:
         """Number of distinct ids, added tokens included."""
         return self.backend.get_vocab_size(with_added_tokens=True)
 
-    def manifest_entry(self, fallback_rows: int = 0) -> TokenizerEntry:
-        """What the manifest records under `tokenizer` (`fallback_rows`: rows the fast encoder
-        handed to HF)."""
+    def manifest_entry(self, encoded_by: Counter | None = None) -> TokenizerEntry:
+        """What the manifest records under `tokenizer`; `encoded_by`: rows per encoder
+        (fastokens, hf, hf-fallback: rows the fast encoder handed to HF)."""
+        encoded_by = encoded_by or Counter()
+        fast = encoded_by["fastokens"] > 0
         template = self.chat_template
         return TokenizerEntry(
             name_or_path=self.name_or_path,
@@ -96,9 +95,10 @@ class LoadedTokenizer:
             added_tokens=tuple(self.added_tokens),
             pad_vocab_to_multiple_of=self.pad_vocab_to_multiple_of,
             pipeline=self.pipeline,
-            encoder=self.encoder,
-            encoder_version=self.encoder_version,
-            encoder_fallback_rows=fallback_rows,
+            encoder="fastokens" if fast else "hf",
+            encoder_version=self.encoder_version if fast else tokenizers.__version__,
+            encoder_fallback_rows=encoded_by["hf-fallback"],
+            encoder_hf_rows=encoded_by["hf"] + encoded_by["hf-fallback"],
         )
 
 

@@ -51,7 +51,8 @@ def test_fast_and_hf_builds_are_byte_identical(tmp_path, name):
     assert fast.tokenizer.encoder_version and fast.fingerprint != hf.fingerprint
     assert shard_bytes(fast_out) == shard_bytes(hf_out) and shard_bytes(hf_out)
     assert fast.sources == hf.sources and fast.splits == hf.splits
-    assert fast.tokenizer.encoder_fallback_rows == 0
+    assert fast.tokenizer.encoder_fallback_rows == fast.tokenizer.encoder_hf_rows == 0
+    assert hf.tokenizer.encoder_hf_rows == sum(s.rows_kept for s in hf.sources)
     check_build(fast_out)
 
 
@@ -112,7 +113,7 @@ def test_rows_the_fast_encoder_cannot_vouch_for_go_to_hf_and_are_counted(tmp_pat
     lines = [line for source in sources[::2] for line in Path(source).read_text().splitlines()]
     rows = [json.dumps(r) for r in json.loads(Path(sources[1]).read_text())]
     poems = sum("poem" in row for row in lines + rows)  # rows whose text holds the word
-    assert 0 < fast.tokenizer.encoder_fallback_rows <= poems
+    assert 0 < fast.tokenizer.encoder_fallback_rows == fast.tokenizer.encoder_hf_rows <= poems
 
 
 def test_a_sampled_row_that_differs_stops_the_build(tmp_path, monkeypatch):
