@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: set up .venv if needed, then run the tests (CPU, offline).
-#   bash tests/run.sh            the fast tier: everything not marked slow (about 3 minutes on 2 cores)
+#   bash tests/run.sh            the fast tier: everything not marked slow (about 4.5 minutes on 2 cores)
 #   bash tests/run.sh --all      every test, slow ones included (what CI runs)
 # Other arguments go to pytest, e.g. `bash tests/run.sh tests/sftprep -k masks`.
 set -euo pipefail
