@@ -359,14 +359,18 @@ class LazyFast:
     def __init__(self, hf, mode: str, key):
         self.hf, self.mode, self.key = hf, mode, key
         self._lock = threading.Lock()
+        self._started = False
         self._done = False
         self._backend: FastBackend | None = None
         self._error: SftprepError | None = None
 
     def start(self) -> None:
-        """Begin loading in a background thread (no-op once loaded)."""
-        if not self._done:
-            threading.Thread(target=self._load_quietly, daemon=True).start()
+        """Begin loading in a background thread, once. Not a daemon: a daemon thread still inside
+        Rust when the interpreter exits (Ctrl-C, an error) aborts with "FATAL: exception not
+        rethrown"; exit waits for the load instead (about a second at most)."""
+        if not self._started:
+            self._started = True
+            threading.Thread(target=self._load_quietly, name="fastokens-load").start()
 
     def current(self) -> FastBackend | None:
         """The backend if loaded, else None at once (auto: HF encodes meanwhile); --encoder
