@@ -57,6 +57,11 @@ def resolve_attn(name: str, dtype: torch.dtype, model_class=None) -> tuple[str, 
         raise SfttrainError(
             f"--attn flash_attention_2 needs the flash-attn package: {GPU_EXTRA}, or use --attn sdpa"
         )
+    if name == "flex_attention" and not torch.cuda.is_available():
+        raise SfttrainError(
+            "--attn flex_attention: torch's FlexAttention has no backward pass on CPU, so it "
+            "cannot train here; use --attn sdpa or eager on CPU (flex_attention on a CUDA machine)"
+        )
     if name != "auto":
         if not _supports(model_class, name):
             raise SfttrainError(

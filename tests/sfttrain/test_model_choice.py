@@ -90,3 +90,12 @@ def test_bf16_full_fine_tuning_keeps_fp32_master_weights(tmp_path, base_config, 
     pure, kept_pure = one_step_changes(tmp_path, base_config, "bf16-pure", "pure")
     assert kept_pure == torch.bfloat16 and pure < 0.9 * changed, "the control: bf16 loses updates"
     assert "warning: --dtype bf16-pure trains bf16 weights" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for CPU machines")
+def test_flex_attention_on_cpu_is_one_line_not_a_backward_traceback(tmp_path, base_config):
+    data = write_build(tmp_path / "b", random_rows(2, 32))
+    config = {**base_config, "data": str(data), "max_steps": 1, "attn": "flex_attention"}
+    with pytest.raises(SfttrainError, match="FlexAttention has no backward pass on CPU") as err:
+        sfttrain.train(config)
+    assert "\n" not in str(err.value)
