@@ -150,9 +150,8 @@ def _build_locked(
             )
         refuse_foreign_files(out, existing)
     start = 0
-    choose_encoder(
-        tokenizer, config.encoder
-    )  # after the up-to-date check; fastokens loads on first use
+    # after the up-to-date check, which never needs the encoder; fastokens loads on first use
+    choose_encoder(tokenizer, config.encoder)
 
     with atomic_build_dir(out) as tmp:
         spills = {"train": Spill(tmp / SPILL_DIR, "train"), "eval": Spill(tmp / SPILL_DIR, "eval")}

@@ -106,7 +106,7 @@ class TrainConfig:
     check_isolation: bool = True
     """Before training, refuse a model whose layers let one packed example change the next one's logits (recurrent / linear-attention layers without a kernel that restarts per example): two 32-token forwards."""
     loss_chunk_tokens: int = 2048
-    """Training cross-entropy in chunks of this many tokens, so the full [tokens, vocab] logits never exist (exact; on for Llama, Mistral, Qwen2/3, Phi3, SmolLM3, OLMo2, off elsewhere and under FSDP/DeepSpeed); 0 turns it off."""
+    """Training cross-entropy in chunks of this many tokens, so the full tokens x vocab logits never exist (exact; on for Llama, Mistral, Qwen2/3, Phi3, SmolLM3, OLMo2, off elsewhere and under FSDP/DeepSpeed); 0 turns it off."""
     neftune_alpha: float | None = None
     """NEFTune noise alpha for the embeddings, scaled per packed example (alpha/sqrt(L·d), L its length); unset turns it off."""
 

@@ -142,12 +142,10 @@ class FastBackend:
     def encode_batch(self, texts: list[str], add_special_tokens: bool = True) -> list:
         """Per text: a FastEncoding, or HF's Encoding where the fast one could not be trusted."""
         prefix, suffix = self.special[add_special_tokens]
-        flat = self._flat(texts)
-        out: list = []
-        for i, text in enumerate(texts):
-            ids = None if flat is None else flat[i]
-            encoding = None if ids is None else self._checked(text, ids, prefix, suffix)
-            out.append(encoding)
+        out: list = [
+            None if ids is None else self._checked(text, ids, prefix, suffix)
+            for text, ids in zip(texts, self._flat(texts))
+        ]
         fallback = [i for i, e in enumerate(out) if e is None]
         if fallback:
             for i, enc in zip(
@@ -160,7 +158,7 @@ class FastBackend:
         self._compare_sample(texts, out, add_special_tokens)
         return out
 
-    def _flat(self, texts: list[str]) -> list | None:
+    def _flat(self, texts: list[str]) -> list:
         """fastokens' ids of each text (None for a text it raised on)."""
         try:
             ids, offsets = self.fast.encode_batch_flat(texts)
@@ -249,23 +247,26 @@ def load_fast_backend(hf, mode: str, key=None) -> tuple[FastBackend | None, str]
             _LOADED[key] = loaded
     problem, backend = loaded if key is None else _LOADED[key]
     if problem and mode == "fast":
-        raise SftprepError(f"--encoder fast cannot be used: {problem}; use --encoder auto or hf")
+        raise _refusal(problem)
     return (None if backend is None else backend.fresh()), problem or "fastokens"
 
 
+def _refusal(problem: str) -> SftprepError:
+    return SftprepError(f"--encoder fast cannot be used: {problem}; use --encoder auto or hf")
+
+
 def _load(hf) -> tuple[str | None, FastBackend | None]:
-    try:
-        import fastokens
-    except ModuleNotFoundError:
-        return "fastokens is not installed (pip install fastokens)", None
-    spec = json.loads(hf.to_str())
-    if problem := fast_encoder_problem(spec):
-        return f"the tokenizer does not qualify ({problem})", None
+    text = hf.to_str()
+    spec = json.loads(text)
+    if problem := _cheap_problem(spec):
+        return problem, None
+    import fastokens
+
     lengths = byte_lengths(hf)
     if isinstance(lengths, str):
         return f"the tokenizer does not qualify ({lengths})", None
     try:
-        fast = fastokens.Tokenizer.from_json_str(hf.to_str())
+        fast = fastokens.Tokenizer.from_json_str(text)
     except BaseException as err:  # noqa: BLE001 - a Rust panic on an unusual tokenizer.json
         return f"fastokens cannot load the tokenizer ({type(err).__name__}: {err})", None
     special = {flag: _special_ids(hf, flag) for flag in (True, False)}
@@ -275,7 +276,6 @@ def _load(hf) -> tuple[str | None, FastBackend | None]:
     backend = FastBackend(hf, fast, lengths, nfc, special)
     if mismatch := probe(backend):
         return mismatch, None
-    backend.first_chunk, backend.rows_seen = True, 0
     return None, backend
 
 
@@ -321,33 +321,31 @@ _LOADED: dict = {}
 
 
 def choose_encoder(tokenizer, mode: str) -> None:
-    """Set the tokenizer's encoder for --encoder `mode` (auto | hf | fast): name, version, why,
-    and (fastokens) a LazyFast that loads and probes it on first use; in place, before the first
+    """Set the tokenizer's encoder for --encoder `mode` (auto | hf | fast): name, version and
+    (fastokens) a LazyFast that loads and probes it on first use; in place, before the first
     row is encoded. Only the cheap qualification runs here (loading fastokens takes about a
     second for a 150k vocabulary): a process that encodes nothing never pays for it."""
     import tokenizers
 
-    problem = "asked for (--encoder hf)" if mode == "hf" else _cheap_problem(tokenizer.backend)
-    if problem and mode == "fast":
-        raise SftprepError(f"--encoder fast cannot be used: {problem}; use --encoder auto or hf")
-    if problem:
+    if mode == "hf" or (problem := _cheap_problem(json.loads(tokenizer.backend.to_str()))):
+        if mode == "fast":
+            raise _refusal(problem)
         tokenizer.fast = None
         tokenizer.encoder, tokenizer.encoder_version = "hf", tokenizers.__version__
-        tokenizer.encoder_note = problem if mode == "hf" else f"hf: {problem}"
         return
     from importlib.metadata import version
 
     key = (tokenizer.fingerprint, tokenizer.pipeline)
     tokenizer.fast = LazyFast(tokenizer.backend, mode, key)
     tokenizer.encoder, tokenizer.encoder_version = "fastokens", version("fastokens")
-    tokenizer.encoder_note = "fastokens (exact: probed against hf, sampled during the build)"
 
 
-def _cheap_problem(hf) -> str | None:
-    """Why the fast encoder cannot be used, as far as it can be told without loading it."""
+def _cheap_problem(spec: dict) -> str | None:
+    """Why the fast encoder cannot be used for this tokenizer.json, as far as it can be told
+    without loading it: fastokens missing, or the tokenizer does not qualify."""
     if importlib.util.find_spec("fastokens") is None:
         return "fastokens is not installed (pip install fastokens)"
-    problem = fast_encoder_problem(json.loads(hf.to_str()))
+    problem = fast_encoder_problem(spec)
     return f"the tokenizer does not qualify ({problem})" if problem else None
 
 

@@ -60,8 +60,6 @@ class LoadedTokenizer:
     """Which encoder the build uses: hf or fastokens."""
     encoder_version: str = ""
     """The version of that encoder's package."""
-    encoder_note: str = ""
-    """Why it is that one (auto: why not fastokens)."""
 
     def token_id(self, key: str) -> int | None:
         """Id of the special token `key` (e.g. 'eos_token'), or None when it is not set."""
