@@ -22,6 +22,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError, SftprepError
+from sftprep.stages.prefix_renders import Watched, prefix_local_problem, watched_render
 from sftprep.stages.render_budget import (
     MAX_RENDER_MB,
     RENDER_SECONDS,
@@ -243,6 +244,7 @@ def compile_template(
     # Jinja keeps a template's globals as a ChainMap over the environment's, and copies them into
     # a new dict on every render; a flat dict makes that copy several times cheaper (same names).
     template.globals = dict(template.globals)
+    template.prefix_problem = prefix_local_problem(template, source)
     return template
 
 
@@ -280,17 +282,20 @@ def render(
     the budgets it was compiled with.
     """
     env = template.environment
+    inputs = dict(
+        messages=messages,
+        tools=tools,
+        documents=None,
+        add_generation_prompt=add_generation_prompt,
+        **variables,
+    )
+    produce = (
+        (lambda: watched_render(template, messages, inputs))
+        if isinstance(messages, Watched)
+        else (lambda: template.render(**inputs))
+    )
     try:
-        text = timed_render(
-            lambda: template.render(
-                messages=messages,
-                tools=tools,
-                documents=None,
-                add_generation_prompt=add_generation_prompt,
-                **variables,
-            ),
-            env.render_seconds,
-        )
+        text = timed_render(produce, env.render_seconds)
     except (RenderTimeout, RecursionError, ArithmeticError, MemoryError) as err:
         what = (
             "recursed too deep"

@@ -25,6 +25,7 @@ from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError
 from sftprep.stages.chat_template import render, template_messages
 from sftprep.stages.formats import Example
+from sftprep.stages.prefix_renders import Layout, Watched, layout_of
 from sftprep.stages.reasoning import answer_start
 
 
@@ -123,6 +124,7 @@ def trained_messages(example: Example, loss_on: str) -> list[bool]:
 def _render_chat(example: Example, loss_on: str, template, variables: dict) -> Rendered:
     messages = template_messages(list(example.messages))
     renders: dict = {}
+    layout = None  # every prefix's render, read off the full render (prefix_renders.py)
 
     def r(msgs, gen=False):
         """Render a prefix of `messages` (every caller passes messages[:k]), once per (k, gen):
@@ -130,8 +132,10 @@ def _render_chat(example: Example, loss_on: str, template, variables: dict) -> R
         key = (len(msgs), gen)
         if key not in renders:
             try:
-                renders[key] = render(
-                    template, msgs, example.tools, variables, add_generation_prompt=gen
+                renders[key] = (
+                    layout.render(*key)
+                    if layout is not None and key[0]
+                    else render(template, msgs, example.tools, variables, add_generation_prompt=gen)
                 )
             except RowError as err:
                 renders[key] = err
@@ -148,14 +152,27 @@ def _render_chat(example: Example, loss_on: str, template, variables: dict) -> R
             DropReason.NO_ASSISTANT_TURN,
             "the conversation has no assistant turn, so nothing would be trained; add one, or use --loss-on all",
         )
-    full = r(messages)
+    if template.prefix_problem or len(messages) < 3:
+        full = r(messages)
+    else:  # one render gives every prefix's; a 2-message chat needs one prefix, rendered as fast
+        watched = Watched(messages)
+        try:
+            full = render(template, watched, example.tools, variables)
+        except RowError:
+            full = None  # said again, and the same, by the plain render
+        if full is not None:
+            renders[(len(messages), False)] = full
+            layout = layout_of(watched, full, lambda: r(messages[:1], gen=True))
+        full = r(messages)
     require_tools_rendered(example, full)
     if loss_on == "all":
         excluded = [i for i, m in enumerate(example.messages) if m.get("train") is False]
-        spans = _subtract([(0, len(full))], [_turn_span(r, messages, full, i) for i in excluded])
+        spans = _subtract(
+            [(0, len(full))], [_turn_span(r, messages, full, i, layout) for i in excluded]
+        )
         return Rendered(full, tuple(spans), False, False)
     spans = tuple(
-        _turn_span(r, messages, full, i)
+        _turn_span(r, messages, full, i, layout)
         for i, t in enumerate(trained_messages(example, loss_on))
         if t
     )
@@ -195,14 +212,18 @@ def require_tools_rendered(example: Example, full: str) -> None:
             )
 
 
-def _turn_span(r, messages: list, full: str, i: int) -> tuple[int, int]:
+def _turn_span(r, messages: list, full: str, i: int, layout: Layout | None) -> tuple[int, int]:
     """Characters of `full` that message i contributes after its header (see the module docstring).
 
     Never empty: a turn that cannot be located, or that renders no text of its own, is a
     RowError(`unlocatable_turn`) saying what differs, so no trained turn is lost without a word.
     """
-    start = _turn_start(r, messages, full, i)
-    end = start + _turn_length(r, messages, full, i, start)
+    located = _located_by_layout(layout, messages, i)
+    if located is not None:
+        start, end = located
+    else:
+        start = _turn_start(r, messages, full, i)
+        end = start + _turn_length(r, messages, full, i, start)
     while end > start and full[end - 1].isspace():
         end -= 1
     if end <= start:
@@ -212,6 +233,23 @@ def _turn_span(r, messages: list, full: str, i: int) -> tuple[int, int]:
             f"(the template drops it); remove the message or pass --chat-template with a template that renders it",
         )
     return start, end
+
+
+def _located_by_layout(layout: Layout | None, messages: list, i: int) -> tuple[int, int] | None:
+    """Assistant turn i's (start, end) before trimming, in constant time, where the full render
+    holds its prompt and turn as prefix renders: the answer _turn_start and _turn_length give
+    on their first branch, with each prefix compared by its tail alone (prefix_renders.Layout);
+    None otherwise (they then locate it)."""
+    if layout is None or not i or messages[i]["role"] != "assistant":
+        return None
+    if not layout.continues_after(i, True):
+        return None
+    start = layout.ends[i] + len(layout.tail[True])
+    if i == len(messages) - 1:
+        return start, len(layout.full)
+    if start > layout.ends[i + 1] or not layout.continues_after(i + 1, False):
+        return None
+    return start, layout.ends[i + 1] + len(layout.tail[False])
 
 
 def _turn_start(r, messages: list, full: str, i: int) -> int:

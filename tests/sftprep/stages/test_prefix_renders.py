@@ -1,0 +1,197 @@
+"""Every prefix's render read off one render (prefix_renders.py), proven equal to rendering each
+prefix: on every template family we claim and on the small templates that break the usual
+assumptions, for real multi-turn chats (tests/sftprep/chat_corpus.py)."""
+
+import dataclasses
+
+import jinja2
+import pytest
+
+from sftprep.errors import RowError
+from sftprep.stages.chat_template import compile_template, render, template_messages
+from sftprep.stages.formats import Example, normalize_messages
+from sftprep.stages.prefix_renders import Watched, layout_of, prefix_local_problem
+from sftprep.stages.render import render_example
+from sftprep.stages.tokenizer import load_tokenizer
+from tests.conftest import shared_tokenizer, trl_template
+from tests.sftprep.chat_corpus import chats
+from tests.sftprep.stages.test_turn_location import HARMONY, PREFILL, SYSTEM_FIRST
+from tests.sftprep.test_template_families import FAMILIES
+
+ROWS = chats(60)
+SMALL = {"harmony": HARMONY, "prefill": PREFILL, "system_first": SYSTEM_FIRST}
+
+
+def _source(family: str) -> tuple[str, dict]:
+    """A family's template text and the variables it renders with."""
+    if family in SMALL:
+        return SMALL[family], {}
+    tok_name, template_name, _, _ = FAMILIES[family]
+    template = trl_template(template_name) if template_name else None
+    tokenizer = load_tokenizer(
+        str(shared_tokenizer(tok_name)), str(template) if template else None, None
+    )
+    return tokenizer.chat_template, dict(tokenizer.special_tokens)
+
+
+def _forced(source: str, problem: str):
+    """The compiled template with its verdict replaced (a copy: the cached one stays as it is)."""
+    template = compile_template(source).environment.from_string(source)
+    template.globals = compile_template(source).globals
+    template.prefix_problem = problem
+    return template
+
+
+def _rendered(example, template, variables):
+    try:
+        return render_example(example, "assistant", template, variables)
+    except RowError as err:
+        return err.reason, err.detail
+
+
+ALL = [*FAMILIES, *SMALL]
+
+
+@pytest.mark.parametrize("family", ALL)
+def test_spans_equal_those_of_rendering_every_prefix(family):
+    """The build's spans (one render where the template is prefix-local) equal the per-prefix
+    ones. So do the spans with the fast path forced on a template the syntax check refuses for a
+    read the watched list sees too (the length, an index, a slice): its checks then fall back
+    row by row. (A peek by `loop.last` or state read after the loop only the syntax check sees.)"""
+    source, variables = _source(family)
+    exact = _forced(source, "the per-prefix renders, for reference")
+    verdict = compile_template(source).prefix_problem
+    seen_by_both = not verdict or "otherwise than" in verdict or "sets messages" in verdict
+    forced = _forced(source, "") if seen_by_both else compile_template(source)
+    fast_rows = rendered_rows = 0
+    for row in ROWS:
+        example = Example(
+            "chat", messages=normalize_messages(row["messages"]), tools=row.get("tools")
+        )
+        want = _rendered(example, exact, variables)
+        assert _rendered(example, compile_template(source), variables) == want, (
+            family,
+            row["kind"],
+        )
+        assert _rendered(example, forced, variables) == want, (family, row["kind"])
+        fast_rows += _layout(forced, example, variables) is not None
+        rendered_rows += not isinstance(want, tuple)
+    if not compile_template(source).prefix_problem:  # not vacuous: the fast path ran
+        assert fast_rows >= rendered_rows * 3 // 4 and rendered_rows >= len(ROWS) // 4
+
+
+def _layout(template, example, variables):
+    messages = template_messages(list(example.messages))
+    watched = Watched(messages)
+    try:
+        full = render(template, watched, example.tools, variables)
+        first = render(template, messages[:1], example.tools, variables, add_generation_prompt=True)
+    except RowError:
+        return None
+    return layout_of(watched, full, lambda: first)
+
+
+@pytest.mark.parametrize("family", ALL)
+def test_every_prefix_render_read_off_the_full_render_is_the_render_of_that_prefix(family):
+    source, variables = _source(family)
+    template = compile_template(source)
+    checked = 0
+    for row in ROWS:
+        example = Example(
+            "chat", messages=normalize_messages(row["messages"]), tools=row.get("tools")
+        )
+        layout = _layout(template, example, variables) if not template.prefix_problem else None
+        if layout is None:
+            continue
+        messages = template_messages(list(example.messages))
+        for k in range(1, len(messages) + 1):
+            for gen in (False, True):
+                try:
+                    want = render(template, messages[:k], example.tools, variables, gen)
+                except RowError:
+                    continue
+                assert layout.render(k, gen) == want, (family, row["kind"], k, gen)
+                checked += 1
+    if not template.prefix_problem:
+        assert checked >= len(ROWS), checked
+
+
+def test_which_templates_are_prefix_local():
+    verdicts = {family: compile_template(_source(family)[0]).prefix_problem for family in ALL}
+    for own in ("smollm2", "llama3"):
+        source = load_tokenizer(str(shared_tokenizer(own)), None, None).chat_template
+        assert compile_template(source).prefix_problem == "", own
+    assert verdicts["gemma2"] == verdicts["mistral"] == ""
+    assert "loop.last" in verdicts["qwen3"], verdicts["qwen3"]  # and it reads messages|length
+    assert "sets messages" in verdicts["llama3_1"], verdicts["llama3_1"]
+    assert "loop.last" in verdicts["harmony"] and "loop.last" in verdicts["prefill"]
+    assert "2 loops" in verdicts["system_first"], verdicts["system_first"]
+
+
+@pytest.mark.parametrize(
+    ("template", "says"),
+    [
+        (
+            "{% for m in messages %}{{ m.content }}{% endfor %}{{ messages|length }}",
+            "otherwise than",
+        ),
+        ("{% for m in messages %}{{ loop.length }}{% endfor %}", "loop.length"),
+        ("{% for m in messages %}{% set x = loop %}{% endfor %}", "loop as a value"),
+        (
+            "{% if add_generation_prompt %}x{% endif %}{% for m in messages %}{% endfor %}",
+            "add_generation_prompt",
+        ),
+        (
+            "{% set ns = namespace(t=0) %}{% for m in messages %}{% set ns.t = 1 %}{% endfor %}{{ ns.t }}",
+            "reads ns",
+        ),
+        ("{% for m in messages %}{% else %}none{% endfor %}", "else"),
+        ("{% set messages = messages[1:] %}{% for m in messages %}{% endfor %}", "sets messages"),
+        ("{% if 1 %}{% for m in messages %}{% endfor %}{% endif %}", "0 loops"),
+    ],
+)
+def test_a_template_that_could_look_ahead_is_refused_with_the_reason(template, says):
+    assert says in prefix_local_problem(compile_template(template), template)
+
+
+def test_inner_loops_may_look_ahead_in_their_own_items():
+    template = (
+        "{% for m in messages %}{% for c in m.calls or [] %}{{ c }}{% if not loop.last %},{% endif %}"
+        "{% endfor %}{% endfor %}"
+    )
+    assert prefix_local_problem(compile_template(template), template) == ""
+
+
+def test_the_watched_list_records_each_fetch_and_any_read_a_prefix_could_answer_otherwise():
+    watched = Watched([{"a": 1}, {"a": 2}])
+    sizes = iter([0, 5, 9])
+    watched.emitted = lambda: next(sizes)
+    assert [m["a"] for m in watched] == [1, 2]
+    assert watched.fetched_at == [0, 5, 9] and watched.passes == 1 and not watched.unsafe
+    assert watched[0] == {"a": 1} and not watched.unsafe
+    for read in (len, lambda w: w[-1], lambda w: w[1:], lambda w: list(reversed(w))):
+        other = Watched([{"a": 1}, {"a": 2}])
+        read(other)
+        assert other.unsafe, read
+    first = Watched([{"a": 1}, {"a": 2}])
+    assert first[1] == {"a": 2} and "messages[1]" in first.unsafe  # before the loop fetched it
+
+
+def test_a_row_the_watched_render_refuses_is_refused_the_same_by_the_plain_render():
+    template = compile_template(
+        "{% for m in messages %}{{ raise_exception('no') if m.role == 'tool' else m.content }}{% endfor %}"
+    )
+    example = Example(
+        "chat",
+        messages=normalize_messages(
+            [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "b"},
+                {"role": "tool", "content": "c"},
+            ]
+        ),
+    )
+    with pytest.raises(RowError) as err:
+        render_example(example, "assistant", template, {})
+    assert err.value.reason == "template_error"
+    assert isinstance(jinja2.Template, type) and dataclasses.is_dataclass(example)
