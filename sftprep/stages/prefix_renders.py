@@ -14,33 +14,36 @@ steps as rendering all of them, reading the same values, until the loop asks for
 the prefix does not have; up to there both print the same text, b[k] characters of it. After the
 loop the prefix prints tail(gen), and `tail` may only read inputs that no message changes.
 
-A template is prefix-local when (checked on its syntax tree, `prefix_local_problem`):
+A template is prefix-local when its syntax tree allows it (`prefix_local_problem`):
 - its one loop over `messages` (or a name set to it) is a statement of the template's top level,
-  with no `else` and not recursive, and `loop` in it is used only for index, index0, first,
-  previtem, cycle and depth (`loop.last`, `length`, `revindex`, `nextitem` look ahead);
-- `messages` is otherwise only read as `messages[0]` (before or inside the loop: every prefix
-  used holds message 0);
+  with no `else` and not recursive, and `loop` in it is only read through its attributes;
+- `messages` is otherwise only indexed (`messages[0]`, `messages[loop.index0 - 1]`), never passed
+  to a filter, a test or a function, where a read could bypass the watched list below;
 - `add_generation_prompt` is read only after the loop, and what comes after the loop reads only
   names the template never sets (so no state the loop left behind, like `ns.is_tool`).
-During the render a watched list checks it again (`Watched`): no length asked, no index past the
-messages fetched so far, one pass of the loop over every message; anything else and the row's
-prefixes are rendered one by one, as before. tail(gen) is taken from the exact render of the first
-message, and the full render must end with tail(False), or the row falls back too.
-SmolLM2's and Llama-3's templates are prefix-local; Qwen3's is not (it looks for the last user
-query over the whole list, and renders the last assistant turn otherwise), so it keeps the exact
-per-prefix renders.
+and when the watched list (`Watched`) saw no read that a prefix could answer otherwise: the length
+(`messages|length`, `loop.length`), an index at or past the messages the loop has fetched (a look
+ahead, `messages[loop.index0 + 1]`; after the loop, any index but 0), a slice, a look ahead of the
+loop itself (`loop.last`, `loop.nextitem`), more than one pass. Any of those, and the row's prefixes
+are rendered one by one, as before; so a template that looks ahead only for tool messages (Qwen2.5)
+is linear on the rows without them. tail(True) is taken from the exact render of the first message,
+which must begin as the full render does.
+SmolLM2's, Llama-3's, Gemma-2's, Mistral's and Qwen2.5's templates are prefix-local; Qwen3's is not
+(it reads the number of messages to find the last user query, and renders the last assistant turn
+otherwise), so it keeps the exact per-prefix renders.
 """
 
+import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import jinja2
 import jinja2.nodes as nodes
+import jinja2.runtime
 
-LOOP_ATTRIBUTES_LOOKING_BACK = frozenset(
-    {"index", "index0", "first", "previtem", "cycle", "changed", "depth", "depth0"}
-)
+_LOOP_NEXT = jinja2.runtime.LoopContext.__next__.__code__
+_TEMPLATE_CODE = "<template>"  # the file name of the Python code Jinja compiles a template to
 
 
 class Watched(list):
@@ -61,14 +64,22 @@ class Watched(list):
 
     def __iter__(self):
         self.passes += 1
-        for k in range(list.__len__(self)):
+        for k in range(list.__len__(self) + 1):
+            # the loop's own step, not a look ahead (LoopContext._peek_next for loop.last)
+            caller = sys._getframe(1).f_code
+            if caller is not _LOOP_NEXT and caller.co_filename != _TEMPLATE_CODE:
+                self.unsafe = self.unsafe or f"message {k} was fetched ahead ({caller.co_name})"
             self.fetched_at.append(self.emitted())
-            yield list.__getitem__(self, k)
-        self.fetched_at.append(self.emitted())
+            if k < list.__len__(self):
+                yield list.__getitem__(self, k)
 
     def __getitem__(self, index):
-        fetched = max(len(self.fetched_at), 1)
-        if not isinstance(index, int) or not 0 <= index < fetched:
+        fetched = len(self.fetched_at)
+        done = fetched > list.__len__(
+            self
+        )  # after the loop, every prefix has only message 0 in common
+        allowed = 1 if done or not fetched else fetched
+        if not isinstance(index, int) or not 0 <= index < allowed:
             self.unsafe = self.unsafe or f"messages[{index!r}] read with {fetched} fetched"
         return list.__getitem__(self, index)
 
@@ -232,20 +243,14 @@ def _walk(node):
 
 
 def _messages_problem(part, aliases: set[str]) -> str:
-    """A read of the messages other than `messages[0]`, or ""."""
+    """A read of the messages other than by an index, or ""."""
     for node in part:
         if _sets_alias(node, aliases):
             continue
         allowed = set()
         for n in _walk(node):
-            if (
-                isinstance(n, nodes.Getitem)
-                and isinstance(n.node, nodes.Name)
-                and n.node.name in aliases
-                and isinstance(n.arg, nodes.Const)
-                and n.arg.value == 0
-            ):
-                allowed.add(id(n.node))
+            if isinstance(n, nodes.Getitem) and isinstance(n.node, nodes.Name):
+                allowed.add(id(n.node))  # an index goes through Watched.__getitem__
         for n in _walk(node):
             if (
                 isinstance(n, nodes.Name)
@@ -253,30 +258,32 @@ def _messages_problem(part, aliases: set[str]) -> str:
                 and n.name in aliases
                 and id(n) not in allowed
             ):
-                return f"it reads {n.name} otherwise than as {n.name}[0] (line {n.lineno})"
+                return f"it reads {n.name} otherwise than by an index (line {n.lineno})"
     return ""
 
 
 def _loop_problem(body: list) -> str:
-    """A use of the message loop's `loop` that looks ahead, or "" (inner loops have their own)."""
+    """A use of the message loop's `loop` other than reading an attribute, or "" (inner loops
+    have their own; an attribute that looks ahead is seen by Watched)."""
     for node in body:
         for n in _loop_uses(node):
-            return f"its message loop reads {n} (line {node.lineno}), which looks ahead"
+            return f"its message loop uses {n} (line {node.lineno})"
     return ""
 
 
 def _loop_uses(node):
-    """The uses of `loop` under `node` that are not LOOP_ATTRIBUTES_LOOKING_BACK, outside inner loops."""
+    """The uses of `loop` under `node` other than `loop.attribute`, outside inner loops."""
     if isinstance(node, nodes.For):  # its body has a `loop` of its own
         for part in (node.iter, node.test, *node.else_):
             if part is not None:
                 yield from _loop_uses(part)
         return
-    if isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name):
-        if node.node.name == "loop" and node.attr not in LOOP_ATTRIBUTES_LOOKING_BACK:
-            yield f"loop.{node.attr}"
-        if node.node.name == "loop":
-            return
+    if (
+        isinstance(node, nodes.Getattr)
+        and isinstance(node.node, nodes.Name)
+        and node.node.name == "loop"
+    ):
+        return
     if isinstance(node, nodes.Name) and node.name == "loop":
         yield "loop as a value"
         return
