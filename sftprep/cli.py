@@ -138,11 +138,21 @@ def verify(
     quick: bool = typer.Option(
         False, "--quick", help="Only the manifest and shard sizes (no hashing, no row checks)."
     ),
+    full: bool = typer.Option(
+        False,
+        "--full",
+        help="Also build it again with --encoder hf (the sources and tokenizer it was built from) "
+        "and compare every shard: every row's ids and mask checked against the HF encoder.",
+    ),
 ) -> None:
     """Check a build: manifest schema, shard sizes and sha256, Arrow schema, and the packing invariants."""
     from sftprep.tools.verify import verify_build
 
     problems = verify_build(build_dir, deep=not quick)
+    if full and not problems:
+        from sftprep.tools.reencode import reencode_problems
+
+        problems = reencode_problems(build_dir)
     for problem in problems:
         typer.echo(f"error: {problem}", err=True)
     if problems:

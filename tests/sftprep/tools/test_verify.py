@@ -126,3 +126,56 @@ def test_an_unreadable_manifest_is_one_line(copy, content):
     assert verify_build(copy / "manifest.json")[0].endswith(
         "is a file, not a build folder: pass the folder `sftprep build --out` wrote"
     )
+
+
+@pytest.fixture(scope="module")
+def fast_build(tmp_path_factory):
+    """A build whose every row the fast encoder encoded, from sources of its own."""
+    folder = tmp_path_factory.mktemp("full")
+    source = folder / "chat.jsonl"
+    shutil.copy(EXAMPLES / "data" / "chat.jsonl", source)
+    out = folder / "build"
+    manifest = sftprep.build(
+        {
+            "sources": [str(source)],
+            "tokenizer": str(BUNDLED_TOKENIZER),
+            "out": str(out),
+            "max_length": 128,
+            "num_proc": 1,
+            "encoder": "fast",
+        }
+    )
+    assert manifest["tokenizer"]["encoder"] == "fastokens"
+    return out
+
+
+def test_full_rebuilds_with_the_hf_encoder_and_finds_every_shard_equal(fast_build):
+    result = CliRunner().invoke(app, ["verify", str(fast_build), "--full"])
+    assert result.exit_code == 0 and "ok" in result.output, result.output
+    assert not [p for p in fast_build.parent.iterdir() if p.name.startswith(".sftprep-reencode")]
+
+
+def test_full_names_the_shard_that_differs_from_the_hf_rebuild(fast_build, tmp_path):
+    from sftprep.tools.reencode import reencode_problems
+
+    copy = tmp_path / "b"
+    shutil.copytree(fast_build, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["config"]["max_length"] = 96  # the rebuild packs otherwise: its shards differ
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    problems = reencode_problems(copy)
+    assert problems and "train/" in problems[0] and "--encoder hf" in problems[0], problems
+
+
+def test_full_says_when_a_source_changed_since_the_build(fast_build, tmp_path):
+    from sftprep.tools.reencode import reencode_problems
+
+    copy = tmp_path / "b"
+    shutil.copytree(fast_build, copy)
+    source = tmp_path / "chat.jsonl"
+    source.write_text((fast_build.parent / "chat.jsonl").read_text() * 2)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["config"]["sources"] = [str(source)]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    problems = reencode_problems(copy)
+    assert len(problems) == 1 and "changed since the build" in problems[0], problems
