@@ -271,12 +271,17 @@ def _in_order(encoders: RayEncoders, method: str, tasks: Iterable) -> Iterator:
 
     pending: deque = deque()
     actors = itertools.cycle(encoders.actors)
-    for task in tasks:
-        pending.append(getattr(next(actors), method).remote(encoders.shipped, *task))
-        if len(pending) >= encoders.workers * IN_FLIGHT_PER_WORKER:
+    try:
+        for task in tasks:
+            pending.append(getattr(next(actors), method).remote(encoders.shipped, *task))
+            if len(pending) >= encoders.workers * IN_FLIGHT_PER_WORKER:
+                yield _reply(ray, pending.popleft())
+        while pending:
             yield _reply(ray, pending.popleft())
-    while pending:
-        yield _reply(ray, pending.popleft())
+    finally:  # stopped early (a take reached, a bad row): the queued chunks cancelled, the running finished
+        for ref in pending:
+            ray.cancel(ref)
+        ray.wait(list(pending), num_returns=len(pending), timeout=START_TIMEOUT_S)
 
 
 def _reply(ray, ref):
