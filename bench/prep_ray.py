@@ -82,7 +82,8 @@ def main(argv=None) -> int:
     try:
         source, tiny = work / "synthetic.jsonl", work / "tiny.jsonl"
         make_synthetic.write_jsonl(str(source), a.rows, a.seed)
-        tiny.write_text(source.read_text().splitlines()[0] + "\n")
+        with open(source, "rb") as handle:  # one line: this process stays small, and so its forks
+            tiny.write_bytes(handle.readline())
         runs = {
             name: build(src, work / name, engine, a, work)
             for name, src, engine in (
