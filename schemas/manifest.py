@@ -164,6 +164,11 @@ class Manifest:
     """reason -> rows dropped for it, over all sources."""
     created_at: str = ""
     elapsed_s: float = 0.0
+    engine: str = "local"
+    """Where the build's chunks were encoded: local or ray (not in the fingerprint)."""
+    workers: int = 0
+    """Processes that encoded: local worker processes (1: in the build process) or Ray actors
+    (0 in builds before it was recorded)."""
 
     @property
     def train(self) -> SplitEntry:
@@ -185,6 +190,8 @@ class Manifest:
             "fingerprint": self.fingerprint,
             "created_at": self.created_at,
             "elapsed_s": self.elapsed_s,
+            "engine": self.engine,
+            "workers": self.workers,
             "config": self.config,
             "tokenizer": {key: _plain(getattr(self.tokenizer, key)) for key in TOKENIZER_KEYS},
             "sources": [_as_dict(s) for s in self.sources],
@@ -217,6 +224,8 @@ class Manifest:
             dropped=data["dropped"],
             created_at=data.get("created_at", ""),
             elapsed_s=data.get("elapsed_s", 0.0),
+            engine=data.get("engine", "local"),
+            workers=data.get("workers", 0),
         )
 
 

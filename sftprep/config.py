@@ -117,6 +117,14 @@ class BuildConfig:
     """Token encoder: fast (fastokens, exact and proven so, see README), hf (the tokenizers library), or auto (fast when the tokenizer qualifies and fastokens is installed, else hf). The ids do not depend on it."""
     num_proc: int = 0
     """Worker processes (0 = all cores). The output does not depend on it."""
+    engine: Literal["local", "ray"] = "local"
+    """Where chunks are encoded: local (this machine: this process, or --num-proc workers) or ray
+    (actors on a Ray cluster; README "Beyond one machine"). The output does not depend on it."""
+    ray_address: str | None = None
+    """--engine ray: the Ray cluster to join (`auto`: the one `ray start` runs here, or its
+    host:port); default: start Ray on this machine for the build."""
+    ray_workers: int = 0
+    """--engine ray: encoding actors, one CPU each (0 = one per CPU of the cluster)."""
     overwrite: bool = False
     """Replace a different build already in `out` (only a build folder: never a file no build wrote)."""
 
@@ -317,4 +325,14 @@ def _count_problems(config: "BuildConfig") -> list[str]:
         problems.append("--shard-size-mb must be at least 1")
     if config.seed < 0:
         problems.append(f"--seed is {config.seed}; it must be 0 or more")
+    if config.ray_workers < 0:
+        problems.append(
+            f"--ray-workers is {config.ray_workers}; it must be 0 (one per CPU) or more"
+        )
+    if config.engine != "ray":
+        problems += [
+            f"--{key.replace('_', '-')} needs --engine ray (config `engine: ray`)"
+            for key in ("ray_address", "ray_workers")
+            if getattr(config, key)
+        ]
     return problems

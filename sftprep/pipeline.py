@@ -1,6 +1,7 @@
 """The build, top to bottom: sources -> detect -> normalize/render/encode -> length policy ->
 split -> pack -> write. Reads like the diagram in DESIGN.md; each stage lives in its own module
-under sftprep/stages/, and sftprep/parallel.py decides how chunks of rows are encoded."""
+under sftprep/stages/; sftprep/parallel.py (--engine local) or sftprep/ray_engine.py (--engine
+ray) decides where chunks of rows are encoded, and either gives them back in order."""
 
 import dataclasses
 import itertools
@@ -9,6 +10,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -153,12 +155,12 @@ def _build_locked(
     # after the up-to-date check, which never needs the encoder; fastokens loads on first use
     choose_encoder(tokenizer, config.encoder)
 
-    with atomic_build_dir(out) as tmp:
+    with atomic_build_dir(out) as tmp, _encoding_engine(config, tokenizer) as engine:
         spills = {"train": Spill(tmp / SPILL_DIR, "train"), "eval": Spill(tmp / SPILL_DIR, "eval")}
         try:
             for st in stats:
                 st.example_id_start = start
-                _read_source(config, tokenizer, st, spills, progress)
+                _read_source(config, tokenizer, engine, st, spills, progress)
                 require_unchanged(st.source, st.stamp)
                 start += st.rows_read * st.repeat
             choose_examples(spills, stats, config.seed)
@@ -181,6 +183,8 @@ def _build_locked(
             fingerprint=fingerprint,
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             elapsed_s=round(time.perf_counter() - started, 3),
+            engine=config.engine,
+            workers=engine.workers if engine else worker_processes(config.num_proc, _cores()),
             config=config.to_dict(),
             tokenizer=tokenizer.manifest_entry(sum((st.encoded_by for st in stats), Counter())),
             sources=_source_entries(stats),
@@ -223,7 +227,20 @@ def _existing_manifest(out: Path) -> Manifest | None:
         return None
 
 
-def _read_source(config, tokenizer, st: SourceStats, spills: dict, progress) -> None:
+@contextmanager
+def _encoding_engine(config: BuildConfig, tokenizer: LoadedTokenizer):
+    """None for --engine local; for ray, the encoding actors on the cluster, started after the
+    up-to-date check (a rebuild that is a no-op never contacts Ray) and stopped with the build."""
+    if config.engine != "ray":
+        yield None
+        return
+    from sftprep.ray_engine import ray_encoders
+
+    with ray_encoders(config, tokenizer) as encoders:
+        yield encoders
+
+
+def _read_source(config, tokenizer, engine, st: SourceStats, spills: dict, progress) -> None:
     """Encode every row of one source; keep examples under the length policy; count every drop."""
     own = source_config(config, st.source.settings)
     mix = mixture(st.source.settings)
@@ -251,8 +268,7 @@ def _read_source(config, tokenizer, st: SourceStats, spills: dict, progress) -> 
     spec = detect_format(columns, own, st.source.path)
     st.format = spec.name
     keep = fraction_filter(mix.fraction, config.seed, st.sha256) if mix.fraction else None
-    tasks = ((spec, chunk) for chunk in chunked(rows, CHUNK_ROWS, keep))
-    batches = _encoded_chunks(config, tokenizer, tasks, st.source.path)
+    batches = _encoded_chunks(config, tokenizer, engine, st, spec, rows, keep)
     spill = spills["eval" if st.split == "eval" else "train"]
     first = len(spill)
     reading_stops = None if mix.sample else mix.take
@@ -261,9 +277,9 @@ def _read_source(config, tokenizer, st: SourceStats, spills: dict, progress) -> 
     finally:
         batches.close()  # stops the worker pool at once, also when a bad row raised
     st.spill_range = (first, len(spill))
-    if reading_stops is None:
-        st.rows_read = next(total)  # every row of the file, those a fraction left out included
-    elif not taken_all:
+    if keep is not None:
+        st.rows_read = next(total)  # every row of the file, those the fraction left out included
+    elif reading_stops is not None and not taken_all:
         dropped = ", ".join(f"{n:,} {r}" for r, n in sorted(st.dropped.items()))
         raise SftprepError(
             f"{st.source.path}: take {mix.take:,} asks for more rows than the source has: "
@@ -309,10 +325,18 @@ def _count_and_spill(config, st: SourceStats, batches, spill, progress, take=Non
     return take is None or st.rows_kept >= take
 
 
-def _encoded_chunks(config: BuildConfig, tokenizer: LoadedTokenizer, tasks, source: str):
-    """Encode (spec, chunk) tasks in order: in worker processes when there are enough cores and
-    at least POOL_MIN_CHUNKS chunks (starting workers costs more than a small source takes)."""
-    procs = worker_processes(config.num_proc, os.cpu_count() or 1)
+def _encoded_chunks(config, tokenizer, engine, st: SourceStats, spec, rows, keep):
+    """Encode a source's rows chunk by chunk, in order: on the Ray actors (`engine`), else in
+    worker processes when there are enough cores and at least POOL_MIN_CHUNKS chunks (starting
+    workers costs more than a small source takes), else in this process. Without a fraction,
+    every row read gives one result, so `_count_and_spill` counts the rows read."""
+    if engine is not None:
+        from sftprep.ray_engine import encoded_chunks
+
+        return encoded_chunks(engine, st.source, st.sha256, spec, rows, keep, CHUNK_ROWS)
+    tasks = ((spec, chunk) for chunk in chunked(rows, CHUNK_ROWS, keep))
+    source = st.source.path
+    procs = worker_processes(config.num_proc, _cores())
     head = list(itertools.islice(tasks, POOL_MIN_CHUNKS))
     tasks = itertools.chain(head, tasks)
     if procs <= 1 or len(head) < POOL_MIN_CHUNKS:
@@ -320,3 +344,7 @@ def _encoded_chunks(config: BuildConfig, tokenizer: LoadedTokenizer, tasks, sour
         return pipelined(encoder.render, encoder.tokenize, encoder.finish, tasks)
     initargs = (config, tokenizer.encoder == "fastokens")
     return in_worker_processes(process_in_worker, tasks, procs, init_worker, initargs, source)
+
+
+def _cores() -> int:
+    return os.cpu_count() or 1

@@ -14,13 +14,16 @@ NOT_IN_FINGERPRINT = (
     "out",
     "overwrite",
     "num_proc",
+    "engine",
+    "ray_address",
+    "ray_workers",
     "encoder",
     "sources",
     "eval_sources",
     "tokenizer",
     "chat_template",
 )
-"""Config keys that do not decide the output (num_proc), or enter it by content instead of by
+"""Config keys that do not decide the output (num_proc, engine), or enter it by content instead of by
 name (sources by sha256, the tokenizer and template by their fingerprints and text)."""
 
 

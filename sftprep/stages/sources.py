@@ -175,7 +175,7 @@ def iter_rows(source: Source) -> Iterator[dict | RowError]:
     """Yield every row of a source in order, or a RowError (without location) in place of a bad row."""
     reader = {
         "json": _json_rows,
-        "jsonl": _jsonl_rows,
+        "jsonl": jsonl_rows,
         "parquet": _parquet_rows,
         "csv": _csv_rows,
         "arrow": lambda p: _arrow_rows([Path(p)]),
@@ -201,7 +201,7 @@ def _json_rows(path: str) -> Iterator[dict | RowError]:
         first_line = handle.readline()
         more_follows = _first_value_offset(handle) is not None
     if more_follows and _is_json(first_line):
-        yield from _jsonl_rows(path)  # JSON lines saved as .json
+        yield from jsonl_rows(path)  # JSON lines saved as .json
         return
     hint = " (JSON lines whose first line is malformed? fix that line)" if more_follows else ""
     try:
@@ -297,10 +297,20 @@ def _undecodable(path: str, offset: int) -> str:
     )
 
 
-def _jsonl_rows(path: str) -> Iterator[dict | RowError]:
+def jsonl_rows(
+    path: str, start: int = 0, end: int | None = None, first_line: int = 1
+) -> Iterator[dict | RowError]:
+    """The rows of a JSON lines file (blank lines are not rows); with `start`/`end`, only the lines
+    of that byte range (it begins and ends on line starts), `first_line` being the number of its
+    first line, so that errors name the file's real line."""
     empty = True
     with open(path, "rb") as handle:
-        for line_no, line in enumerate(handle, start=1):
+        handle.seek(start)
+        at = start
+        for line_no, line in enumerate(handle, start=first_line):
+            if end is not None and at >= end:
+                break
+            at += len(line)
             if line_no == 1 and line.startswith(UTF8_BOM):
                 line = line[len(UTF8_BOM) :]  # a UTF-8 byte order mark is not data
             if not line.strip():
@@ -333,22 +343,36 @@ def _jsonl_rows(path: str) -> Iterator[dict | RowError]:
                 )
                 continue
             yield item
-    if empty:
+    if empty and start == 0 and end is None:
         raise SftprepError(f"{path}: the file is empty; remove it or put data in it")
 
 
-def _parquet_rows(path: str) -> Iterator[dict]:
+def open_parquet(path: str) -> pq.ParquetFile:
+    """A Parquet file opened for reading, or one line saying why it cannot be."""
     try:
         handle = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as err:
         raise SftprepError(f"{path}: not a readable Parquet file ({_one_line(err)})") from None
-    _refuse_duplicate_columns(path, handle.schema_arrow.names)
-    damaged = f"{path}: a damaged part of the Parquet file cannot be read"
-    for batch in _read_or_refuse(handle.iter_batches(batch_size=BATCH_ROWS), damaged):
+    refuse_duplicate_columns(path, handle.schema_arrow.names)
+    return handle
+
+
+def _parquet_rows(path: str) -> Iterator[dict]:
+    handle = open_parquet(path)
+    batches = handle.iter_batches(batch_size=BATCH_ROWS)
+    for batch in read_or_refuse(batches, parquet_damaged(path)):
         yield from batch.to_pylist()
 
 
-def _read_or_refuse(batches: Iterator, damaged: str) -> Iterator:
+def parquet_damaged(path) -> str:
+    return f"{path}: a damaged part of the Parquet file cannot be read"
+
+
+def arrow_damaged(path) -> str:
+    return f"{path}: the Arrow file is damaged or cut short"
+
+
+def read_or_refuse(batches: Iterator, damaged: str) -> Iterator:
     """The batches of a reader; a read error (a damaged or cut file) is one line, `damaged` first."""
     while True:
         try:
@@ -360,7 +384,7 @@ def _read_or_refuse(batches: Iterator, damaged: str) -> Iterator:
         yield batch
 
 
-def _refuse_duplicate_columns(path, names: list[str]) -> None:
+def refuse_duplicate_columns(path, names: list[str]) -> None:
     """Two columns of one name: a row dict would keep one and silently lose the other."""
     if duplicates := sorted({n for n in names if names.count(n) > 1}):
         raise SftprepError(f"{path}: duplicate column names {', '.join(duplicates)}; rename them")
@@ -375,7 +399,7 @@ def _csv_rows(path: str) -> Iterator[dict | RowError]:
             header = next(reader, None)
             if not header:
                 raise SftprepError(f"{path}: the file is empty; a CSV needs a header row")
-            _refuse_duplicate_columns(path, header)
+            refuse_duplicate_columns(path, header)
             for values in _csv_records(reader):
                 if isinstance(values, RowError):
                     yield values
@@ -415,9 +439,11 @@ def _csv_records(reader) -> Iterator[list | RowError]:
             yield RowError(DropReason.MALFORMED_CSV, f"{where}: {detail}")
 
 
-def _arrow_batches(path: Path) -> Iterator[pa.RecordBatch]:
-    """The record batches of an Arrow IPC stream or file, read one at a time (never the whole table)."""
-    with pa.OSFile(str(path)) as handle:
+def arrow_batches(path: Path, mapped: bool = False) -> Iterator[pa.RecordBatch]:
+    """The record batches of an Arrow IPC stream or file, read one at a time (never the whole
+    table); `mapped`: memory-mapped, so that skipping batches reads nothing (a chunk's reader)."""
+    opener = pa.memory_map if mapped else pa.OSFile
+    with opener(str(path)) as handle:
         try:
             reader = pa.ipc.open_stream(handle)
         except pa.ArrowInvalid:
@@ -425,7 +451,7 @@ def _arrow_batches(path: Path) -> Iterator[pa.RecordBatch]:
         if reader is not None:
             yield from reader
             return
-    with pa.OSFile(str(path)) as handle:
+    with opener(str(path)) as handle:
         try:
             reader = pa.ipc.open_file(handle)
         except pa.ArrowInvalid as err:
@@ -436,10 +462,8 @@ def _arrow_batches(path: Path) -> Iterator[pa.RecordBatch]:
 
 def _arrow_rows(paths: list[Path]) -> Iterator[dict]:
     for path in paths:
-        for batch in _read_or_refuse(
-            _arrow_batches(path), f"{path}: the Arrow file is damaged or cut short"
-        ):
-            _refuse_duplicate_columns(path, batch.schema.names)
+        for batch in read_or_refuse(arrow_batches(path), arrow_damaged(path)):
+            refuse_duplicate_columns(path, batch.schema.names)
             for start in range(0, batch.num_rows, BATCH_ROWS):
                 yield from batch.slice(start, BATCH_ROWS).to_pylist()
 
