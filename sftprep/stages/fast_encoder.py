@@ -359,6 +359,7 @@ class LazyFast:
         self._lock = threading.Lock()
         self._started = False
         self._done = False
+        self._asked = False  # whether a chunk was already handed to HF while loading
         self._backend: FastBackend | None = None
         self._error: SftprepError | None = None
 
@@ -371,11 +372,20 @@ class LazyFast:
             threading.Thread(target=self._load_quietly, name="fastokens-load").start()
 
     def current(self) -> FastBackend | None:
-        """The backend if loaded, else None at once (auto: HF encodes meanwhile); --encoder
-        fast waits for it (and raises its error)."""
+        """The backend if loaded; while it loads, None at once for the first chunk asked (auto:
+        HF encodes that one, the smallest, beside the load) and a wait for every later one.
+        Measured on 2 cores (bench/RESULTS.md, session 15): HF-encoding the 896 rows of the
+        first three chunks took longer than the whole load, so later chunks wait (about a
+        second at most, while the next chunk is rendered). --encoder fast always waits (and
+        raises the load's error)."""
         if self.mode == "fast":
             return self.get()
-        return self._backend if self._done else None
+        if self._done:
+            return self._backend
+        if not self._asked:
+            self._asked = True
+            return None
+        return self.get()
 
     def get(self) -> FastBackend | None:
         """The loaded backend (None: use HF); raises the load's SftprepError in fast mode."""

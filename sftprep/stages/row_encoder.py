@@ -114,7 +114,7 @@ class RowEncoder:
 
     def tokenize(self, prepared: tuple[list, list, list]) -> tuple[list, bool]:
         """Rust only (the GIL is released): the Encodings of a rendered chunk, and whether the
-        fast encoder made them (while it is still loading, HF encodes: never a wait)."""
+        fast encoder made them (while it is still loading, HF encodes the first chunk)."""
         fast = None if self.tokenizer.fast is None else self.tokenizer.fast.current()
         backend = self.tokenizer.backend if fast is None else fast
         return tokenize_batch(prepared[1], backend, self.special_tokens), fast is not None
