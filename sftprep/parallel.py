@@ -48,16 +48,19 @@ def in_worker_processes(
     initializer: Callable,
     initargs: tuple,
     what: str,
+    start_method: str = "spawn",
 ) -> Iterator:
-    """`function(task)` for each task in `procs` spawned processes, yielded in task order.
+    """`function(task)` for each task in `procs` worker processes, yielded in task order.
 
-    Spawned, not forked: a fork after the Rust tokenizer has started its threads can deadlock.
+    Spawned unless the caller knows a fork is safe (`start_method` "fork"): a fork after a Rust
+    tokenizer has started its threads can deadlock, so the build forks only before fastokens
+    has encoded anything (see pipeline._worker_start).
     `concurrent.futures` rather than `multiprocessing.Pool`: when a worker dies (killed, out of
     memory, or a result that cannot be unpickled), Pool.imap waits forever for the lost task,
     while a ProcessPoolExecutor marks every pending future broken. At most
     IN_FLIGHT_PER_WORKER tasks per worker are queued, so a big source is never read ahead whole.
     """
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context(start_method)
     pool = ProcessPoolExecutor(
         procs, mp_context=context, initializer=initializer, initargs=initargs
     )

@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import os
 import shutil
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from sftprep.stages.out_guard import build_lock, refuse_foreign_files, refuse_un
 from sftprep.stages.pack import plan_rows
 from sftprep.stages.row_encoder import (
     encoder_for,
+    init_forked_worker,
     init_worker,
     process_in_worker,
 )
@@ -342,8 +344,28 @@ def _encoded_chunks(config, tokenizer, engine, st: SourceStats, spec, rows, keep
     if procs <= 1 or len(head) < POOL_MIN_CHUNKS:
         encoder = encoder_for(tokenizer, config)
         return pipelined(encoder.render, encoder.tokenize, encoder.finish, tasks)
-    initargs = (config, tokenizer.encoder == "fastokens")
-    return in_worker_processes(process_in_worker, tasks, procs, init_worker, initargs, source)
+    if _can_fork(tokenizer):
+        initializer, initargs, method = init_forked_worker, (tokenizer, config), "fork"
+    else:
+        initializer, initargs = init_worker, (config, tokenizer.encoder == "fastokens")
+        method = "spawn"
+    return in_worker_processes(
+        process_in_worker, tasks, procs, initializer, initargs, source, method
+    )
+
+
+def _can_fork(tokenizer) -> bool:
+    """Whether workers can be forked from this process, inheriting its tokenizer and fast backend
+    (built here first, encoding nothing): a spawned worker imports sftprep and loads both again,
+    about 3 s of CPU for a 150k vocabulary, most of a small build on 2 cores. Linux only (macOS
+    forks are unsafe with its system libraries), and never once fastokens has encoded here (its
+    threads would be missing in the child). HF's thread pool, if started, is the tokenizers
+    library's to handle at a fork (it turns its parallelism off in the child), and the workers
+    turn it off too. The build's other threads (numpy's, pyarrow's allocator, a progress bar)
+    are fork-safe or never used by a worker."""
+    if not sys.platform.startswith("linux"):
+        return False
+    return tokenizer.fast is None or tokenizer.fast.ready_to_fork()
 
 
 def _cores() -> int:

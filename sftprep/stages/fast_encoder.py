@@ -160,8 +160,11 @@ class FastBackend:
 
     def _flat(self, texts: list[str]) -> list:
         """fastokens' ids of each text (None for a text it raised on)."""
+        _encoded_here()
         try:
             ids, offsets = self.fast.encode_batch_flat(texts)
+        except (KeyboardInterrupt, SystemExit):
+            raise
         except BaseException:  # noqa: BLE001 - a Rust panic; encode one by one to find the row
             return [self._one(t) for t in texts]
         ids = np.frombuffer(ids, dtype="<u4")
@@ -169,8 +172,11 @@ class FastBackend:
         return [ids[offsets[i] : offsets[i + 1]] for i in range(len(texts))]
 
     def _one(self, text: str):
+        _encoded_here()
         try:
             return np.asarray(self.fast.encode(text, add_special_tokens=False).ids, dtype=np.uint32)
+        except (KeyboardInterrupt, SystemExit):
+            raise
         except BaseException:  # noqa: BLE001 - see _flat
             return None
 
@@ -237,12 +243,29 @@ def byte_lengths(hf) -> np.ndarray | str:
     return lengths
 
 
+_ENCODED_IN_THIS_PROCESS = False
+"""Whether fastokens has encoded here: its first encode starts worker threads, which a fork
+would not carry over (the child would wait on them forever), so from then on workers are spawned."""
+
+
+def _encoded_here() -> None:
+    global _ENCODED_IN_THIS_PROCESS
+    _ENCODED_IN_THIS_PROCESS = True
+
+
+def fastokens_threads_started() -> bool:
+    """Whether this process has started fastokens' worker threads (see _ENCODED_IN_THIS_PROCESS)."""
+    return _ENCODED_IN_THIS_PROCESS
+
+
 def load_fast_backend(hf, mode: str, key=None) -> tuple[FastBackend | None, str]:
     """The fast backend for this HF tokenizer (after sftprep added its tokens), or None and why.
     mode: auto (None when it does not qualify or fastokens is missing) or fast (then an error).
-    With a `key` (the tokenizer's fingerprint), a process loads and probes each tokenizer once."""
+    With a `key` (the tokenizer's fingerprint), a process loads and probes each tokenizer once,
+    and uses the backend `construct_backend` built (here or in the parent it was forked from)."""
     if key is None or key not in _LOADED:
-        loaded = _load(hf)
+        built = _CONSTRUCTED.get(key) if key is not None else None
+        loaded = _probed(*(built or _construct(hf)))
         if key is not None:
             _LOADED[key] = loaded
     problem, backend = loaded if key is None else _LOADED[key]
@@ -255,9 +278,44 @@ def _refusal(problem: str) -> SftprepError:
     return SftprepError(f"--encoder fast cannot be used: {problem}; use --encoder auto or hf")
 
 
-def _load(hf) -> tuple[str | None, FastBackend | None]:
-    text = hf.to_str()
-    spec = json.loads(text)
+def construct_backend(hf, key) -> None:
+    """Build the fast backend for `key` in this thread without encoding anything (no fastokens
+    thread starts): worker processes forked after it inherit it and only run the probe."""
+    if key not in _LOADED and key not in _CONSTRUCTED:
+        _CONSTRUCTED[key] = _construct(hf)
+
+
+def _probed(problem: str | None, backend: FastBackend | None):
+    if backend is not None and (mismatch := probe(backend)):
+        return mismatch, None
+    return problem, backend
+
+
+def light_spec(hf) -> dict:
+    """What fast_encoder_problem reads of tokenizer.json, from the loaded tokenizer's parts: its
+    model's type and flags, normalizer, pre-tokenizer and added tokens. Parsing the whole JSON
+    (mostly the vocabulary and merges) takes 0.2-0.5 s for a 150k vocabulary; this, milliseconds."""
+
+    def state(part) -> dict | None:
+        return None if part is None else json.loads(part.__getstate__())
+
+    model = hf.model
+    return {
+        "model": {
+            "type": type(model).__name__,
+            "byte_fallback": getattr(model, "byte_fallback", False),
+            "dropout": getattr(model, "dropout", None),
+        },
+        "normalizer": state(hf.normalizer),
+        "pre_tokenizer": state(hf.pre_tokenizer),
+        "added_tokens": [
+            {"normalized": t.normalized} for t in hf.get_added_tokens_decoder().values()
+        ],
+    }
+
+
+def _construct(hf) -> tuple[str | None, FastBackend | None]:
+    spec = light_spec(hf)
     if problem := _cheap_problem(spec):
         return problem, None
     import fastokens
@@ -266,17 +324,16 @@ def _load(hf) -> tuple[str | None, FastBackend | None]:
     if isinstance(lengths, str):
         return f"the tokenizer does not qualify ({lengths})", None
     try:
-        fast = fastokens.Tokenizer.from_json_str(text)
+        fast = fastokens.Tokenizer.from_json_str(hf.to_str())
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C during the load: the user's, not a panic
+        raise
     except BaseException as err:  # noqa: BLE001 - a Rust panic on an unusual tokenizer.json
         return f"fastokens cannot load the tokenizer ({type(err).__name__}: {err})", None
     special = {flag: _special_ids(hf, flag) for flag in (True, False)}
     if any(s is None for s in special.values()):
         return "its post-processor does more than add tokens around the text", None
     nfc = (_normalizer(spec) or {}).get("type") == "NFC"
-    backend = FastBackend(hf, fast, lengths, nfc, special)
-    if mismatch := probe(backend):
-        return mismatch, None
-    return None, backend
+    return None, FastBackend(hf, fast, lengths, nfc, special)
 
 
 def _special_ids(hf, add_special: bool) -> tuple[np.ndarray, np.ndarray] | None:
@@ -317,7 +374,9 @@ def fingerprint_part(mode: str) -> list:
 
 
 _LOADED: dict = {}
-"""tokenizer fingerprint -> (FastBackend | None, note): a process loads and probes it once."""
+"""tokenizer fingerprint -> (note, FastBackend | None): a process loads and probes it once."""
+_CONSTRUCTED: dict = {}
+"""tokenizer fingerprint -> (note, FastBackend | None) built but not yet probed (construct_backend)."""
 
 
 def choose_encoder(tokenizer, mode: str) -> None:
@@ -327,7 +386,7 @@ def choose_encoder(tokenizer, mode: str) -> None:
     second for a 150k vocabulary): a process that encodes nothing never pays for it."""
     import tokenizers
 
-    if mode == "hf" or (problem := _cheap_problem(json.loads(tokenizer.backend.to_str()))):
+    if mode == "hf" or (problem := _cheap_problem(light_spec(tokenizer.backend))):
         if mode == "fast":
             raise _refusal(problem)
         tokenizer.fast = None
@@ -386,6 +445,17 @@ class LazyFast:
             self._asked = True
             return None
         return self.get()
+
+    def ready_to_fork(self) -> bool:
+        """Build the backend in this thread, encoding nothing, so that worker processes forked
+        now inherit it and only probe it (instead of each loading it: about 2 s of CPU for a
+        150k vocabulary). False when a fork is not safe: a background load started here (its
+        thread may be inside fastokens), or fastokens already encoded in this process."""
+        if self._started or fastokens_threads_started():
+            return False
+        if not self._done:
+            construct_backend(self.hf, self.key)
+        return not fastokens_threads_started()
 
     def get(self) -> FastBackend | None:
         """The loaded backend (None: use HF); raises the load's SftprepError in fast mode."""

@@ -11,6 +11,7 @@ Both budgets are config keys (`template_seconds`, `template_max_mb`); the defaul
 what real templates need (the slowest of 16 families renders a long chat in a few ms).
 """
 
+import os
 import signal
 import threading
 import time
@@ -52,6 +53,8 @@ class _Watchdog:
 
 
 _WATCHDOG = _Watchdog()
+# A forked worker has no watchdog thread (fork copies only the forking thread): it starts its own.
+os.register_at_fork(after_in_child=lambda: setattr(_WATCHDOG, "main", None))
 
 
 def timed_render(render: Callable[[], str], seconds: float = RENDER_SECONDS) -> str:

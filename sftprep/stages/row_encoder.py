@@ -154,21 +154,36 @@ _WORKER: RowEncoder | None = None
 
 
 def init_worker(config: BuildConfig, fast: bool = False) -> None:
-    """Pool initializer: load the tokenizer and compile the template once per process; `fast`:
-    the build process chose the fast encoder, so every worker must use it too."""
+    """Pool initializer of a spawned worker: load the tokenizer and compile the template once per
+    process; `fast`: the build process chose the fast encoder, so every worker must use it too."""
     global _WORKER
-    # Ctrl-C and a hang-up reach the whole process group: they are the parent's to handle, in one
-    # line. SIGTERM is not ignored: it is how the pool stops its workers (Process.terminate).
-    for sig in (signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
-    # The workers are the parallelism: one tokenizer thread each, not a thread pool per worker
-    # fighting the others for the same cores.
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    _as_worker()
     tokenizer = load_tokenizer(
         config.tokenizer, config.chat_template, config.pad_vocab_to_multiple_of
     )
     choose_encoder(tokenizer, "auto" if fast else "hf")
     _WORKER = encoder_for(tokenizer, config)
+
+
+def init_forked_worker(tokenizer: LoadedTokenizer, config: BuildConfig) -> None:
+    """Pool initializer of a forked worker: the tokenizer (and the fast backend the build process
+    built for it, not yet probed) came with the fork; only the template is compiled here."""
+    global _WORKER
+    _as_worker()
+    _WORKER = encoder_for(tokenizer, config)
+
+
+def _as_worker() -> None:
+    # Ctrl-C and a hang-up reach the whole process group: they are the parent's to handle, in one
+    # line. SIGTERM keeps its default (a forked worker would inherit the CLI's handler): it is how
+    # the pool stops its workers (Process.terminate).
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # The workers are the parallelism: one tokenizer thread each, not a thread pool per worker
+    # fighting the others for the same cores. (Read by HF tokenizers at each call, so it also
+    # holds in a forked worker whose parent had started HF's thread pool.)
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
 def process_in_worker(task: tuple) -> list:
