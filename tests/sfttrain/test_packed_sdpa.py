@@ -1,6 +1,6 @@
 """Packed sdpa (sfttrain/packed_sdpa.py): sdpa on each packed example equals transformers' sdpa
-with its dense block-causal mask, logits and gradients, on every architecture it is for, and
-never makes a [T, T] tensor."""
+with its dense block-causal mask, logits and gradients, on every architecture it is chosen for,
+and never makes a [T, T] tensor; where it would not be exact, sdpa keeps the dense mask."""
 
 import copy
 from contextlib import contextmanager
@@ -8,11 +8,13 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 import torch
-from conftest import pack
+from conftest import pack, write_build
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import sfttrain
 from sfttrain import packed_sdpa
 from sfttrain.collator import collate_padding_free
+from sfttrain.model_loading import DENSE_MASK, causal_lm_class, resolve_attn
 
 VOCAB = 300
 LENGTHS = (17, 32, 5, 23)
@@ -194,3 +196,71 @@ def test_dropout_is_applied_per_example_and_stays_inside_it():
     other[:, :, :5] = torch.randn(1, 4, 5, 8)
     assert torch.equal(attend(other, 0.5)[0, 5:], dropped[0, 5:]), "the first example stays apart"
     assert not torch.equal(attend(other, 0.5)[0, :5], dropped[0, :5]), "control"
+
+
+def test_resolve_attn_picks_the_packed_kernel_only_where_it_is_exact():
+    def resolved(name, config, longest=64):
+        return resolve_attn(name, torch.float32, causal_lm_class(config), config, longest)
+
+    packed = packed_sdpa.NAME
+    for model_type in sorted(packed_sdpa.PACKED_ARCHITECTURES):
+        assert resolved("sdpa", tiny_config(model_type))[0] == packed, model_type
+        assert resolved("auto", tiny_config(model_type))[0] == packed, model_type
+    attn, why = resolved("sdpa-dense", tiny_config("llama"))
+    assert (attn, why) == ("sdpa", "asked for with --attn sdpa-dense: " + DENSE_MASK)
+    assert resolved("sdpa", tiny_config("mistral", sliding_window=64))[0] == packed, "window = T"
+    attn, why = resolved("sdpa", tiny_config("mistral", sliding_window=16))
+    assert attn == "sdpa" and "sliding window of 16 tokens is shorter than --batch-tokens 64" in why
+    qwen2 = {"use_sliding_window": True, "sliding_window": 16}
+    windowed_layers = tiny_config("qwen2", **qwen2, max_window_layers=1)
+    assert windowed_layers.layer_types == ["full_attention", "sliding_attention"], "guard"
+    assert resolved("auto", windowed_layers)[0] == "sdpa", "a sliding layer"
+    assert resolved("auto", tiny_config("qwen2", **qwen2, max_window_layers=2))[0] == packed
+    assert resolved("auto", tiny_config("qwen2", sliding_window=16))[0] == packed, "window off"
+    attn, why = resolved("auto", tiny_config("gemma3_text"))
+    assert attn == "sdpa" and "not known to be exact for gemma3_text" in why
+    assert resolve_attn("sdpa", torch.float32)[0] == "sdpa", "no config: the dense mask"
+
+
+def train_twice(tmp_path, base_config, capsys, model_dir):
+    """Six steps with --attn sdpa, then with --attn sdpa-dense, on rows packing three sentences
+    of 9, 16 and 23 tokens (one row per micro-batch): (losses, stderr) of each."""
+    rng = np.random.default_rng(0)
+    sentences = [rng.integers(3, 512, n).tolist() for n in (9, 16, 23)]
+    rows = [pack(*(sentences[(i + j) % 3] for j in range(3))) for i in range(6)]
+    data = write_build(tmp_path / "b", rows, eval_rows=rows[:2])
+    runs = []
+    for attn in ("sdpa", "sdpa-dense"):
+        config = {**base_config, "data": str(data), "model": str(model_dir), "attn": attn,
+                  "max_steps": 6, "loss_chunk_tokens": 16, "output_dir": str(tmp_path / attn)}  # fmt: skip
+        result = sfttrain.train(config)
+        losses = [result.first_loss, result.last_loss, result.metrics["eval_loss"]]
+        runs.append((losses, capsys.readouterr().err))
+    return runs
+
+
+def test_training_with_the_packed_kernel_matches_the_dense_mask(tmp_path, base_config, capsys):
+    (packed, packed_err), (dense, dense_err) = train_twice(
+        tmp_path, base_config, capsys, base_config["model"]
+    )
+    assert (
+        "attention: sdpa_packed (asked for with --attn; sdpa on each packed example" in packed_err
+    )
+    assert "attention: sdpa (asked for with --attn sdpa-dense" in dense_err
+    for err in (packed_err, dense_err):
+        assert "isolation: packed examples stay apart" in err
+        assert "loss: chunks of 16 tokens" in err
+    assert packed == pytest.approx(dense, rel=1e-5, abs=1e-6)
+    assert packed[1] < packed[0] - 0.5, "guard: it trains"
+    assert "sdpa_packed" not in (tmp_path / "sdpa" / "config.json").read_text(), "loads anywhere"
+
+
+def test_a_short_sliding_window_keeps_the_dense_mask_and_says_so(tmp_path, base_config, capsys):
+    model_dir = tmp_path / "mistral"
+    tiny_config("mistral", sliding_window=16, vocab_size=512).save_pretrained(model_dir)
+    (windowed, err), (dense, _) = train_twice(tmp_path, base_config, capsys, model_dir)
+    assert (
+        "attention: sdpa (asked for with --attn; transformers' sdpa with a dense [T, T] "
+        "block-causal mask: its sliding window of 16 tokens is shorter than --batch-tokens 48"
+    ) in err
+    assert windowed == dense, "both ran transformers' sdpa"
