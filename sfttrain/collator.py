@@ -10,8 +10,8 @@ Worked example, two rows: [5, 6, 7 | 8, 9] (seq_lens [3, 2], loss_mask [0, 1, 1,
     max_length_q = max_length_k = 3
 
 No attention_mask: with it absent and position_ids restarting, transformers builds a block
-causal mask (sdpa, eager, flex) or uses cu_seq_lens (flash-attention), so no token attends
-across examples. `use_cache=False` is part of the batch, because with a KV cache transformers
+causal mask (sdpa-dense, eager, flex) or uses cu_seq_lens (flash-attention), and sfttrain's packed
+sdpa runs attention on each example's slice (packed_sdpa.py), so no token attends across examples. `use_cache=False` is part of the batch, because with a KV cache transformers
 skips that packed-sequence detection and examples silently attend to each other
 (DESIGN.md, "A KV cache silently breaks isolation"). Labels are shifted once, by the model; the
 contract puts loss_mask 0 on every example's first token, so no example learns to predict the

@@ -18,6 +18,9 @@ from schemas.config_fields import check_types, construct, flag, read_yaml, unkno
 from schemas.config_fields import field_docs as _field_docs
 from sfttrain.errors import ConfigError
 
+AttnChoice = Literal["auto", "flash_attention_2", "sdpa", "sdpa-dense", "flex_attention", "eager"]
+"""The --attn values: transformers' kernel names, and sdpa-dense (sdpa with its dense mask)."""
+
 # TrainingArguments fields that sfttrain sets itself: `training_args` may not set them.
 # Each maps to the config key to use instead (None: fixed by how sfttrain batches data).
 OWNED_TRAINING_ARGS: dict[str, str | None] = {
@@ -69,8 +72,8 @@ class TrainConfig:
     keep the frozen base in that dtype), fp32, bf16-pure (bf16 weights and optimizer state: half
     the memory, but updates below bf16's precision are lost; warned), or auto (bf16 on a
     bf16-capable GPU, else fp32)."""
-    attn: Literal["auto", "flash_attention_2", "sdpa", "flex_attention", "eager"] = "auto"
-    """Attention kernel: auto (flash_attention_2 if flash-attn is installed and CUDA is there, else sdpa where the architecture supports it, else eager; the choice is printed), flash_attention_2, sdpa, flex_attention or eager."""
+    attn: AttnChoice = "auto"
+    """Attention kernel: auto (flash_attention_2 if flash-attn is installed and CUDA is there, else sdpa where the architecture supports it, else eager; the choice is printed), flash_attention_2, sdpa (on Llama, Mistral, Qwen2/3, Phi3, SmolLM3, OLMo2 with no sliding window shorter than batch_tokens: run on each packed example, no tokens x tokens mask; elsewhere transformers' dense block-causal mask; printed), sdpa-dense (always that dense mask), flex_attention or eager."""
     model_kwargs: dict = field(default_factory=dict)
     """Extra keyword arguments for from_pretrained (applied last, so they override the above)."""
     gradient_checkpointing: bool = False

@@ -1,8 +1,9 @@
 """Load the tokenizer and the model the way training needs them.
 
 The model comes back with `config.use_cache = False`: with a KV cache, transformers skips the
-packed-sequence detection that keeps packed examples apart (DESIGN.md pitfall). Optional GPU
-packages (flash-attn, bitsandbytes) are looked up only when asked for.
+packed-sequence detection that keeps packed examples apart (DESIGN.md pitfall). sdpa becomes
+sdpa per packed example (packed_sdpa.py) where that is exact. Optional GPU packages (flash-attn,
+bitsandbytes) are looked up only when asked for.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 
 from schemas.manifest import Manifest
+from sfttrain import packed_sdpa
 from sfttrain.config import TrainConfig
 from sfttrain.errors import SfttrainError
 from sfttrain.output_dir import is_main_process
@@ -46,12 +48,27 @@ ATTN_SUPPORT = {
 }
 """The class attribute by which a transformers model says it runs an attention kernel."""
 
+DENSE_SDPA = "sdpa-dense"
+"""The --attn value for transformers' sdpa with its dense block-causal mask on every model."""
+DENSE_MASK = "transformers' sdpa with a dense [T, T] block-causal mask"
 
-def resolve_attn(name: str, dtype: torch.dtype, model_class=None) -> tuple[str, str]:
+
+def resolve_attn(
+    name: str,
+    dtype: torch.dtype,
+    model_class=None,
+    model_config=None,
+    longest_example: int | None = None,
+) -> tuple[str, str]:
     """--attn as a transformers attn_implementation, with the reason it was chosen. auto:
     flash_attention_2 on CUDA when flash-attn is installed and the model supports it, else sdpa
     where the model supports it (Gemma2 does not), else eager. `model_class`: the transformers
-    class the model will be (None when unknown, e.g. remote code: transformers then decides)."""
+    class the model will be (None when unknown, e.g. remote code: transformers then decides).
+
+    sdpa (asked for or chosen by auto) becomes packed_sdpa.NAME, sdpa run per packed example
+    without the dense [T, T] mask, where that is exact for `model_config` with examples of up to
+    `longest_example` tokens (packed_sdpa.packed_problem); elsewhere, and with --attn
+    sdpa-dense, it stays transformers' sdpa with its block-causal mask."""
     has_flash = importlib.util.find_spec("flash_attn") is not None
     if name == "flash_attention_2" and not has_flash:
         raise SfttrainError(
@@ -63,11 +80,16 @@ def resolve_attn(name: str, dtype: torch.dtype, model_class=None) -> tuple[str, 
             "cannot train here; use --attn sdpa or eager on CPU (flex_attention on a CUDA machine)"
         )
     if name != "auto":
-        if not _supports(model_class, name):
+        kernel = "sdpa" if name == DENSE_SDPA else name
+        if not _supports(model_class, kernel):
             raise SfttrainError(
                 f"--attn {name}: {model_class.__name__} does not support it in transformers; "
                 "use --attn auto (it picks one the model supports) or --attn eager"
             )
+        if name == DENSE_SDPA:
+            return "sdpa", f"asked for with --attn {DENSE_SDPA}: {DENSE_MASK}"
+        if name == "sdpa":
+            return _sdpa_kind(model_config, longest_example, "asked for with --attn")
         return name, "asked for with --attn"
     flash_ok = _supports(model_class, "flash_attention_2")
     if (
@@ -85,8 +107,20 @@ def resolve_attn(name: str, dtype: torch.dtype, model_class=None) -> tuple[str, 
         else "flash-attn needs CUDA and bf16/fp16"
     )
     if _supports(model_class, "sdpa"):
-        return "sdpa", f"auto: {why}"
+        return _sdpa_kind(model_config, longest_example, f"auto: {why}")
     return "eager", f"auto: {why}, and {model_class.__name__} does not support sdpa"
+
+
+def _sdpa_kind(model_config, longest_example: int | None, why: str) -> tuple[str, str]:
+    """sdpa per packed example where that is exact, else transformers' sdpa; with the reason."""
+    problem = (
+        "the model's config is unknown"
+        if model_config is None
+        else packed_sdpa.packed_problem(model_config, longest_example)
+    )
+    if problem is not None:
+        return "sdpa", f"{why}; {DENSE_MASK}: {problem}"
+    return packed_sdpa.NAME, f"{why}; sdpa on each packed example, no [T, T] mask"
 
 
 def _supports(model_class, attn: str) -> bool:
@@ -177,6 +211,8 @@ def load_model(config: TrainConfig, dtype: torch.dtype, attn: str):
     from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    if attn == packed_sdpa.NAME:
+        packed_sdpa.register()
     kwargs = {
         "dtype": _weights_dtype(config, dtype),
         "attn_implementation": attn,

@@ -137,7 +137,9 @@ def prepare(
     added_tokens = list(build.manifest.tokenizer.added_tokens)
     max_token_id = build.max_token_id()
     check_vocab(model_config, max_token_id, grow=bool(added_tokens))
-    attn, why = resolve_attn(config.attn, dtype, causal_lm_class(model_config))
+    attn, why = resolve_attn(
+        config.attn, dtype, causal_lm_class(model_config), model_config, longest_example=budget
+    )
     announce(f"attention: {attn} ({why})")
 
     set_seed(config.seed)

@@ -51,7 +51,7 @@ def _worst_difference(packed_logits, alone_logits):
     )
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa", "sdpa-dense", "eager"])
 def test_packed_logits_and_loss_equal_examples_alone(tmp_path, base_config, attn):
     trainer, examples, batch = _packed_run(tmp_path, base_config, attn)
     assert trainer.model.config.use_cache is False
@@ -67,12 +67,17 @@ def test_packed_logits_and_loss_equal_examples_alone(tmp_path, base_config, attn
     )  # the weighting matters here
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa", "sdpa-dense", "eager"])
 def test_controls_show_contamination(tmp_path, base_config, attn):
     trainer, examples, batch = _packed_run(tmp_path, base_config, attn)
     alone = [_alone(trainer.model, ids)[1] for ids in examples]
     total = batch[MODEL_INPUT_IDS].shape[1]
-    no_reset = dict(batch, position_ids=torch.arange(total)[None])
+    one = torch.tensor([0, total], dtype=torch.int32)
+    no_reset = dict(batch, position_ids=torch.arange(total)[None], cu_seq_lens_q=one,
+                    cu_seq_lens_k=one, max_length_q=total, max_length_k=total)  # fmt: skip
     assert _worst_difference(_forward(trainer, no_reset)[1], alone) > 1e-2
-    with_cache = dict(batch, use_cache=True)
-    assert _worst_difference(_forward(trainer, with_cache)[1], alone) > 1e-2
+    with_cache = _worst_difference(_forward(trainer, dict(batch, use_cache=True))[1], alone)
+    if trainer.model.config._attn_implementation == "sdpa_packed":
+        assert with_cache < 1e-5, "the packed kernel reads cu_seq_lens, whatever the cache does"
+    else:
+        assert with_cache > 1e-2, "transformers' masks stop seeing the packing under a KV cache"

@@ -72,8 +72,11 @@ def test_flash_attention_keeps_examples_apart(tmp_path, base_config):
     assert _worst(trainer, merged, examples) > 0.2  # control: one long sequence does mix them
 
 
-def test_sdpa_bf16_keeps_examples_apart(tmp_path, base_config):
-    trainer, examples, batch = _packed(tmp_path, base_config, "sdpa")
+@pytest.mark.parametrize("attn", ["sdpa", "sdpa-dense"])  # per example (packed_sdpa.py), dense mask
+def test_sdpa_bf16_keeps_examples_apart(tmp_path, base_config, attn):
+    trainer, examples, batch = _packed(tmp_path, base_config, attn)
+    expected = "sdpa_packed" if attn == "sdpa" else "sdpa"
+    assert trainer.model.config._attn_implementation == expected
     assert _worst(trainer, batch, examples) < 5e-2
 
 
