@@ -81,6 +81,40 @@ def test_token_ranges_equal_hf_offsets_on_random_spans():
         assert compared > 1000
 
 
+def test_the_chunk_check_sends_exactly_the_untrusted_rows_to_hf(monkeypatch):
+    """The per-chunk check (cumulative byte sums over the whole chunk) hands to HF exactly the rows
+    whose byte lengths do not add up, the non-NFC ones (Qwen3 normalizes to NFC) and the one
+    fastokens panics on; every other row keeps fastokens' ids, equal to HF's, and token ends
+    that are the cumulative byte lengths of its own tokens only."""
+    hf = load_tokenizer(str(shared_tokenizer("qwen3"))).backend
+    backend, _ = load_fast_backend(hf, "fast")
+    texts = [json.dumps(c, ensure_ascii=False) for c in chats(40)] + list(fast_encoder.PROBE_TEXTS)
+    texts += ["Cafe\u0301 decomposed", "boom: this row panics"]
+    texts.insert(7, "a zebra in the middle of the chunk")
+    victim = hf.encode(texts[7], add_special_tokens=False).ids[1]  # " zebra"
+    lengths = backend.byte_lengths.copy()
+    lengths[victim] += 1  # a vocabulary entry whose byte length is wrong
+    backend.byte_lengths = lengths
+    backend.fast = Panicking(backend.fast, "boom")
+    backend.first_chunk = False  # the sample compares FastEncodings with HF, checked below anyway
+    out = backend.encode_batch(texts, add_special_tokens=False)
+    reference = hf.encode_batch(texts, add_special_tokens=False)
+    to_hf = {i for i, e in enumerate(out) if not isinstance(e, FastEncoding)}
+    expected = {
+        i for i, (t, r) in enumerate(zip(texts, reference))
+        if victim in r.ids or "boom" in t or not unicodedata.is_normalized("NFC", t)
+    }  # fmt: skip
+    assert 7 in to_hf and len(texts) - 1 in to_hf and len(texts) - 2 in to_hf
+    assert to_hf == expected
+    for enc, ref, text in zip(out, reference, texts):
+        assert list(enc.ids) == ref.ids
+        if isinstance(enc, FastEncoding):
+            own = np.cumsum([len(hf.decode([i], skip_special_tokens=False).encode()) for i in ref.ids]) if ref.ids else []
+            if text.isascii():  # one token per whole byte run: decode gives each token's bytes
+                assert list(enc.ends) == list(own)
+            assert (enc.ends[-1] if len(enc.ends) else 0) == len(text.encode())
+
+
 class Panicking:
     """fastokens, but panicking (a BaseException, as a Rust panic is) on texts with `word`."""
 
@@ -120,12 +154,13 @@ def test_a_sampled_row_that_differs_stops_the_build(tmp_path, monkeypatch):
     sources = write_sources(tmp_path / "src")
     real = fast_encoder.FastBackend._checked
 
-    def wrong(self, text, ids, prefix, suffix):
-        encoding = real(self, text, ids, prefix, suffix)
-        if encoding is not None and len(encoding.ids) > 3 and not self.first_chunk:
-            encoding.ids = encoding.ids.copy()
-            encoding.ids[-1] = encoding.ids[-2]  # what a wrong merge would give
-        return encoding
+    def wrong(self, *args):
+        encodings = real(self, *args)
+        for encoding in encodings:
+            if encoding is not None and len(encoding.ids) > 3 and not self.first_chunk:
+                encoding.ids = encoding.ids.copy()
+                encoding.ids[-1] = encoding.ids[-2]  # what a wrong merge would give
+        return encodings
 
     monkeypatch.setattr(fast_encoder.FastBackend, "_checked", wrong)
     with pytest.raises(fast_encoder.EncoderMismatch, match="--encoder hf"):
