@@ -107,23 +107,27 @@ def _first_token_is_added(enc) -> bool:
     return enc.token_to_chars(0) in (None, (0, 0))
 
 
+def _trained_tokens(enc, rendered: Rendered, ids: np.ndarray) -> list[tuple[int, int]]:
+    """[first, stop) token ranges that train: the id-marker spans (a RowError when a marker is
+    missing), or each character span's tokens (a FastEncoding maps them all in one search)."""
+    if rendered.id_markers:
+        return id_spans(ids, *rendered.id_markers)
+    if isinstance(enc, FastEncoding):
+        return enc.token_ranges(rendered.spans)
+    return [found for s0, s1 in rendered.spans if (found := token_range(enc, s0, s1)) is not None]
+
+
 def _encode_one(enc, rendered: Rendered, bos_id, eos_id, append_eos: bool) -> Encoded:
     raw = enc.ids
     ids = raw if isinstance(raw, np.ndarray) else np.fromiter(raw, dtype=np.int32, count=len(raw))
     mask = np.zeros(len(ids), dtype=np.uint8)
-    eos_trained = rendered.eos_trained
-    if rendered.id_markers:
-        try:
-            spans = id_spans(ids, *rendered.id_markers)
-        except RowError as err:
-            return err
-        for t0, t1 in spans:
-            mask[t0:t1] = 1
-        eos_trained = spans[-1][1] == len(ids)
-    for s0, s1 in () if rendered.id_markers else rendered.spans:
-        found = token_range(enc, s0, s1)
-        if found is not None:
-            mask[found[0] : found[1]] = 1
+    try:
+        trained = _trained_tokens(enc, rendered, ids)
+    except RowError as err:
+        return err
+    for t0, t1 in trained:
+        mask[t0:t1] = 1
+    eos_trained = trained[-1][1] == len(ids) if rendered.id_markers else rendered.eos_trained
     if (
         bos_id is not None
         and len(ids) >= 2
