@@ -13,6 +13,7 @@ from sftprep.errors import SftprepError
 
 IN_PROCESS_UP_TO_CORES = 4
 IN_FLIGHT_PER_WORKER = 2  # chunks queued per worker: enough to keep it busy, bounded memory
+RENDER_AHEAD = 8  # chunks rendered ahead of the tokenizer thread at most (see pipelined)
 
 
 def chunked(rows: Iterable, size: int, keep: Callable[[int], bool] | None = None) -> Iterator[list]:
@@ -89,16 +90,23 @@ def _result(future, what: str):
 
 
 def pipelined(render: Callable, tokenize: Callable, finish: Callable, tasks: Iterable) -> Iterator:
-    """In one process, three steps overlap: while a thread tokenizes chunk k in Rust (GIL released,
-    on all cores), this thread turns chunk k-1's Encodings into ids and masks and renders chunk k+1.
+    """In one process, three steps overlap: while a thread tokenizes in Rust (GIL released, on all
+    cores), this thread renders the next chunks and turns finished chunks' Encodings into ids and
+    masks, in chunk order. Rendering runs up to RENDER_AHEAD chunks ahead of the tokenizer: while
+    the fast encoder loads (about 2 s for a 150k vocabulary, in the tokenizer thread) the build
+    keeps rendering instead of waiting; a finished chunk is taken as soon as it is ready.
     The thread never runs Python, so it never waits for the GIL while the tokenizer could work."""
-    with ThreadPoolExecutor(max_workers=1) as tokenizer:
-        pending = None  # (prepared chunk, future of its Encodings)
+    tokenizer = ThreadPoolExecutor(max_workers=1)
+    pending: deque = deque()  # (prepared chunk, future of its Encodings), in chunk order
+    try:
         for task in tasks:
             prepared = render(*task)
-            submitted = (prepared, tokenizer.submit(tokenize, prepared))
-            if pending is not None:
-                yield finish(pending[0], pending[1].result())
-            pending = submitted
-        if pending is not None:
-            yield finish(pending[0], pending[1].result())
+            pending.append((prepared, tokenizer.submit(tokenize, prepared)))
+            while pending and (pending[0][1].done() or len(pending) > RENDER_AHEAD):
+                prepared, future = pending.popleft()
+                yield finish(prepared, future.result())
+        while pending:
+            prepared, future = pending.popleft()
+            yield finish(prepared, future.result())
+    finally:  # also when the consumer stopped early or raised: queued chunks are not tokenized
+        tokenizer.shutdown(wait=True, cancel_futures=True)

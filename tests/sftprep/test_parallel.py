@@ -45,3 +45,50 @@ def test_worker_results_come_back_in_task_order():
     assert list(in_worker_processes(_square, range(40), 2, _noop, (), "t")) == [
         x * x for x in range(40)
     ]
+
+
+def test_pipelined_renders_ahead_of_a_slow_tokenizer_and_keeps_chunk_order():
+    """While the tokenizer thread is held (the fast encoder loading), rendering goes on up to
+    RENDER_AHEAD chunks ahead, no further; results come back in chunk order, each chunk once."""
+    import threading
+
+    from sftprep.parallel import RENDER_AHEAD, pipelined
+
+    loaded = threading.Event()
+    rendered = []
+
+    def render(i):
+        rendered.append(i)
+        return i
+
+    def tokenize(i):
+        loaded.wait(10)
+        return -i
+
+    tasks = ((i,) for i in range(40))
+    results = pipelined(render, tokenize, lambda p, t: (p, t), tasks)
+    first = []
+    waiter = threading.Thread(target=lambda: first.append(next(results)))
+    waiter.start()
+    waiter.join(1.0)
+    assert not first and len(rendered) == RENDER_AHEAD + 1  # ahead, and bounded
+    loaded.set()
+    waiter.join(10)
+    assert first + list(results) == [(i, -i) for i in range(40)]
+
+
+def test_pipelined_stopped_early_does_not_tokenize_the_queued_chunks():
+    import time
+
+    from sftprep.parallel import pipelined
+
+    tokenized = []
+
+    def tokenize(i):
+        time.sleep(0.05)
+        tokenized.append(i)
+
+    results = pipelined(lambda i: i, tokenize, lambda p, t: p, ((i,) for i in range(40)))
+    assert next(results) == 0  # by then RENDER_AHEAD chunks wait behind chunk 0
+    results.close()
+    assert len(tokenized) <= 2, "the queued chunks were cancelled, not tokenized"
