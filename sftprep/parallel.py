@@ -12,6 +12,7 @@ from concurrent.futures.process import BrokenProcessPool
 from sftprep.errors import SftprepError
 
 IN_PROCESS_UP_TO_CORES = 4
+WORKERS_FROM_BYTES = 128 << 20  # a source this big gets worker processes on any core count
 IN_FLIGHT_PER_WORKER = 2  # chunks queued per worker: enough to keep it busy, bounded memory
 RENDER_AHEAD = 8  # chunks rendered ahead of the tokenizer thread at most (see pipelined)
 
@@ -29,17 +30,21 @@ def chunked(rows: Iterable, size: int, keep: Callable[[int], bool] | None = None
         step = min(size, step * 2)
 
 
-def worker_processes(num_proc: int, cores: int) -> int:
-    """Worker processes for --num-proc (0 = choose): 1 means in this process, pipelined.
+def worker_processes(num_proc: int, cores: int, source_bytes: int = 0) -> int:
+    """Worker processes for a source under --num-proc (0 = choose): 1 means in this process, pipelined.
 
-    In one process the Rust tokenizer already runs on every core and Python (rendering, masks)
-    takes about a fifth of the CPU time in a thread beside it, so one process keeps up to about
-    four cores busy; measured on 2 cores it beats 2 worker processes (bench/RESULTS.md). Beyond
-    that, worker processes each render and tokenize their own chunks.
+    In one process the Rust tokenizer runs in a thread beside Python (rendering, masks), and the
+    fast encoder loads while the first chunks render, so on up to IN_PROCESS_UP_TO_CORES cores one
+    process wins for a small source: measured on 2 cores (bench/RESULTS.md, session 18), 7k chats
+    (20 MB) build in 5.1 s in one process vs 5.7 s with 2 workers, 28k chats (81 MB) tie, and 70k
+    chats (203 MB) take 19.0 s vs 17.4 s. So a source file of WORKERS_FROM_BYTES or more gets one
+    worker per core; beyond IN_PROCESS_UP_TO_CORES cores every source does.
     """
     if num_proc:
         return num_proc
-    return 1 if cores <= IN_PROCESS_UP_TO_CORES else cores
+    if cores > IN_PROCESS_UP_TO_CORES or (cores > 1 and source_bytes >= WORKERS_FROM_BYTES):
+        return cores
+    return 1
 
 
 def in_worker_processes(

@@ -186,7 +186,7 @@ def _build_locked(
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             elapsed_s=round(time.perf_counter() - started, 3),
             engine=config.engine,
-            workers=engine.workers if engine else worker_processes(config.num_proc, _cores()),
+            workers=engine.workers if engine else max(st.workers for st in stats),
             config=config.to_dict(),
             tokenizer=tokenizer.manifest_entry(sum((st.encoded_by for st in stats), Counter())),
             sources=_source_entries(stats),
@@ -338,12 +338,13 @@ def _encoded_chunks(config, tokenizer, engine, st: SourceStats, spec, rows, keep
         return encoded_chunks(engine, st.source, st.sha256, spec, rows, keep, CHUNK_ROWS)
     tasks = ((spec, chunk) for chunk in chunked(rows, CHUNK_ROWS, keep))
     source = st.source.path
-    procs = worker_processes(config.num_proc, _cores())
+    procs = worker_processes(config.num_proc, _cores(), _file_bytes(st.source))
     head = list(itertools.islice(tasks, POOL_MIN_CHUNKS))
     tasks = itertools.chain(head, tasks)
     if procs <= 1 or len(head) < POOL_MIN_CHUNKS:
         encoder = encoder_for(tokenizer, config)
         return pipelined(encoder.render, encoder.tokenize, encoder.finish, tasks)
+    st.workers = procs
     if _can_fork(tokenizer):
         initializer, initargs, method = init_forked_worker, (tokenizer, config), "fork"
     else:
@@ -366,6 +367,12 @@ def _can_fork(tokenizer) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     return tokenizer.fast is None or tokenizer.fast.ready_to_fork()
+
+
+def _file_bytes(source) -> int:
+    """Size of a source file (0 for a folder or a hub dataset: those are encoded in process
+    unless --num-proc asks for workers)."""
+    return os.path.getsize(source.path) if os.path.isfile(source.path) else 0
 
 
 def _cores() -> int:

@@ -56,9 +56,11 @@ class SourceStats:
     spill_range: tuple[int, int] = (0, 0)
     """Spill positions [first, end) of this source's pieces, as read."""
     stamp: tuple = ()
+    """sources.source_stamp before the build hashed the source (checked once it is read)."""
     encoded_by: Counter = field(default_factory=Counter)
     """Rows per encoder (fastokens, hf, hf-fallback; see fast_encoder.py); the manifest sums them."""
-    """sources.source_stamp before the build hashed the source (checked once it is read)."""
+    workers: int = 1
+    """Processes that encoded this source (1: the build process; the manifest records the most)."""
 
     def count_kept(self, pieces: list[Encoded], cut: int) -> None:
         """One row kept, as these pieces, after `cut` tokens were truncated away."""

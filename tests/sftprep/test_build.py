@@ -359,12 +359,34 @@ def test_a_build_imports_neither_torch_nor_transformers_nor_pandas(tmp_path):
 
 
 def test_num_proc_zero_runs_in_one_process_on_few_cores_and_one_worker_per_core_beyond():
-    from sftprep.parallel import IN_PROCESS_UP_TO_CORES, worker_processes
+    from sftprep.parallel import IN_PROCESS_UP_TO_CORES, WORKERS_FROM_BYTES, worker_processes
 
     assert worker_processes(3, 64) == 3  # an explicit count is obeyed
     assert worker_processes(0, 2) == 1
     assert worker_processes(0, IN_PROCESS_UP_TO_CORES) == 1
     assert worker_processes(0, IN_PROCESS_UP_TO_CORES + 1) == IN_PROCESS_UP_TO_CORES + 1
+    assert worker_processes(0, 2, WORKERS_FROM_BYTES - 1) == 1  # a small source: one process
+    assert worker_processes(0, 2, WORKERS_FROM_BYTES) == 2  # a big one: a worker per core
+    assert worker_processes(0, 1, WORKERS_FROM_BYTES) == 1
+
+
+def test_the_manifest_records_the_processes_that_encoded(tmp_path):
+    """`workers` is what ran, not what --num-proc asked: a source too small for a pool (fewer
+    than POOL_MIN_CHUNKS chunks) is encoded in the build process even under --num-proc 2."""
+    from sftprep.pipeline import CHUNK_ROWS, POOL_MIN_CHUNKS
+
+    small, big = tmp_path / "small.jsonl", tmp_path / "big.jsonl"
+    small.write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(10)))
+    rows = CHUNK_ROWS * (POOL_MIN_CHUNKS + 1)
+    big.write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(rows)))
+    workers = {}
+    for name, sources in (("small", [small]), ("both", [small, big])):
+        manifest = sftprep.build(
+            {"sources": [str(s) for s in sources], "tokenizer": str(BUNDLED_TOKENIZER),
+             "out": str(tmp_path / name), "max_length": 64, "num_proc": 2}
+        )  # fmt: skip
+        workers[name] = manifest["workers"]
+    assert workers == {"small": 1, "both": 2}
 
 
 LONG_ROW = {"text": "x" * 70_000}  # a first line longer than any read-ahead block
