@@ -110,19 +110,12 @@ class FastEncoding:
 
     def token_range(self, start: int, end: int) -> tuple[int, int] | None:
         """Indices [first, stop) of the tokens whose bytes overlap characters [start, end)."""
-        if end <= start:
-            return None
-        b0, b1 = (start, end) if self.byte_at is None else (self.byte_at[start], self.byte_at[end])
-        first = int(np.searchsorted(self.ends, b0, side="right"))
-        starts_before = int(np.searchsorted(self.ends, b1, side="left"))
-        stop = min(starts_before + 1, len(self.ends))
-        if first >= stop:
-            return None
-        return first + self.prefix, stop + self.prefix
+        found = self.token_ranges([(start, end)])
+        return found[0] if found else None
 
     def token_ranges(self, spans) -> list[tuple[int, int]]:
-        """token_range of every (start, end) span at once (two binary searches in all, not two
-        per span; spans that no token overlaps are left out)."""
+        """[first, stop) token indices of every (start, end) character span, from the tokens' byte
+        ends: two binary searches for all the spans; spans that no token overlaps are left out."""
         if not spans:
             return []
         chars = np.asarray(spans, dtype=np.int64)
