@@ -2,6 +2,9 @@
 
 verify/inspect/stats/diff import their modules when they run, so that `sftprep build` starts faster."""
 
+from sftprep import cli_start  # first: it owns Ctrl-C while the imports below load
+
+# isort: split
 import inspect
 import re
 import signal
@@ -18,6 +21,8 @@ from sftprep.config import BuildConfig, load_config
 from sftprep.errors import ConfigError, SftprepError
 from sftprep.pipeline import run_build
 from sftprep.summary import build_progress, print_summary
+
+cli_start.hand_over()
 
 app = typer.Typer(
     add_completion=False,
