@@ -17,6 +17,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 from schemas import FORMAT_VERSION
+from schemas.contract import MANIFEST_NAME
 from schemas.manifest import (
     Manifest,
     ManifestError,
@@ -30,6 +31,7 @@ from sftprep.parallel import chunked, in_worker_processes, pipelined, worker_pro
 from sftprep.source_settings import fraction_filter, mixture, source_config
 from sftprep.stages.chat_template import reads_date
 from sftprep.stages.fast_encoder import choose_encoder
+from sftprep.stages.fast_preparse import start_parse
 from sftprep.stages.fingerprint import build_fingerprint
 from sftprep.stages.formats import detect_format
 from sftprep.stages.length_policy import admit
@@ -117,6 +119,8 @@ def run_build(
         )
     out = Path(config.out)
     refuse_unsafe_out(out, train_sources + eval_sources)  # before hashing gigabytes of sources
+    if _encodes_here_for_sure(config, out, train_sources + eval_sources):
+        start_parse(config.tokenizer)  # fastokens parses while the HF tokenizer loads
     tokenizer = load_tokenizer(
         config.tokenizer, config.chat_template, config.pad_vocab_to_multiple_of
     )
@@ -352,6 +356,21 @@ def _encoded_chunks(config, tokenizer, engine, st: SourceStats, spec, rows, keep
         method = "spawn"
     return in_worker_processes(
         process_in_worker, tasks, procs, initializer, initargs, source, method
+    )
+
+
+def _encodes_here_for_sure(config: BuildConfig, out: Path, sources) -> bool:
+    """Whether this build, unless it fails, encodes every source in this process with the fast
+    encoder if it qualifies: --encoder auto or fast, the local engine, no manifest in --out that
+    could be reused, and no source big enough for worker processes (those fork after building the
+    fast backend, see _can_fork). Then fastokens may parse the tokenizer early (fast_preparse)."""
+    return (
+        config.encoder != "hf"
+        and config.engine == "local"
+        and config.chat_template
+        != "chatml"  # adds tokens: the file as shipped is not the tokenizer
+        and not (out / MANIFEST_NAME).exists()
+        and all(worker_processes(config.num_proc, _cores(), _file_bytes(s)) <= 1 for s in sources)
     )
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sftprep.errors import SftprepError
+from sftprep.stages.fast_preparse import parsed, take_parse
 
 SAMPLE_EVERY = 64
 """After a worker's first chunk, every this-many-th row is also encoded with HF and compared."""
@@ -291,14 +292,15 @@ def fastokens_threads_started() -> bool:
     return _ENCODED_IN_THIS_PROCESS
 
 
-def load_fast_backend(hf, mode: str, key=None) -> tuple[FastBackend | None, str]:
+def load_fast_backend(hf, mode: str, key=None, parse=None) -> tuple[FastBackend | None, str]:
     """The fast backend for this HF tokenizer (after sftprep added its tokens), or None and why.
     mode: auto (None when it does not qualify or fastokens is missing) or fast (then an error).
     With a `key` (the tokenizer's fingerprint), a process loads and probes each tokenizer once,
-    and uses the backend `construct_backend` built (here or in the parent it was forked from)."""
+    and uses the backend `construct_backend` built (here or in the parent it was forked from).
+    `parse`: fastokens' parse of the same tokenizer.json, started early (fast_preparse)."""
     if key is None or key not in _LOADED:
         built = _CONSTRUCTED.get(key) if key is not None else None
-        loaded = _probed(*(built or _construct(hf)))
+        loaded = _probed(*(built or _construct(hf, parse)))
         if key is not None:
             _LOADED[key] = loaded
     problem, backend = loaded if key is None else _LOADED[key]
@@ -311,11 +313,11 @@ def _refusal(problem: str) -> SftprepError:
     return SftprepError(f"--encoder fast cannot be used: {problem}; use --encoder auto or hf")
 
 
-def construct_backend(hf, key) -> None:
+def construct_backend(hf, key, parse=None) -> None:
     """Build the fast backend for `key` in this thread without encoding anything (no fastokens
     thread starts): worker processes forked after it inherit it and only run the probe."""
     if key not in _LOADED and key not in _CONSTRUCTED:
-        _CONSTRUCTED[key] = _construct(hf)
+        _CONSTRUCTED[key] = _construct(hf, parse)  # waits for an early parse to end
 
 
 def _probed(problem: str | None, backend: FastBackend | None):
@@ -347,7 +349,7 @@ def light_spec(hf) -> dict:
     }
 
 
-def _construct(hf) -> tuple[str | None, FastBackend | None]:
+def _construct(hf, parse=None) -> tuple[str | None, FastBackend | None]:
     spec = light_spec(hf)
     if problem := _cheap_problem(spec):
         return problem, None
@@ -357,7 +359,7 @@ def _construct(hf) -> tuple[str | None, FastBackend | None]:
     if isinstance(lengths, str):
         return f"the tokenizer does not qualify ({lengths})", None
     try:
-        fast = fastokens.Tokenizer.from_json_str(hf.to_str())
+        fast = parsed(parse) or fastokens.Tokenizer.from_json_str(hf.to_str())
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C during the load: the user's, not a panic
         raise
     except BaseException as err:  # noqa: BLE001 - a Rust panic on an unusual tokenizer.json
@@ -428,7 +430,7 @@ def choose_encoder(tokenizer, mode: str) -> None:
     from importlib.metadata import version
 
     key = (tokenizer.fingerprint, tokenizer.pipeline)
-    tokenizer.fast = LazyFast(tokenizer.backend, mode, key)
+    tokenizer.fast = LazyFast(tokenizer.backend, mode, key, take_parse(tokenizer))
     tokenizer.encoder, tokenizer.encoder_version = "fastokens", version("fastokens")
 
 
@@ -446,8 +448,8 @@ class LazyFast:
     a background thread, so that loading overlaps the first render: fastokens releases the GIL
     while it parses). If it fails in auto mode every row goes to HF, counted as a fallback."""
 
-    def __init__(self, hf, mode: str, key):
-        self.hf, self.mode, self.key = hf, mode, key
+    def __init__(self, hf, mode: str, key, parse=None):
+        self.hf, self.mode, self.key, self.parse = hf, mode, key, parse
         self._lock = threading.Lock()
         self._started = False
         self._done = False
@@ -487,7 +489,7 @@ class LazyFast:
         if self._started or fastokens_threads_started():
             return False
         if not self._done:
-            construct_backend(self.hf, self.key)
+            construct_backend(self.hf, self.key, self.parse)
         return not fastokens_threads_started()
 
     def get(self) -> FastBackend | None:
@@ -502,7 +504,7 @@ class LazyFast:
             if self._done:
                 return
             try:
-                self._backend, _ = load_fast_backend(self.hf, self.mode, self.key)
+                self._backend, _ = load_fast_backend(self.hf, self.mode, self.key, self.parse)
             except SftprepError as err:
                 self._error = err
             self._done = True

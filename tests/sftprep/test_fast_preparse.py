@@ -1,0 +1,105 @@
+"""fastokens parses tokenizer.json while the HF tokenizer loads (sftprep/stages/fast_preparse.py):
+the build's fast backend is that parse, used only for the tokenizer as shipped, started only for a
+build that will encode in this process, once per process; builds are byte-identical either way."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sftprep.config import BuildConfig
+from sftprep.pipeline import _encodes_here_for_sure
+from sftprep.stages import fast_encoder, fast_preparse
+from sftprep.stages.sources import resolve_sources
+from sftprep.stages.tokenizer import load_tokenizer
+from tests.conftest import BUNDLED_TOKENIZER, REPO, shared_tokenizer
+
+pytest.importorskip("fastokens")
+
+
+@pytest.fixture
+def fresh_process_state(monkeypatch):
+    """As in a new process: nothing parsed early, no fast backend loaded."""
+    monkeypatch.setattr(fast_preparse, "_STARTED", set())
+    monkeypatch.setattr(fast_preparse, "_PARSES", {})
+    monkeypatch.setattr(fast_encoder, "_LOADED", {})
+    monkeypatch.setattr(fast_encoder, "_CONSTRUCTED", {})
+
+
+def test_the_early_parse_is_the_builds_fast_backend(fresh_process_state):
+    fast_preparse.start_parse(str(BUNDLED_TOKENIZER))
+    fast_preparse.start_parse(str(BUNDLED_TOKENIZER))  # once per process
+    assert len(fast_preparse._PARSES) == 1
+    tokenizer = load_tokenizer(str(BUNDLED_TOKENIZER))
+    fast_encoder.choose_encoder(tokenizer, "auto")
+    slot = tokenizer.fast.parse
+    assert slot is not None and not fast_preparse._PARSES, "the parse is handed out once"
+    backend = tokenizer.fast.get()
+    assert backend is not None and backend.fast is slot["tokenizer"]
+    texts = ["Hello, world!", "naïve café 日本語 👍🏽", "  \n\tcode(x)  "]
+    ids = [e.ids.tolist() for e in backend.encode_batch(texts, add_special_tokens=False)]
+    assert ids == [tokenizer.backend.encode(t, add_special_tokens=False).ids for t in texts]
+
+
+def test_a_tokenizer_with_added_tokens_parses_its_own(fresh_process_state):
+    """chatml adds tokens: the file as shipped is not the build's tokenizer, so its parse is not used."""
+    fast_preparse.start_parse(str(BUNDLED_TOKENIZER))
+    tokenizer = load_tokenizer(str(BUNDLED_TOKENIZER), "chatml")
+    assert tokenizer.added_tokens
+    assert fast_preparse.take_parse(tokenizer) is None
+    fast_encoder.choose_encoder(tokenizer, "auto")
+    backend = tokenizer.fast.get()
+    token = tokenizer.added_tokens[0]
+    assert backend.encode_batch([f"a{token}b"], add_special_tokens=False)[0].ids.tolist() == (
+        tokenizer.backend.encode(f"a{token}b", add_special_tokens=False).ids
+    )
+
+
+def test_no_early_parse_for_a_tokenizer_that_cannot_qualify(fresh_process_state):
+    fast_preparse.start_parse(
+        str(shared_tokenizer("llama2"))
+    )  # SentencePiece-style, not byte-level
+    fast_preparse.start_parse(str(REPO / "no-such-folder"))
+    assert not fast_preparse._PARSES
+
+
+def test_only_a_build_that_surely_encodes_here_parses_early(tmp_path, monkeypatch):
+    small = tmp_path / "small.jsonl"
+    small.write_text('{"text": "hi"}\n')
+    out = tmp_path / "out"
+    sources = resolve_sources((str(small),))
+
+    def surely(**changes):
+        config = BuildConfig(sources=(str(small),), tokenizer="t", out=str(out), **changes)
+        return _encodes_here_for_sure(config, out, sources)
+
+    assert surely()
+    assert not surely(encoder="hf")
+    assert not surely(chat_template="chatml")
+    assert not surely(engine="ray")
+    monkeypatch.setattr("sftprep.pipeline._file_bytes", lambda source: 1 << 40)
+    assert not surely(), "a source for worker processes: they fork from a backend built first"
+    monkeypatch.undo()
+    out.mkdir()
+    (out / "manifest.json").write_text("{}")
+    assert not surely(), "a build that may be up to date never pays for the parse"
+
+
+def test_builds_with_and_without_the_early_parse_are_identical(tmp_path):
+    """A fresh --out parses early; an --out holding a build (replaced with --overwrite) does not."""
+    source = tmp_path / "chats.jsonl"
+    chat = [{"role": "user", "content": "Q ünï 日本"}, {"role": "assistant", "content": "A"}]
+    rows = [
+        json.dumps({"messages": chat[:1] + [{**chat[1], "content": f"A{i}"}]}) for i in range(300)
+    ]
+    source.write_text("\n".join(rows) + "\n")
+    cli = [sys.executable, "-m", "sftprep.cli", "build", str(source), "--tokenizer"]
+    cli += [str(BUNDLED_TOKENIZER), "-q", "--encoder", "fast"]
+    early, late = tmp_path / "early", tmp_path / "late"
+    subprocess.run(cli + ["--out", str(early)], check=True, cwd=REPO)
+    subprocess.run(cli + ["--out", str(late), "--max-length", "512"], check=True, cwd=REPO)
+    subprocess.run(cli + ["--out", str(late), "--overwrite"], check=True, cwd=REPO)
+    shards = {p.relative_to(early): p.read_bytes() for p in early.rglob("*.arrow")}
+    assert shards
+    assert shards == {p.relative_to(late): p.read_bytes() for p in late.rglob("*.arrow")}
