@@ -42,15 +42,18 @@ from sftprep.config import BuildConfig
 from sftprep.errors import SftprepError
 from sftprep.parallel import chunked
 from sftprep.stages.formats import FormatSpec
-from sftprep.stages.source_chunks import SPLITTABLE, ChunkDescriptor, chunk_rows, chunk_target
+from sftprep.stages.source_chunks import (
+    SPLITTABLE,
+    ChunkDescriptor,
+    chunk_target,
+    in_file_order,
+)
 from sftprep.stages.sources import Source
 from sftprep.stages.tokenizer import LoadedTokenizer
 
 IN_FLIGHT_PER_WORKER = 2
 CHUNK_BYTES = (256 << 10, 16 << 20)
 """Smallest and largest chunk; in between, about 4 chunks per worker for a small file."""
-SUB_CHUNK_ROWS = 1024
-"""An actor encodes its chunk this many rows at a time (bounded memory for one chunk)."""
 MAX_TASK_RETRIES = 3
 START_TIMEOUT_S = 300
 TEST_HOOKS_ENV = "SFTPREP_RAY_TEST_HOOKS"
@@ -217,16 +220,11 @@ class ChunkEncoder:
     def encode_chunk(self, shipped: list, spec: FormatSpec, chunk: ChunkDescriptor):
         """(rows read, [(row within the chunk, Encoded | RowError)]), or the SftprepError of a
         file that cannot be read (returned: it is the build's to raise, not Ray's to retry)."""
+        from sftprep.stages.row_encoder import encode_file_chunk
+
         encoder = self._loaded(shipped)
         self._maybe_die(chunk.chunk_id)
-        try:
-            rows = chunk_rows(chunk)
-        except SftprepError as err:
-            return err
-        results = []
-        for part in chunked(rows, SUB_CHUNK_ROWS):
-            results += encoder.process(spec, part)  # rows numbered from 0 in the chunk
-        return len(rows), results
+        return encode_file_chunk(encoder, spec, chunk)
 
     def encode_rows(self, shipped: list, spec: FormatSpec, chunk: list) -> list:
         """RowEncoder.process of rows read by the build process (numbered there)."""
@@ -255,10 +253,7 @@ def encoded_chunks(
         size = os.path.getsize(source.path)
         target = chunk_target(size, encoders.workers, *CHUNK_BYTES)
         chunks = plan_chunks(source.path, source.kind, content_sha256, target)
-        start = 0
-        for read, results in _in_order(encoders, "encode_chunk", ((spec, c) for c in chunks)):
-            yield [(start + i, result) for i, result in results]
-            start += read
+        yield from in_file_order(_in_order(encoders, "encode_chunk", ((spec, c) for c in chunks)))
         return
     tasks = ((spec, chunk) for chunk in chunked(rows, chunk_size, keep))
     yield from _in_order(encoders, "encode_rows", tasks)

@@ -1,8 +1,9 @@
 """fastokens parses `tokenizer.json` in a background thread while the HF tokenizer loads, for a
-build that will surely encode in this process. The parse takes about 2 s for a 150k vocabulary
-(fastokens releases the GIL), longer than the HF load, the tokenizer fingerprint and the
-up-to-date check together; started after them, it was what a small build waited for last
-(bench/RESULTS.md, session 19).
+build that will surely encode, in this process or in workers forked from it. The parse takes
+about 2 s for a 150k vocabulary (fastokens releases the GIL), longer than the HF load, the
+tokenizer fingerprint and the up-to-date check together; started after them, it was what a small
+build waited for last, and what forked workers waited for before they started (bench/RESULTS.md,
+session 19).
 
 The parse is used only for a tokenizer loaded as shipped (no transformers rebuild of the pipeline,
 no tokens added by sftprep), matched by the file's sha256; every proof of the fast encoder

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 
 from sftprep.config import BuildConfig
 from sftprep.drop_reasons import DropReason
-from sftprep.errors import RowError
+from sftprep.errors import RowError, SftprepError
+from sftprep.parallel import chunked
 from sftprep.stages.chat_template import compile_template, template_variables
 from sftprep.stages.fast_encoder import choose_encoder
 from sftprep.stages.formats import FormatSpec, make_normalizer
 from sftprep.stages.masks import finish_batch, tokenize_batch
 from sftprep.stages.render import Rendered, render_example, require_unicode
+from sftprep.stages.source_chunks import chunk_rows
 from sftprep.stages.tokenizer import LoadedTokenizer, load_tokenizer
 
 
@@ -190,3 +192,31 @@ def process_in_worker(task: tuple) -> list:
     """Pool task: (spec, chunk) -> results of RowEncoder.process."""
     spec, chunk = task
     return _WORKER.process(spec, chunk)
+
+
+def process_file_chunk_in_worker(task: tuple):
+    """Pool task: (spec, ChunkDescriptor) -> encode_file_chunk of it."""
+    spec, chunk = task
+    return encode_file_chunk(_WORKER, spec, chunk)
+
+
+SUB_CHUNK_ROWS = 1024
+"""A worker that reads its own chunk of a file encodes it this many rows at a time."""
+
+
+def encode_file_chunk(
+    encoder: RowEncoder, spec: FormatSpec, chunk
+) -> tuple[int, list] | SftprepError:
+    """(rows read, [(row within the chunk, Encoded | RowError)]) of a chunk the worker reads
+    itself (a source_chunks.ChunkDescriptor: a byte range, row groups), SUB_CHUNK_ROWS rows at a
+    time, the first ones fewer (`chunked`), so the fast encoder's whole-call HF check of a
+    worker's first call stays small; or the SftprepError of a file that cannot be read, returned
+    for the build process to raise (a Ray task that raised would be retried)."""
+    try:
+        rows = chunk_rows(chunk)
+    except SftprepError as err:
+        return err
+    results = []
+    for part in chunked(rows, SUB_CHUNK_ROWS):
+        results += encoder.process(spec, part)  # rows numbered from 0 in the chunk
+    return len(rows), results

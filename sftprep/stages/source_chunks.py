@@ -11,9 +11,10 @@ CSV, save_to_disk folders, hub datasets) have no cheap split: the caller reads a
 """
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sftprep.errors import RowError
+from sftprep.errors import RowError, SftprepError
 from sftprep.stages.sources import (
     BATCH_ROWS,
     arrow_batches,
@@ -118,6 +119,22 @@ def chunk_rows(chunk: ChunkDescriptor) -> list[dict | RowError]:
         refuse_duplicate_columns(chunk.path, batch.schema.names)
         rows += batch.to_pylist()
     return rows
+
+
+def in_file_order(replies: Iterator) -> Iterator[list]:
+    """Workers' replies for consecutive chunks, (rows read, [(row within the chunk, result)]), as
+    lists of (row of the file, result); a reply that is a SftprepError (the file could not be
+    read) is raised. Closing this closes `replies` at once (a worker pool stops with it)."""
+    start = 0
+    try:
+        for reply in replies:
+            if isinstance(reply, SftprepError):
+                raise reply
+            read, results = reply
+            yield [(start + i, result) for i, result in results]
+            start += read
+    finally:
+        replies.close()
 
 
 def chunk_target(total_bytes: int, workers: int, low: int, high: int, per_worker: int = 4) -> int:

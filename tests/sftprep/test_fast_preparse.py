@@ -1,6 +1,6 @@
 """fastokens parses tokenizer.json while the HF tokenizer loads (sftprep/stages/fast_preparse.py):
 the build's fast backend is that parse, used only for the tokenizer as shipped, started only for a
-build that will encode in this process, once per process; builds are byte-identical either way."""
+build that will encode here or in workers forked from here, once per process; builds are byte-identical either way."""
 
 import json
 import subprocess
@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from sftprep.config import BuildConfig
-from sftprep.pipeline import _encodes_here_for_sure
+from sftprep.pipeline import _parse_early
 from sftprep.stages import fast_encoder, fast_preparse
 from sftprep.stages.sources import resolve_sources
 from sftprep.stages.tokenizer import load_tokenizer
@@ -64,7 +64,7 @@ def test_no_early_parse_for_a_tokenizer_that_cannot_qualify(fresh_process_state)
     assert not fast_preparse._PARSES
 
 
-def test_only_a_build_that_surely_encodes_here_parses_early(tmp_path, monkeypatch):
+def test_only_a_build_that_surely_encodes_parses_early(tmp_path, monkeypatch):
     small = tmp_path / "small.jsonl"
     small.write_text('{"text": "hi"}\n')
     out = tmp_path / "out"
@@ -72,14 +72,17 @@ def test_only_a_build_that_surely_encodes_here_parses_early(tmp_path, monkeypatc
 
     def surely(**changes):
         config = BuildConfig(sources=(str(small),), tokenizer="t", out=str(out), **changes)
-        return _encodes_here_for_sure(config, out, sources)
+        return _parse_early(config, out, sources)
 
     assert surely()
     assert not surely(encoder="hf")
     assert not surely(chat_template="chatml")
     assert not surely(engine="ray")
     monkeypatch.setattr("sftprep.pipeline._file_bytes", lambda source: 1 << 40)
-    assert not surely(), "a source for worker processes: they fork from a backend built first"
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert surely(), "workers forked after the backend is built from the parse"
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert not surely(), "spawned workers load their own tokenizer"
     monkeypatch.undo()
     out.mkdir()
     (out / "manifest.json").write_text("{}")
