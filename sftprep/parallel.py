@@ -12,7 +12,7 @@ from concurrent.futures.process import BrokenProcessPool
 from sftprep.errors import SftprepError
 
 IN_PROCESS_UP_TO_CORES = 4
-WORKERS_FROM_BYTES = 128 << 20  # a source this big gets worker processes on any core count
+WORKERS_FROM_BYTES = 64 << 20  # a source this big gets worker processes on any core count
 IN_FLIGHT_PER_WORKER = 2  # chunks queued per worker: enough to keep it busy, bounded memory
 RENDER_AHEAD = 8  # chunks rendered ahead of the tokenizer thread at most (see pipelined)
 
@@ -35,10 +35,11 @@ def worker_processes(num_proc: int, cores: int, source_bytes: int = 0) -> int:
 
     In one process the Rust tokenizer runs in a thread beside Python (rendering, masks), and the
     fast encoder loads while the first chunks render, so on up to IN_PROCESS_UP_TO_CORES cores one
-    process wins for a small source: measured on 2 cores (bench/RESULTS.md, session 18), 7k chats
-    (20 MB) build in 5.1 s in one process vs 5.7 s with 2 workers, 28k chats (81 MB) tie, and 70k
-    chats (203 MB) take 19.0 s vs 17.4 s. So a source file of WORKERS_FROM_BYTES or more gets one
-    worker per core; beyond IN_PROCESS_UP_TO_CORES cores every source does.
+    process wins for a small source. Measured on 2 cores (bench/RESULTS.md, session 19), since
+    workers read their own chunks of a file: 7k chats (20 MB) 3.6 s in one process vs 3.6 s with 2
+    workers, 14k (41 MB) 3.9-4.5 vs 4.3-5.3 s, 28k (81 MB) 7.5-7.7 vs 5.9-6.9 s. So a source file of
+    WORKERS_FROM_BYTES or more gets one worker per core; beyond IN_PROCESS_UP_TO_CORES cores every
+    source does.
     """
     if num_proc:
         return num_proc
