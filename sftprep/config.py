@@ -116,7 +116,7 @@ class BuildConfig:
     encoder: Literal["auto", "hf", "fast"] = "auto"
     """Token encoder: fast (fastokens, exact and proven so, see README), hf (the tokenizers library), or auto (fast when the tokenizer qualifies and fastokens is installed, else hf). The ids do not depend on it."""
     num_proc: int = 0
-    """Worker processes (0 = choose: one process on up to 4 cores unless a source file is 64 MiB or more, one per core beyond). The output does not depend on it."""
+    """Worker processes (0 = choose: one process on up to 4 cores unless a source file has 16,000 rows or 64 MiB, one per core beyond). The output does not depend on it."""
     engine: Literal["local", "ray"] = "local"
     """Where chunks are encoded: local (this machine: this process, or --num-proc workers) or ray
     (actors on a Ray cluster; README "Beyond one machine"). The output does not depend on it."""

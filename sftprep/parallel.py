@@ -13,6 +13,7 @@ from sftprep.errors import SftprepError
 
 IN_PROCESS_UP_TO_CORES = 4
 WORKERS_FROM_BYTES = 64 << 20  # a source this big gets worker processes on any core count
+WORKERS_FROM_ROWS = 16_000  # and one of this many rows (see worker_processes)
 IN_FLIGHT_PER_WORKER = 2  # chunks queued per worker: enough to keep it busy, bounded memory
 RENDER_AHEAD = 8  # chunks rendered ahead of the tokenizer thread at most (see pipelined)
 
@@ -30,20 +31,27 @@ def chunked(rows: Iterable, size: int, keep: Callable[[int], bool] | None = None
         step = min(size, step * 2)
 
 
-def worker_processes(num_proc: int, cores: int, source_bytes: int = 0) -> int:
+def worker_processes(
+    num_proc: int, cores: int, source_bytes: int = 0, source_rows: Callable[[], int] = lambda: 0
+) -> int:
     """Worker processes for a source under --num-proc (0 = choose): 1 means in this process, pipelined.
 
     In one process the Rust tokenizer runs in a thread beside Python (rendering, masks), and the
     fast encoder loads while the first chunks render, so on up to IN_PROCESS_UP_TO_CORES cores one
-    process wins for a small source. Measured on 2 cores (bench/RESULTS.md, session 19), since
-    workers read their own chunks of a file: 7k chats (20 MB) 3.6 s in one process vs 3.6 s with 2
-    workers, 14k (41 MB) 3.9-4.5 vs 4.3-5.3 s, 28k (81 MB) 7.5-7.7 vs 5.9-6.9 s. So a source file of
-    WORKERS_FROM_BYTES or more gets one worker per core; beyond IN_PROCESS_UP_TO_CORES cores every
-    source does.
+    process wins for a small source. What makes a source big is mostly its rows (sftprep's Python
+    is per row), then its bytes. Measured on 2 cores (bench/RESULTS.md, session 19), workers
+    reading their own chunks of the file, one process vs 2 workers: 10k Alpaca rows (3 MB) 3.8-4.1
+    vs 4.2-4.3 s; 7k chats (20 MB) 3.5-3.7 s both; 14k chats (41 MB) 3.9-4.5 vs 4.3-5.3 s; 20k
+    Alpaca rows (7 MB) 5.3-6.1 vs 4.7-5.5 s (Qwen3), 3.9-4.0 vs 3.5-3.7 s (SmolLM2); 28k chats
+    (81 MB) 7.5-7.7 vs 5.9-6.9 s. So a source of WORKERS_FROM_ROWS rows or WORKERS_FROM_BYTES
+    bytes gets one worker per core; beyond IN_PROCESS_UP_TO_CORES cores every source does.
+    `source_rows` is asked only when the bytes do not decide (counting costs a pass over a JSONL).
     """
     if num_proc:
         return num_proc
-    if cores > IN_PROCESS_UP_TO_CORES or (cores > 1 and source_bytes >= WORKERS_FROM_BYTES):
+    if cores > IN_PROCESS_UP_TO_CORES:
+        return cores
+    if cores > 1 and (source_bytes >= WORKERS_FROM_BYTES or source_rows() >= WORKERS_FROM_ROWS):
         return cores
     return 1
 

@@ -47,7 +47,13 @@ from sftprep.stages.row_encoder import (
     process_in_worker,
 )
 from sftprep.stages.shards import atomic_build_dir, recover_interrupted, write_split
-from sftprep.stages.source_chunks import SPLITTABLE, chunk_target, in_file_order, plan_chunks
+from sftprep.stages.source_chunks import (
+    SPLITTABLE,
+    chunk_target,
+    count_rows,
+    in_file_order,
+    plan_chunks,
+)
 from sftprep.stages.source_stats import KeptRows, SourceStats
 from sftprep.stages.sources import (
     content_sha256,
@@ -350,7 +356,7 @@ def _encoded_chunks(config, tokenizer, engine, st: SourceStats, spec, rows, keep
 
         return encoded_chunks(engine, st.source, st.sha256, spec, rows, keep, CHUNK_ROWS)
     size = _file_bytes(st.source)
-    procs = worker_processes(config.num_proc, _cores(), size)
+    procs = _workers_for(config, st.source)
     if procs > 1 and keep is None and st.source.kind in SPLITTABLE:
         target = chunk_target(size, procs, *WORKER_CHUNK_BYTES)
         chunks = plan_chunks(st.source.path, st.source.kind, st.sha256, target)
@@ -393,12 +399,7 @@ def _parse_early(config: BuildConfig, out: Path, sources) -> bool:
         and config.engine == "local"
         and config.chat_template != "chatml"
         and not (out / MANIFEST_NAME).exists()
-        and (
-            sys.platform.startswith("linux")
-            or all(
-                worker_processes(config.num_proc, _cores(), _file_bytes(s)) <= 1 for s in sources
-            )
-        )
+        and (sys.platform.startswith("linux") or all(_workers_for(config, s) <= 1 for s in sources))
     )
 
 
@@ -414,6 +415,12 @@ def _can_fork(tokenizer) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     return tokenizer.fast is None or tokenizer.fast.ready_to_fork()
+
+
+def _workers_for(config: BuildConfig, source) -> int:
+    """Worker processes for this source (`worker_processes` of its bytes and rows)."""
+    rows = lambda: count_rows(source.path, source.kind)  # noqa: E731 - asked only if needed
+    return worker_processes(config.num_proc, _cores(), _file_bytes(source), rows)
 
 
 def _file_bytes(source) -> int:

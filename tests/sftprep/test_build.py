@@ -370,6 +370,26 @@ def test_num_proc_zero_runs_in_one_process_on_few_cores_and_one_worker_per_core_
     assert worker_processes(0, 1, WORKERS_FROM_BYTES) == 1
 
 
+def test_num_proc_zero_counts_rows_only_when_the_bytes_do_not_decide():
+    from sftprep.parallel import WORKERS_FROM_BYTES, WORKERS_FROM_ROWS, worker_processes
+
+    asked = []
+
+    def rows(n):
+        return lambda: asked.append(n) or n
+
+    assert worker_processes(0, 2, 1000, rows(WORKERS_FROM_ROWS)) == 2  # many short rows
+    assert worker_processes(0, 2, 1000, rows(WORKERS_FROM_ROWS - 1)) == 1
+    assert asked == [WORKERS_FROM_ROWS, WORKERS_FROM_ROWS - 1]
+    for decided in (worker_processes(0, 2, WORKERS_FROM_BYTES, rows(1)),
+                    worker_processes(0, 1, 0, rows(1)), worker_processes(2, 2, 0, rows(1)),
+                    worker_processes(0, 64, 0, rows(1))):  # fmt: skip
+        assert decided > 0
+    assert asked == [WORKERS_FROM_ROWS, WORKERS_FROM_ROWS - 1], (
+        "no count when bytes or cores decide"
+    )
+
+
 def test_the_manifest_records_the_processes_that_encoded(tmp_path):
     """`workers` is what ran, not what --num-proc asked: a source too small for a pool (fewer
     than POOL_MIN_CHUNKS chunks) is encoded in the build process even under --num-proc 2."""

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sftprep.errors import RowError
-from sftprep.stages.source_chunks import chunk_rows, chunk_target, plan_chunks
+from sftprep.stages.source_chunks import chunk_rows, chunk_target, count_rows, plan_chunks
 from sftprep.stages.sources import Source, iter_rows
 
 
@@ -66,6 +66,7 @@ def test_parquet_and_arrow_chunks_are_ranges_of_row_groups_and_batches(tmp_path)
         for batch in table.to_batches(max_chunksize=70):
             writer.write_batch(batch)
     for path, kind in ((parquet, "parquet"), (stream, "arrow"), (file_format, "arrow")):
+        assert count_rows(str(path), kind) == 1000
         chunks, rows = _all_chunk_rows(path, kind, 3000)
         assert len(chunks) > 2, (path, chunks)
         assert rows == list(iter_rows(Source(str(path), kind))) == table.to_pylist()
@@ -75,3 +76,16 @@ def test_chunk_size_aims_at_four_chunks_per_worker_within_bounds():
     assert chunk_target(80 << 20, 2, 1 << 18, 16 << 20) == 10 << 20
     assert chunk_target(1 << 10, 2, 1 << 18, 16 << 20) == 1 << 18
     assert chunk_target(1 << 40, 64, 1 << 18, 16 << 20) == 16 << 20
+
+
+def test_count_rows_counts_the_lines_of_a_jsonl_with_or_without_a_last_newline(tmp_path):
+    """The hint --num-proc 0 chooses workers by: a JSONL's lines (blank or bad ones included)."""
+    data = b"".join(_jsonl_lines())
+    for name, content in (("cut", data), ("ended", data + b"\n"), ("one", b'{"a": 1}')):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_bytes(content)
+        assert count_rows(str(path), "jsonl") == content.count(b"\n") + (content[-1:] != b"\n")
+    assert count_rows(str(tmp_path / "cut.jsonl"), "jsonl") == 300
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    assert count_rows(str(tmp_path / "empty.jsonl"), "jsonl") == 0
+    assert count_rows(str(tmp_path / "cut.jsonl"), "csv") == 0  # no cheap count: the bytes decide
