@@ -31,7 +31,7 @@ from sftprep.parallel import chunked, in_worker_processes, pipelined, worker_pro
 from sftprep.source_settings import fraction_filter, mixture, source_config
 from sftprep.stages.chat_template import reads_date
 from sftprep.stages.fast_encoder import choose_encoder
-from sftprep.stages.fast_preparse import start_parse
+from sftprep.stages.fast_preparse import finish_parses, start_parse
 from sftprep.stages.fingerprint import build_fingerprint
 from sftprep.stages.formats import detect_format
 from sftprep.stages.length_policy import admit
@@ -378,6 +378,7 @@ def _in_workers(config, tokenizer, st: SourceStats, procs: int, function, tasks)
     """`function` of each task in `procs` worker processes, forked when that is safe."""
     st.workers = procs
     if _can_fork(tokenizer):
+        finish_parses()  # an early parse the build did not use may still be running
         initializer, initargs, method = init_forked_worker, (tokenizer, config), "fork"
     else:
         initializer, initargs = init_worker, (config, tokenizer.encoder == "fastokens")

@@ -20,6 +20,8 @@ from sftprep.stages.tokenizer_pipeline import AS_SHIPPED
 
 _PARSES: dict[str, dict] = {}
 """sha256 of a tokenizer.json -> {"thread": the parse, "tokenizer": fastokens' or None}."""
+_THREADS: list[threading.Thread] = []
+"""Every early parse started in this process (see finish_parses)."""
 _STARTED: set[str] = set()
 """Every tokenizer.json parsed early in this process: once is enough, a process keeps the fast
 backend it loaded (fast_encoder._LOADED), so a second build in it would parse for nothing."""
@@ -49,7 +51,15 @@ def start_parse(folder: str) -> None:
 
     slot["thread"] = threading.Thread(target=parse, name="fastokens-parse")
     _PARSES[key] = slot
+    _THREADS.append(slot["thread"])
     slot["thread"].start()
+
+
+def finish_parses() -> None:
+    """Wait for every early parse of this process to end, used or not: a fork must not happen
+    while a thread is inside fastokens (the child would inherit whatever locks it held)."""
+    for thread in _THREADS:
+        thread.join()
 
 
 def take_parse(tokenizer) -> dict | None:

@@ -5,9 +5,11 @@ build that will encode here or in workers forked from here, once per process; bu
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
+from sftprep import pipeline
 from sftprep.config import BuildConfig
 from sftprep.pipeline import _parse_early
 from sftprep.stages import fast_encoder, fast_preparse
@@ -23,6 +25,7 @@ def fresh_process_state(monkeypatch):
     """As in a new process: nothing parsed early, no fast backend loaded."""
     monkeypatch.setattr(fast_preparse, "_STARTED", set())
     monkeypatch.setattr(fast_preparse, "_PARSES", {})
+    monkeypatch.setattr(fast_preparse, "_THREADS", [])
     monkeypatch.setattr(fast_encoder, "_LOADED", {})
     monkeypatch.setattr(fast_encoder, "_CONSTRUCTED", {})
 
@@ -106,3 +109,23 @@ def test_builds_with_and_without_the_early_parse_are_identical(tmp_path):
     shards = {p.relative_to(early): p.read_bytes() for p in early.rglob("*.arrow")}
     assert shards
     assert shards == {p.relative_to(late): p.read_bytes() for p in late.rglob("*.arrow")}
+
+
+def test_every_early_parse_has_ended_before_workers_are_forked(fresh_process_state):
+    """A parse the build does not use (here: chatml added tokens) may still run in Rust; the pool
+    forks only after finish_parses, which waits for it."""
+    fast_preparse.start_parse(str(BUNDLED_TOKENIZER))
+    tokenizer = load_tokenizer(str(BUNDLED_TOKENIZER), "chatml")
+    assert fast_preparse.take_parse(tokenizer) is None and fast_preparse._THREADS
+    fast_preparse.finish_parses()
+    assert not any(thread.is_alive() for thread in fast_preparse._THREADS)
+
+
+def test_the_pool_forks_only_after_the_early_parses_ended(monkeypatch):
+    calls = []
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(pipeline, "finish_parses", lambda: calls.append("parses ended"))
+    monkeypatch.setattr(pipeline, "in_worker_processes", lambda *args: calls.append(args[-1]))
+    stats = SimpleNamespace(workers=1, source=SimpleNamespace(path="s.jsonl"))
+    pipeline._in_workers(None, SimpleNamespace(fast=None), stats, 2, print, iter(()))
+    assert calls == ["parses ended", "fork"] and stats.workers == 2
