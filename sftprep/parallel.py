@@ -4,10 +4,13 @@ worker count; a worker that dies stops the build with one line, never a hang."""
 
 import itertools
 import multiprocessing
+import signal
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 
 from sftprep.errors import SftprepError
 
@@ -77,12 +80,16 @@ def in_worker_processes(
     """
     context = multiprocessing.get_context(start_method)
     pool = ProcessPoolExecutor(
-        procs, mp_context=context, initializer=initializer, initargs=initargs
+        procs,
+        mp_context=context,
+        initializer=initializer,
+        initargs=initargs,
     )
     pending: deque = deque()
     try:
         for task in tasks:
-            pending.append(pool.submit(function, task))
+            with signals_held():  # the first submit starts (forks) the workers
+                pending.append(pool.submit(function, task))
             if len(pending) >= procs * IN_FLIGHT_PER_WORKER:
                 yield _result(pending.popleft(), what)
         while pending:
@@ -91,6 +98,35 @@ def in_worker_processes(
         pool.shutdown(
             wait=True, cancel_futures=True
         )  # also when the consumer stopped early or raised
+
+
+HELD_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+@contextmanager
+def signals_held():
+    """Ctrl-C, SIGTERM and SIGHUP held back (noted, not lost) while workers are started, then
+    delivered to the handlers they had. One arriving during a fork would be raised inside an
+    at-fork handler (logging's), where Python prints it as an ignored exception and drops it, so
+    the build would go on. Python handlers, not a blocked signal mask: the build's other threads
+    (pyarrow's, the tokenizers') would take a blocked signal instead. Main thread only (elsewhere
+    Python runs no signal handler)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    noted: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: noted.append(signum)) for sig in HELD_SIGNALS
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if noted:
+            signal.raise_signal(noted[0])
 
 
 def _result(future, what: str):

@@ -1,9 +1,14 @@
 """Errors cross process boundaries intact; chunking and the ordered pool keep order."""
 
 import pickle
+import signal
+import subprocess
+import sys
+
+import pytest
 
 from sftprep.errors import RowError, SftprepError
-from sftprep.parallel import chunked, in_worker_processes
+from sftprep.parallel import HELD_SIGNALS, chunked, in_worker_processes
 
 
 def test_errors_survive_a_pickle_round_trip():
@@ -41,10 +46,31 @@ def _noop() -> None:
     pass
 
 
-def test_worker_results_come_back_in_task_order():
+def test_worker_results_come_back_in_task_order_with_the_signal_handlers_given_back():
+    before = {sig: signal.getsignal(sig) for sig in HELD_SIGNALS}
     assert list(in_worker_processes(_square, range(40), 2, _noop, (), "t")) == [
         x * x for x in range(40)
     ]
+    assert {sig: signal.getsignal(sig) for sig in HELD_SIGNALS} == before
+
+
+@pytest.mark.parametrize("imports", ["", "import pyarrow, numpy; "])
+def test_a_ctrl_c_while_workers_start_is_held_then_raised_not_lost(imports):
+    """A Ctrl-C during a fork would be raised in an at-fork handler and dropped; held, it comes
+    right after, as a KeyboardInterrupt in the code that started the workers (also with other
+    threads in the process, which would take a signal merely blocked in this one)."""
+    code = (
+        f"import os, signal, time; {imports}\n"
+        "from sftprep.parallel import signals_held\n"
+        "try:\n"
+        "    with signals_held():\n"
+        "        os.kill(os.getpid(), signal.SIGINT); time.sleep(0.2); print('held', flush=True)\n"
+        "    time.sleep(5); print('lost')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('raised')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout == "held\nraised\n", (done.stdout, done.stderr)
 
 
 def test_pipelined_renders_ahead_of_a_slow_tokenizer_and_keeps_chunk_order():
