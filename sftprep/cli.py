@@ -8,7 +8,6 @@ from sftprep import cli_start  # first: it owns Ctrl-C while the imports below l
 import inspect
 import re
 import signal
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,6 +59,7 @@ def user_errors(on_interrupt: str = "interrupted"):
     stop, Slurm preemption, `timeout`) and SIGHUP into one line and 130, after the same clean-up
     (the temporary folder removed, worker processes stopped); anything else is a bug and keeps its
     traceback."""
+    cli_start.hand_over()  # from here on an interrupt gets the clean-up below
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
@@ -245,5 +245,12 @@ def diff_command(
     typer.echo("\n".join(lines))
 
 
+def run() -> None:
+    """The `sftprep` command: the app, with a signal before a command's own handling begins (while
+    typer builds the commands and parses the flags) one line and exit code 130 (cli_start)."""
+    cli_start.take_over()
+    app()
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app(sys.argv[1:])
+    run()

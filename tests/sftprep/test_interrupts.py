@@ -141,6 +141,21 @@ def test_the_cli_gives_the_signals_back_once_loaded():
     assert done.returncode == 0 and done.stdout == "ok\n", done.stderr
 
 
+def test_the_command_keeps_the_one_line_until_a_commands_own_handling_begins():
+    """`sftprep` (cli.run) takes the signals again while typer builds its commands and parses the
+    flags; `user_errors` (every command's clean-up) takes them back."""
+    code = (
+        "import os, signal, time; import sftprep.cli as cli; cli.cli_start.take_over()\n"
+        "with cli.user_errors(): assert signal.getsignal(signal.SIGINT) is signal.default_int_handler\n"
+        "cli.cli_start.take_over(); os.kill(os.getpid(), signal.SIGINT); time.sleep(10)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 130, (done.returncode, done.stderr)
+    assert done.stderr == "interrupted while starting: nothing was written\n", done.stderr
+
+
 def test_importing_the_package_loads_nothing_heavy():
     """`import sftprep` (which `python -m sftprep.cli` runs before the CLI's first line) imports
     neither pyarrow nor numpy, so the window in which a signal is not yet the CLI's stays short;
