@@ -111,6 +111,18 @@ def _interpreter_startup() -> float:
     return 2 * max(runs)
 
 
+def _python(code: str) -> subprocess.CompletedProcess:
+    """`code` run by a fresh interpreter in the repository, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+
+
+def _require_quit_while_starting(done: subprocess.CompletedProcess) -> None:
+    assert done.returncode == 130, (done.returncode, done.stderr)
+    assert done.stderr == "interrupted while starting: nothing was written\n", done.stderr
+
+
 def test_a_signal_while_the_cli_loads_gives_one_line_and_130():
     """Ctrl-C, SIGTERM or SIGHUP while the CLI's imports load (half a second before the build's own
     handling starts) ends it with one line and exit code 130, not a traceback from a library."""
@@ -119,11 +131,7 @@ def test_a_signal_while_the_cli_loads_gives_one_line_and_130():
             "import os, signal, time; import sftprep.cli_start; "
             f"os.kill(os.getpid(), {int(sig)}); time.sleep(10); import sftprep.cli"
         )
-        done = subprocess.run(
-            [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
-        )
-        assert done.returncode == 130, (sig, done.returncode, done.stderr)
-        assert done.stderr == "interrupted while starting: nothing was written\n", done.stderr
+        _require_quit_while_starting(_python(code))
 
 
 def test_the_cli_gives_the_signals_back_once_loaded():
@@ -135,9 +143,7 @@ def test_the_cli_gives_the_signals_back_once_loaded():
         "assert signal.getsignal(signal.SIGTERM) == before; "
         "print('ok')"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
-    )
+    done = _python(code)
     assert done.returncode == 0 and done.stdout == "ok\n", done.stderr
 
 
@@ -149,11 +155,7 @@ def test_the_command_keeps_the_one_line_until_a_commands_own_handling_begins():
         "with cli.user_errors(): assert signal.getsignal(signal.SIGINT) is signal.default_int_handler\n"
         "cli.cli_start.take_over(); os.kill(os.getpid(), signal.SIGINT); time.sleep(10)"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 130, (done.returncode, done.stderr)
-    assert done.stderr == "interrupted while starting: nothing was written\n", done.stderr
+    _require_quit_while_starting(_python(code))
 
 
 def test_importing_the_package_loads_nothing_heavy():
@@ -165,9 +167,7 @@ def test_importing_the_package_loads_nothing_heavy():
         "assert not heavy, heavy; assert callable(sftprep.build) and sftprep.BuildConfig; "
         "assert 'sftprep.pipeline' in sys.modules; print(sftprep.__version__)"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
-    )
+    done = _python(code)
     assert done.returncode == 0 and done.stdout.strip(), done.stderr
 
 
