@@ -22,7 +22,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError, SftprepError
-from sftprep.stages.prefix_renders import Watched, prefix_local_problem, watched_render
+from sftprep.stages.prefix_renders import Watched, prefix_local_problem, tail_names, watched_render
 from sftprep.stages.render_budget import (
     MAX_RENDER_MB,
     RENDER_SECONDS,
@@ -245,6 +245,8 @@ def compile_template(
     # a new dict on every render; a flat dict makes that copy several times cheaper (same names).
     template.globals = dict(template.globals)
     template.prefix_problem = prefix_local_problem(template, source)
+    template.tail_names = None if template.prefix_problem else tail_names(template, source)
+    template.tails = {}  # tail_key -> tail(True) (prefix_renders.tail_names)
     return template
 
 
@@ -266,6 +268,36 @@ def template_messages(messages: list[dict]) -> list[dict]:
             clean = {"thinking": reasoning, **clean, "reasoning_content": reasoning}
         out.append(clean)
     return out
+
+
+TAILS_KEPT = 16  # distinct tail keys remembered per template (a build has one or two)
+_ABSENT = object()
+
+
+def known_tail(template: jinja2.Template, tools: list | None, variables: dict):
+    """(key, tail(True)) for a render of `template` with these inputs (prefix_renders.tail_names):
+    the tail is None until a row with the same key has been laid out, and the key is None when
+    the template reads something after its loop that could vary (a message, a list, a function)."""
+    if template.tail_names is None:
+        return None, None
+    inputs = {"tools": tools, "documents": None, **variables}
+    key = []
+    for name in sorted(template.tail_names - {"add_generation_prompt"}):
+        value = inputs.get(name, template.globals.get(name, _ABSENT))
+        if value is _ABSENT:
+            key.append((name, False, None))  # undefined: renders unlike None
+        elif value is None or isinstance(value, (bool, int, float, str)):
+            key.append((name, True, value))
+        else:
+            return None, None
+    key = tuple(key)
+    return key, template.tails.get(key)
+
+
+def remember_tail(template: jinja2.Template, key, tail: str) -> None:
+    """Keep tail(True) of a laid-out row for the rows with the same key (known_tail)."""
+    if key is not None and len(template.tails) < TAILS_KEPT:
+        template.tails[key] = tail
 
 
 def render(

@@ -138,6 +138,46 @@ class FastEncoding:
         return self.prefix > 0
 
 
+def batch_token_ranges(encodings: list[FastEncoding], spans: list) -> list[list[tuple[int, int]]]:
+    """encodings[i].token_ranges(spans[i]) for every row, in two binary searches for all of them.
+
+    Per row, the numpy calls' own overhead (~1 us each, six of them) cost more than the searches,
+    so the rows' token ends are laid end to end, each shifted by the bytes of the rows before:
+    that array is strictly increasing (every token has at least one byte; _checked refuses the
+    rest), so a row's answers are its global counts less the tokens before it, exactly as in
+    token_ranges (tested equal on random spans).
+    """
+    counts = np.fromiter((len(e.ends) for e in encodings), dtype=np.int64, count=len(encodings))
+    if not counts.sum():
+        return [[] for _ in encodings]
+    before = np.concatenate([[0], np.cumsum(counts)[:-1]])  # tokens of the rows before each
+    flat = np.concatenate([e.ends for e in encodings])
+    totals = np.where(counts > 0, flat[np.maximum(before + counts - 1, 0)], 0)
+    shift = np.concatenate([[0], np.cumsum(totals)[:-1]])  # bytes of the rows before each
+    ends = flat + np.repeat(shift, counts)
+    row_of, chars, places = [], [], []
+    for i, (enc, row_spans) in enumerate(zip(encodings, spans)):
+        at = enc.byte_at
+        for start, end in row_spans:
+            row_of.append(i)
+            chars.append((start, end))
+            places.append((start, end) if at is None else (int(at[start]), int(at[end])))
+    out: list[list[tuple[int, int]]] = [[] for _ in encodings]
+    if not row_of:
+        return out
+    rows = np.asarray(row_of, dtype=np.int64)
+    chars_, places_ = np.asarray(chars, dtype=np.int64), np.asarray(places, dtype=np.int64)
+    b0, b1 = places_[:, 0] + shift[rows], places_[:, 1] + shift[rows]
+    first = np.searchsorted(ends, b0, side="right") - before[rows]
+    stop = np.minimum(np.searchsorted(ends, b1, side="left") - before[rows] + 1, counts[rows])
+    keep = (chars_[:, 1] > chars_[:, 0]) & (first < stop)
+    for i, a, b, k in zip(row_of, first.tolist(), stop.tolist(), keep.tolist()):
+        if k:
+            prefix = encodings[i].prefix
+            out[i].append((a + prefix, b + prefix))
+    return out
+
+
 class FastBackend:
     """encode_batch with HF's signature, answered by fastokens where that is exact (see module)."""
 

@@ -7,13 +7,12 @@ span's two ends with the tokenizer's own char -> token map (two look-ups per spa
 Python work). `loss_mask[0]` is always 0: the first token has nothing before it to be predicted from.
 """
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from sftprep.errors import RowError
-from sftprep.stages.fast_encoder import FastEncoding
+from sftprep.stages.fast_encoder import FastEncoding, batch_token_ranges
 from sftprep.stages.render import Rendered
 from sftprep.stages.response_spans import id_spans
 
@@ -71,13 +70,24 @@ def finish_batch(
     """The Python half: ids as numpy and the loss mask of each tokenized example (a RowError for
     a text whose id marker is missing). `fast`: the fast encoder was asked, so an HF Encoding
     among them is a fallback row (counted)."""
+    searched = [
+        i
+        for i, (r, enc) in enumerate(zip(rendered, encodings))
+        if isinstance(enc, FastEncoding) and not r.id_markers
+    ]
+    found = dict(
+        zip(
+            searched,
+            batch_token_ranges(
+                [encodings[i] for i in searched], [rendered[i].spans for i in searched]
+            ),
+        )
+    )
     out = []
-    for r, enc in zip(rendered, encodings):
-        encoded = _encode_one(enc, r, bos_id, eos_id, r.append_eos and special_tokens)
-        if isinstance(encoded, Encoded) and fast:
-            by = "fastokens" if isinstance(enc, FastEncoding) else "hf-fallback"
-            encoded = dataclasses.replace(encoded, encoded_by=by)
-        out.append(encoded)
+    for i, (r, enc) in enumerate(zip(rendered, encodings)):
+        by = ("fastokens" if isinstance(enc, FastEncoding) else "hf-fallback") if fast else "hf"
+        append_eos = r.append_eos and special_tokens
+        out.append(_encode_one(enc, r, bos_id, eos_id, append_eos, found.get(i), by))
     return out
 
 
@@ -109,22 +119,25 @@ def _first_token_is_added(enc) -> bool:
 
 def _trained_tokens(enc, rendered: Rendered, ids: np.ndarray) -> list[tuple[int, int]]:
     """[first, stop) token ranges that train: the id-marker spans (a RowError when a marker is
-    missing), or each character span's tokens (a FastEncoding maps them all in one search)."""
+    missing), or each character span's tokens."""
     if rendered.id_markers:
         return id_spans(ids, *rendered.id_markers)
-    if isinstance(enc, FastEncoding):
-        return enc.token_ranges(rendered.spans)
     return [found for s0, s1 in rendered.spans if (found := token_range(enc, s0, s1)) is not None]
 
 
-def _encode_one(enc, rendered: Rendered, bos_id, eos_id, append_eos: bool) -> Encoded:
+def _encode_one(
+    enc, rendered: Rendered, bos_id, eos_id, append_eos: bool, trained, encoded_by: str
+) -> Encoded:
+    """One example's ids and mask; `trained`: its token ranges when already found (a
+    FastEncoding's, for the whole batch at once), else None."""
     raw = enc.ids
     ids = raw if isinstance(raw, np.ndarray) else np.fromiter(raw, dtype=np.int32, count=len(raw))
     mask = np.zeros(len(ids), dtype=np.uint8)
-    try:
-        trained = _trained_tokens(enc, rendered, ids)
-    except RowError as err:
-        return err
+    if trained is None:
+        try:
+            trained = _trained_tokens(enc, rendered, ids)
+        except RowError as err:
+            return err
     for t0, t1 in trained:
         mask[t0:t1] = 1
     eos_trained = trained[-1][1] == len(ids) if rendered.id_markers else rendered.eos_trained
@@ -143,4 +156,4 @@ def _encode_one(enc, rendered: Rendered, bos_id, eos_id, append_eos: bool) -> En
         mask[-1] = eos_trained  # the tokenizer appended EOS: still the example's end
     if len(mask):
         mask[0] = 0
-    return Encoded(ids, mask)
+    return Encoded(ids, mask, encoded_by=encoded_by)

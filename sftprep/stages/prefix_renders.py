@@ -126,18 +126,23 @@ class Layout:
         return self.full.startswith(self.tail[gen], self.ends[k])
 
 
-def layout_of(watched: Watched, full: str, first_prompted: Callable[[], str]) -> Layout | None:
+def layout_of(
+    watched: Watched, full: str, first_prompted: Callable[[], str], tail: str | None = None
+) -> Layout | None:
     """The Layout of a watched full render (module docstring); None when the render showed that
     this row's prefixes must be rendered one by one. `first_prompted()` renders messages[:1]
-    with the generation prompt, exactly."""
+    with the generation prompt, exactly; it is not called when `tail`, tail(True) for this row's
+    inputs, is already known (`tail_names`)."""
     count = list.__len__(watched)
     ends = watched.fetched_at
     if watched.unsafe or watched.passes != 1 or len(ends) != count + 1 or not count:
         return None
-    prompted = first_prompted()
-    if not prompted.startswith(full[: ends[1]]):
-        return None
-    return Layout(full, ends, {False: full[ends[count] :], True: prompted[ends[1] :]})
+    if tail is None:
+        prompted = first_prompted()
+        if not prompted.startswith(full[: ends[1]]):
+            return None
+        tail = prompted[ends[1] :]
+    return Layout(full, ends, {False: full[ends[count] :], True: tail})
 
 
 def watched_render(template: jinja2.Template, messages: Watched, inputs: dict) -> str:
@@ -162,13 +167,7 @@ def prefix_local_problem(template: jinja2.Template, source: str) -> str:
     for name in sorted(aliases):
         if assigned[name] != (name != "messages"):  # an alias is set once, `messages` never
             return f"it sets {name} to something else than the messages"
-    loops = [
-        i
-        for i, node in enumerate(tree.body)
-        if isinstance(node, nodes.For)
-        and isinstance(node.iter, nodes.Name)
-        and node.iter.name in aliases
-    ]
+    loops = _message_loops(tree, aliases)
     if len(loops) != 1:
         return f"{len(loops)} loops over the messages at its top level, not one"
     at = loops[0]
@@ -187,6 +186,32 @@ def prefix_local_problem(template: jinja2.Template, source: str) -> str:
     if late := sorted(_names_loaded(after) & (set(+assigned) | aliases | {"loop"})):
         return f"after its message loop it reads {late[0]}, which the template sets"
     return ""
+
+
+def tail_names(template: jinja2.Template, source: str) -> frozenset | None:
+    """The names a prefix-local template reads after its message loop, when it reads no message
+    there; None otherwise. tail(gen) is then a function of gen and those names' values alone (a
+    render is deterministic, and they are names the template never sets), so one row's tail(True)
+    serves every row whose values are equal, without rendering its first message again."""
+    tree = template.environment.parse(source)
+    aliases = _message_names(tree)
+    loops = _message_loops(tree, aliases)
+    if len(loops) != 1:
+        return None
+    after = tree.body[loops[0] + 1 :]
+    names = _names_loaded(after)
+    return None if names & aliases else frozenset(names)
+
+
+def _message_loops(tree: nodes.Template, aliases: set[str]) -> list[int]:
+    """Where the top level loops over `messages` or an alias of it."""
+    return [
+        i
+        for i, node in enumerate(tree.body)
+        if isinstance(node, nodes.For)
+        and isinstance(node.iter, nodes.Name)
+        and node.iter.name in aliases
+    ]
 
 
 def _message_names(tree: nodes.Template) -> set[str]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError
-from sftprep.stages.chat_template import render, template_messages
+from sftprep.stages.chat_template import known_tail, remember_tail, render, template_messages
 from sftprep.stages.formats import Example
 from sftprep.stages.prefix_renders import Layout, Watched, layout_of
 from sftprep.stages.reasoning import answer_start
@@ -152,9 +152,10 @@ def _render_chat(example: Example, loss_on: str, template, variables: dict) -> R
             DropReason.NO_ASSISTANT_TURN,
             "the conversation has no assistant turn, so nothing would be trained; add one, or use --loss-on all",
         )
-    if template.prefix_problem or len(messages) < 3:
-        full = r(messages)
-    else:  # one render gives every prefix's; a 2-message chat needs one prefix, rendered as fast
+    tail_key, tail = known_tail(template, example.tools, variables)
+    if template.prefix_problem or len(messages) < 2 or (len(messages) == 2 and tail_key is None):
+        full = r(messages)  # a 2-message chat needs one prefix: rendering it is as fast
+    else:  # one render gives every prefix's, and the tail once known their generation prompt
         watched = Watched(messages)
         try:
             full = render(template, watched, example.tools, variables)
@@ -162,7 +163,9 @@ def _render_chat(example: Example, loss_on: str, template, variables: dict) -> R
             full = None  # said again, and the same, by the plain render
         if full is not None:
             renders[(len(messages), False)] = full
-            layout = layout_of(watched, full, lambda: r(messages[:1], gen=True))
+            layout = layout_of(watched, full, lambda: r(messages[:1], gen=True), tail)
+            if layout is not None and tail is None:
+                remember_tail(template, tail_key, layout.tail[True])
         full = r(messages)
     require_tools_rendered(example, full)
     if loss_on == "all":

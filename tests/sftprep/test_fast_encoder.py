@@ -13,7 +13,7 @@ from schemas.manifest import read_manifest
 from sftprep import build
 from sftprep.errors import SftprepError
 from sftprep.stages import fast_encoder
-from sftprep.stages.fast_encoder import FastEncoding, load_fast_backend
+from sftprep.stages.fast_encoder import FastEncoding, batch_token_ranges, load_fast_backend
 from sftprep.stages.tokenizer import load_tokenizer
 from tests.conftest import TOKENIZER_NAMES, shared_data, shared_tokenizer
 from tests.sftprep.build_checks import check_build
@@ -69,6 +69,7 @@ def test_token_ranges_equal_hf_offsets_on_random_spans():
         compared = 0
         fast_encoded = backend.encode_batch(texts, add_special_tokens=True)
         hf_encoded = hf.encode_batch(texts, add_special_tokens=True)
+        batch_rows, batch_spans, batch_expected = [], [], []
         for text, fast, ref in zip(texts, fast_encoded, hf_encoded):
             if not isinstance(fast, FastEncoding):  # handed to HF, by design only for these:
                 # a byte SmolLM2's vocabulary lacks, or non-NFC text for an NFC tokenizer (Qwen3)
@@ -80,7 +81,25 @@ def test_token_ranges_equal_hf_offsets_on_random_spans():
                 compared += a < b
             expected = [found for a, b in spans if (found := token_range(ref, a, b))]
             assert fast.token_ranges(spans) == expected, (name, text)
+            batch_rows.append(fast)
+            batch_spans.append(spans)
+            batch_expected.append(expected)
         assert compared > 1000
+        # all rows in one search, as finish_batch asks: the same answer per row
+        assert batch_token_ranges(batch_rows, batch_spans) == batch_expected, name
+        assert batch_token_ranges(batch_rows[:1], [[]]) == [[]]
+
+
+def test_batch_token_ranges_on_rows_without_tokens_or_spans():
+    """Rows of no tokens (an empty text) and rows without spans keep their places; a span at a
+    row's very end or start still maps to that row's tokens only, not its neighbours'."""
+    row = FastEncoding(np.array([7, 1, 2, 3], np.int32), np.array([2, 5, 6]), 1, None)
+    empty = FastEncoding(np.array([7], np.int32), np.zeros(0, np.int64), 1, None)
+    rows = [row, empty, row, row]
+    spans = [[(0, 2), (5, 6)], [(0, 0)], [], [(6, 6), (0, 6), (1, 3)]]
+    assert batch_token_ranges(rows, spans) == [row.token_ranges(s) for s in spans]
+    assert batch_token_ranges(rows, spans)[0] == [(1, 2), (3, 4)]
+    assert batch_token_ranges([empty, empty], [[(0, 0)], []]) == [[], []]
 
 
 def test_the_chunk_check_sends_exactly_the_untrusted_rows_to_hf(monkeypatch):

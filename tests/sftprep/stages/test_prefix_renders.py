@@ -41,6 +41,8 @@ def _forced(source: str, problem: str):
     template = compile_template(source).environment.from_string(source)
     template.globals = compile_template(source).globals
     template.prefix_problem = problem
+    template.tail_names = None if problem else compile_template(source).tail_names
+    template.tails = {}
     return template
 
 
@@ -238,3 +240,85 @@ def test_a_look_ahead_the_syntax_check_allows_is_seen_by_the_watched_list(read):
     watched = Watched(template_messages(list(example.messages)))
     render(template, watched, None, {})
     assert watched.unsafe
+
+
+def _counting_renders(monkeypatch) -> list:
+    """Each render the row's span location asks for, as (messages, add_generation_prompt)."""
+    import sftprep.stages.render as render_module
+
+    calls = []
+
+    def counted(template, messages, tools, variables, add_generation_prompt=False):
+        calls.append((list.__len__(messages), add_generation_prompt))  # len() marks a Watched
+        return render(template, messages, tools, variables, add_generation_prompt)
+
+    monkeypatch.setattr(render_module, "render", counted)
+    return calls
+
+
+def _chat(*roles: str) -> Example:
+    return Example(
+        "chat",
+        messages=normalize_messages(
+            [{"role": role, "content": f"{role} {i} text"} for i, role in enumerate(roles)]
+        ),
+    )
+
+
+@pytest.mark.parametrize("family", ["smollm2", "qwen2_5"])
+def test_one_row_s_generation_prompt_serves_the_next_row_with_one_render(family, monkeypatch):
+    """A 2-message row is one render once a row has shown the template's tail (it reads only
+    add_generation_prompt after its loop); the spans stay those of rendering every prefix."""
+    tok_name = "smollm2" if family == "smollm2" else "qwen3"
+    source = (
+        load_tokenizer(str(shared_tokenizer(tok_name)), None, None).chat_template
+        if family == "smollm2"
+        else _source(family)[0]
+    )
+    variables = _source(family)[1] if family != "smollm2" else {}
+    template = _forced(source, "")
+    assert template.tail_names == {"add_generation_prompt"}
+    exact = _forced(source, "the per-prefix renders, for reference")
+    calls = _counting_renders(monkeypatch)
+    first = _rendered(_chat("user", "assistant"), template, variables)
+    assert len(calls) == 2 and len(template.tails) == 1  # the full render and the prompted prefix
+    calls.clear()
+    for roles in (("user", "assistant"), ("system", "user", "assistant"), ("user", "assistant")):
+        got = _rendered(_chat(*roles), template, variables)
+        assert calls == [(len(roles), False)], roles  # the full render only
+        assert got == _rendered(_chat(*roles), exact, variables), roles
+        calls.clear()
+    assert first == _rendered(_chat("user", "assistant"), exact, variables)
+
+
+TAILS_THAT_VARY = {
+    # the tail reads a message: no tail is kept, each row renders its prompted prefix
+    "messages[0]": ("{{ messages[0].role }}", [None], False),
+    # a list (tools) is no key; None is, and stays apart from it
+    "tools": ("{{ tools[0] if tools else 'none' }}", [None, ["t"], None], True),
+    # undefined and None render differently ('' and 'None'): two keys
+    "undefined or None": ("{{ flag }}", [{}, {"flag": None}, {}], True),
+}
+
+
+@pytest.mark.parametrize("case", TAILS_THAT_VARY)
+def test_a_tail_is_reused_only_for_rows_whose_inputs_it_reads_are_equal(case):
+    after, inputs, kept = TAILS_THAT_VARY[case]
+    source = (
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}<end>{% endfor %}"
+        "{% if add_generation_prompt %}<assistant " + after + ">{% endif %}"
+    )
+    template = _forced(source, "")
+    assert (template.tail_names is not None) == kept
+    exact = _forced(source, "the per-prefix renders, for reference")
+    rows = [("user", "assistant"), ("system", "user", "assistant"), ("user", "assistant")]
+    for roles, value in zip(rows, inputs * 3):
+        tools = value if case == "tools" else None
+        variables = value if case == "undefined or None" else {}
+        example = _chat(*roles)
+        example = Example("chat", messages=example.messages, tools=tools)
+        got = _rendered(example, template, variables)
+        assert got == _rendered(example, exact, variables), (roles, value)
+        assert not isinstance(got, tuple), got
+    keys = {"messages[0]": 0, "tools": 1, "undefined or None": 2}[case]
+    assert len(template.tails) == keys, template.tails
