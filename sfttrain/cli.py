@@ -2,7 +2,9 @@
 
 Every config key is a flag (dashes for underscores), generated from TrainConfig so that names,
 defaults and help texts live in one place; flags that are given override `--config FILE`.
-A SfttrainError prints as one line "error: ..." and exits 1; anything else keeps its traceback.
+A SfttrainError prints as one line "error: ..." and exits 1 (2 for a config error); Ctrl-C or
+SIGTERM prints one line naming the newest checkpoint that loads and exits 130 / 143; anything
+else keeps its traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import atexit
 import inspect
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,8 @@ def main() -> None:
 def run(config: Path | None = None, **flags: Any) -> None:
     """Load the config (file, then flags), train, print the summary (see train's help)."""
     code = 0
+    training = None  # the config, once train() has been called with it
+    previous_term = signal.signal(signal.SIGTERM, _interrupt)
     try:
         overrides = {
             key: json_flag(value, flag(key), SfttrainError) if key in JSON_KEYS else value
@@ -45,6 +50,7 @@ def run(config: Path | None = None, **flags: Any) -> None:
         train_config = load_config(config, overrides)
         from sfttrain.training import train
 
+        training = train_config
         result = train(train_config)
         if is_main_process():
             print_summary(result)
@@ -55,9 +61,41 @@ def run(config: Path | None = None, **flags: Any) -> None:
         where = f"{e.filename}: " if e.filename else ""
         typer.echo(f"error: {where}{e.strerror or e}", err=True)
         code = 1
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (a scheduler's preemption) via _interrupt
+        code = 128 + (e.args[0] if e.args and isinstance(e.args[0], int) else signal.SIGINT)
+        if is_main_process():
+            typer.echo(interrupted_line(training), err=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
     exit_if_distributed(code)
     if code:
         raise typer.Exit(code)
+
+
+def _interrupt(signum, frame) -> None:
+    """SIGTERM ends a run as Ctrl-C does: the Trainer unwinds (the output folder's lock is
+    released), and `run` says what is left to resume from."""
+    raise KeyboardInterrupt(signum)
+
+
+def interrupted_line(config: TrainConfig | None) -> str:
+    """One line for an interrupted run: the newest checkpoint that loads, and how to go on;
+    `config`: the run's, once training was called (None: interrupted while starting)."""
+    if config is None:
+        return "interrupted while starting: nothing was trained or written"
+    from sfttrain.checkpoints import choose_checkpoint  # loaded already: training imports it
+
+    output_dir = Path(config.output_dir)
+    found = choose_checkpoint(output_dir, lambda _: None)[0] if output_dir.is_dir() else None
+    if found is None:
+        return (
+            f"interrupted before a checkpoint was saved in {output_dir}: nothing to resume from; "
+            "run again to start over (--save-steps N saves one every N steps)"
+        )
+    return (
+        f"interrupted: training stopped; {found} is the newest checkpoint that loads: "
+        "run the same command with --resume to continue from it"
+    )
 
 
 def exit_if_distributed(code: int) -> None:
