@@ -39,6 +39,7 @@ from sftprep.stages.masks import Encoded
 from sftprep.stages.mixture import choose_examples
 from sftprep.stages.out_guard import build_lock, refuse_foreign_files, refuse_unsafe_out
 from sftprep.stages.pack import plan_rows
+from sftprep.stages.packed_results import PackedResults, kept_whole
 from sftprep.stages.row_encoder import (
     encoder_for,
     init_forked_worker,
@@ -312,36 +313,72 @@ def _count_and_spill(config, st: SourceStats, batches, spill, progress, take=Non
     """Each encoded row through the length policy into its split's spill (`st.repeat` times, ids
     start + row * repeat + copy); every drop counted. With `take`, stop once that many rows are
     kept; return whether they were."""
-    wrapped = config.packing == "wrapped"
     for results in batches:
-        for row_index, result in results:
-            if take is not None and st.rows_kept >= take:
-                return True
-            st.rows_read = row_index + 1
-            if isinstance(result, RowError):
-                if config.on_error == "raise":
-                    raise result.located(st.source.path, row_index)
-                st.dropped[result.reason] += 1
-                continue
-            st.encoded_by[result.encoded_by] += 1
-            admitted = admit(
-                result, config.max_length, config.overlong, config.truncation_side, wrapped
-            )
-            if admitted.dropped:
-                st.dropped[admitted.dropped.value] += 1
-                continue
-            if st.kept_rows is not None:
-                st.kept_rows.add(row_index, len(spill), len(admitted.pieces), admitted.cut)
-            st.count_kept(admitted.pieces, admitted.cut)
-            first_id = st.example_id_start + row_index * st.repeat
-            for copy in range(st.repeat):
-                for piece in admitted.pieces:
-                    spill.add(first_id + copy, piece)
+        packed = isinstance(results, PackedResults)
+        whole = packed and _spill_whole(config, st, results, spill, take)
+        if not whole and _spill_rows(
+            config, st, results.unpacked() if packed else results, spill, take
+        ):
+            return True
         if progress:
-            progress(
-                len(results), sum(len(e.input_ids) for _, e in results if isinstance(e, Encoded))
+            tokens = (
+                int(results.lengths.sum())
+                if packed
+                else sum(len(e.input_ids) for _, e in results if isinstance(e, Encoded))
             )
+            progress(len(results), tokens)
     return take is None or st.rows_kept >= take
+
+
+def _spill_rows(config, st: SourceStats, results: list, spill, take) -> bool:
+    """A chunk's (row index, Encoded | RowError) one by one (see _count_and_spill); whether
+    `take` rows were kept before its end."""
+    wrapped = config.packing == "wrapped"
+    for row_index, result in results:
+        if take is not None and st.rows_kept >= take:
+            return True
+        st.rows_read = row_index + 1
+        if isinstance(result, RowError):
+            if config.on_error == "raise":
+                raise result.located(st.source.path, row_index)
+            st.dropped[result.reason] += 1
+            continue
+        st.encoded_by[result.encoded_by] += 1
+        admitted = admit(
+            result, config.max_length, config.overlong, config.truncation_side, wrapped
+        )
+        if admitted.dropped:
+            st.dropped[admitted.dropped.value] += 1
+            continue
+        if st.kept_rows is not None:
+            st.kept_rows.add(row_index, len(spill), len(admitted.pieces), admitted.cut)
+        st.count_kept(admitted.pieces, admitted.cut)
+        first_id = st.example_id_start + row_index * st.repeat
+        for copy in range(st.repeat):
+            for piece in admitted.pieces:
+                spill.add(first_id + copy, piece)
+    return False
+
+
+def _spill_whole(config, st: SourceStats, packed: PackedResults, spill, take) -> bool:
+    """Spill a packed chunk in one go, counted as `_count_and_spill` counts row by row, when
+    that gives the same: every row kept whole (kept_whole), one copy each, none to choose among
+    later, and `take` not reached within it. Whether it did."""
+    wrapped = config.packing == "wrapped"
+    if (
+        st.repeat != 1
+        or st.kept_rows is not None
+        or (take is not None and st.rows_kept + len(packed.rows) > take)
+        or not kept_whole(packed, config.max_length, wrapped)
+    ):
+        return False
+    if not len(packed.rows):
+        return True
+    st.rows_read = int(packed.rows[-1]) + 1
+    st.encoded_by.update(packed.encoded_by)
+    st.count_kept_whole(len(packed.rows), int(packed.lengths.sum()), int(packed.loss_tokens.sum()))
+    spill.add_packed(st.example_id_start + packed.rows, packed)
+    return True
 
 
 def _encoded_chunks(config, tokenizer, engine, st: SourceStats, spec, rows, keep):

@@ -1,7 +1,8 @@
 """Rows to encoded examples: normalize -> render -> tokenize + mask, one chunk of rows at a time.
 
 Runs in worker processes (or inline). Each worker builds its tokenizer and compiled template once,
-then turns chunks of `(row_index, row)` into `(row_index, Encoded | RowError)`, in order.
+then turns chunks of `(row_index, row)` into `(row_index, Encoded | RowError)`, in order (packed,
+packed_results.py, for the trip back from a worker).
 """
 
 import dataclasses
@@ -18,6 +19,7 @@ from sftprep.stages.chat_template import compile_template, template_variables
 from sftprep.stages.fast_encoder import choose_encoder
 from sftprep.stages.formats import FormatSpec, make_normalizer
 from sftprep.stages.masks import finish_batch, tokenize_batch
+from sftprep.stages.packed_results import PackedResults, pack_results
 from sftprep.stages.render import Rendered, render_example, require_unicode
 from sftprep.stages.source_chunks import chunk_rows
 from sftprep.stages.tokenizer import LoadedTokenizer, load_tokenizer
@@ -188,10 +190,10 @@ def _as_worker() -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
-def process_in_worker(task: tuple) -> list:
-    """Pool task: (spec, chunk) -> results of RowEncoder.process."""
+def process_in_worker(task: tuple) -> PackedResults:
+    """Pool task: (spec, chunk) -> results of RowEncoder.process, packed."""
     spec, chunk = task
-    return _WORKER.process(spec, chunk)
+    return pack_results(_WORKER.process(spec, chunk))
 
 
 def process_file_chunk_in_worker(task: tuple):
@@ -206,8 +208,8 @@ SUB_CHUNK_ROWS = 1024
 
 def encode_file_chunk(
     encoder: RowEncoder, spec: FormatSpec, chunk
-) -> tuple[int, list] | SftprepError:
-    """(rows read, [(row within the chunk, Encoded | RowError)]) of a chunk the worker reads
+) -> tuple[int, PackedResults] | SftprepError:
+    """(rows read, the packed [(row within the chunk, Encoded | RowError)]) of a chunk the worker reads
     itself (a source_chunks.ChunkDescriptor: a byte range, row groups), SUB_CHUNK_ROWS rows at a
     time, the first ones fewer (`chunked`), so the fast encoder's whole-call HF check of a
     worker's first call stays small; or the SftprepError of a file that cannot be read, returned
@@ -219,4 +221,4 @@ def encode_file_chunk(
     results = []
     for part in chunked(rows, SUB_CHUNK_ROWS):
         results += encoder.process(spec, part)  # rows numbered from 0 in the chunk
-    return len(rows), results
+    return len(rows), pack_results(results)

@@ -138,17 +138,17 @@ def count_rows(path: str, kind: str) -> int:
     return 0
 
 
-def in_file_order(replies: Iterator) -> Iterator[list]:
-    """Workers' replies for consecutive chunks, (rows read, [(row within the chunk, result)]), as
-    lists of (row of the file, result); a reply that is a SftprepError (the file could not be
-    read) is raised. Closing this closes `replies` at once (a worker pool stops with it)."""
+def in_file_order(replies: Iterator) -> Iterator:
+    """Workers' replies for consecutive chunks, (rows read, PackedResults numbered within the
+    chunk), as PackedResults numbered in the file; a reply that is a SftprepError (the file could
+    not be read) is raised. Closing this closes `replies` at once (a worker pool stops with it)."""
     start = 0
     try:
         for reply in replies:
             if isinstance(reply, SftprepError):
                 raise reply
             read, results = reply
-            yield [(start + i, result) for i, result in results]
+            yield results.shifted(start)
             start += read
     finally:
         replies.close()

@@ -62,6 +62,13 @@ class SourceStats:
     workers: int = 1
     """Processes that encoded this source (1: the build process; the manifest records the most)."""
 
+    def count_kept_whole(self, rows: int, tokens: int, loss_tokens: int) -> None:
+        """`rows` rows kept whole (no cut, one piece each), as count_kept counts each."""
+        self.rows_kept += rows
+        self.examples += rows * self.repeat
+        self.tokens += tokens * self.repeat
+        self.loss_tokens += loss_tokens * self.repeat
+
     def count_kept(self, pieces: list[Encoded], cut: int) -> None:
         """One row kept, as these pieces, after `cut` tokens were truncated away."""
         self.rows_kept += 1

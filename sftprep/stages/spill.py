@@ -53,6 +53,18 @@ class Spill:
         self.loss_counts.append(encoded.loss_tokens)
         self._end += n
 
+    def add_packed(self, example_ids: np.ndarray, packed) -> None:
+        """Append every encoded row of a PackedResults whole, as `add` would one by one, with
+        these example ids."""
+        self._ids.write(np.ascontiguousarray(packed.ids, dtype=np.int32).data)
+        self._mask.write(np.ascontiguousarray(packed.mask, dtype=np.uint8).data)
+        ends = np.cumsum(packed.lengths, dtype=np.int64)
+        self.example_ids.frombytes(np.asarray(example_ids, dtype=np.int64).tobytes())
+        self.starts.frombytes((self._end + ends - packed.lengths).astype(np.int64).tobytes())
+        self.lengths.extend(packed.lengths.tolist())
+        self.loss_counts.extend(packed.loss_tokens.tolist())
+        self._end += int(ends[-1]) if len(ends) else 0
+
     def reindex(self, positions: np.ndarray, example_ids: np.ndarray) -> None:
         """Replace the index by the examples at `positions` (repeats allowed: a copy shares the
         data), with these example ids; the data files are not touched."""

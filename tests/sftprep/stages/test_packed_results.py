@@ -1,0 +1,135 @@
+"""Packed chunk results (packed_results.py): they unpack to what was packed, and a build process
+that spills a packed chunk whole counts and spills exactly what it would row by row."""
+
+import pickle
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from sftprep import pipeline
+from sftprep.drop_reasons import DropReason
+from sftprep.errors import RowError
+from sftprep.pipeline import _count_and_spill
+from sftprep.stages.masks import Encoded
+from sftprep.stages.packed_results import kept_whole, pack_results
+from sftprep.stages.source_stats import KeptRows, SourceStats
+from sftprep.stages.spill import Spill
+
+
+def _results(rng, rows: int, bad_every: int = 0, no_loss_every: int = 0, longest: int = 40):
+    out = []
+    for i in range(rows):
+        if bad_every and i % bad_every == bad_every - 1:
+            out.append((i, RowError(DropReason.TEMPLATE_ERROR, f"row {i} is bad")))
+            continue
+        n = int(rng.integers(2, longest))
+        mask = (rng.random(n) < 0.6).astype(np.uint8)
+        mask[0], mask[-1] = 0, 1  # trains a token: only no_loss_every rows have none
+        if no_loss_every and i % no_loss_every == 0:
+            mask[:] = 0
+        by = "fastokens" if i % 5 else "hf-fallback"
+        out.append((i, Encoded(rng.integers(0, 999, n).astype(np.int32), mask, encoded_by=by)))
+    return out
+
+
+def _same(a: list, b: list) -> bool:
+    if [i for i, _ in a] != [i for i, _ in b]:
+        return False
+    for (_, x), (_, y) in zip(a, b):
+        if isinstance(x, RowError) or isinstance(y, RowError):
+            if not (isinstance(x, RowError) and isinstance(y, RowError) and str(x) == str(y)):
+                return False
+        elif not (
+            np.array_equal(x.input_ids, y.input_ids)
+            and np.array_equal(x.loss_mask, y.loss_mask)
+            and (x.loss_tokens, x.encoded_by) == (y.loss_tokens, y.encoded_by)
+        ):
+            return False
+    return True
+
+
+def test_a_packed_chunk_unpacks_to_its_results_in_row_order_also_after_a_pickle():
+    rng = np.random.default_rng(0)
+    results = _results(rng, 300, bad_every=7)
+    packed = pickle.loads(pickle.dumps(pack_results(results)))
+    assert len(packed) == 300 and len(packed.errors) == 300 // 7
+    assert _same(packed.unpacked(), results)
+    shifted = packed.shifted(1000).unpacked()
+    assert _same(shifted, [(i + 1000, r) for i, r in results])
+    assert pack_results([]).unpacked() == [] and len(pack_results([])) == 0
+
+
+def test_kept_whole_only_when_the_length_policy_would_change_nothing():
+    rng = np.random.default_rng(1)
+    assert kept_whole(pack_results(_results(rng, 50, longest=30)), 30, False)
+    assert not kept_whole(pack_results(_results(rng, 50, longest=30)), 20, False)  # too long
+    assert kept_whole(pack_results(_results(rng, 50, longest=30)), 20, True)  # wrapped cuts itself
+    assert not kept_whole(pack_results(_results(rng, 50, bad_every=9)), 99, False)
+    assert not kept_whole(pack_results(_results(rng, 50, no_loss_every=11)), 99, False)
+
+
+CASES = {
+    "all kept": dict(),
+    "bad rows": dict(bad_every=6),
+    "rows without loss": dict(no_loss_every=13),
+    "truncate": dict(max_length=25, overlong="truncate"),
+    "split": dict(max_length=25, overlong="split"),
+    "drop": dict(max_length=25, overlong="drop"),
+    "wrapped": dict(max_length=25, packing="wrapped"),
+    "repeat": dict(repeat=3),
+    "take": dict(take=130),
+    "take at a chunk's end": dict(take=100),
+    "sampled later": dict(kept_rows=True),
+}
+
+
+def _spill_all(tmp_path, name: str, batches, case: dict):
+    config = SimpleNamespace(
+        packing=case.get("packing", "bfd"),
+        max_length=case.get("max_length", 99),
+        overlong=case.get("overlong", "truncate"),
+        truncation_side="right",
+        on_error="skip",
+    )
+    st = SourceStats(SimpleNamespace(path="s.jsonl"), "train", "0" * 64, example_id_start=5000)
+    st.repeat = case.get("repeat", 1)
+    if case.get("kept_rows"):
+        st.kept_rows = KeptRows()
+    spill = Spill(tmp_path / name, "train")
+    done = _count_and_spill(config, st, iter(batches), spill, None, case.get("take"))
+    data = [spill.read(p) for p in range(len(spill))]
+    kept = None if st.kept_rows is None else vars(st.kept_rows)
+    counts = {k: v for k, v in vars(st).items() if k not in ("kept_rows", "source")}
+    index = [
+        list(spill.example_ids),
+        list(spill.starts),
+        list(spill.lengths),
+        list(spill.loss_counts),
+    ]
+    spill.close()
+    return done, counts, kept, index, data
+
+
+# chunks spilled whole (of 5): none where a row changes or a row's copies or place matter
+WHOLE = {"all kept": 5, "wrapped": 5, "take": 2, "take at a chunk's end": 2, "repeat": 0,
+         "sampled later": 0, "bad rows": 0, "rows without loss": 0, "drop": 0}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_packed_chunk_is_counted_and_spilled_as_its_rows_one_by_one(tmp_path, case, monkeypatch):
+    rng = np.random.default_rng(2)
+    options = {k: v for k, v in CASES[case].items() if k in ("bad_every", "no_loss_every")}
+    results = _results(rng, 250, **options)
+    chunks = [results[i : i + 50] for i in range(0, 250, 50)]
+    by_rows = _spill_all(tmp_path, "rows", chunks, CASES[case])
+    one_by_one = []
+    spill_rows = pipeline._spill_rows
+    monkeypatch.setattr(pipeline, "_spill_rows", lambda *a: one_by_one.append(1) or spill_rows(*a))
+    packed = _spill_all(tmp_path, "packed", [pack_results(c) for c in chunks], CASES[case])
+    if case in WHOLE:  # not vacuous: the whole-chunk path ran where it may, and only there
+        assert len(one_by_one) == (5 if "take" not in case else 3) - WHOLE[case], one_by_one
+    assert by_rows[:4] == packed[:4]
+    assert len(by_rows[4]) == len(packed[4]) > 0
+    for (ids_a, mask_a), (ids_b, mask_b) in zip(by_rows[4], packed[4]):
+        assert np.array_equal(ids_a, ids_b) and np.array_equal(mask_a, mask_b)
