@@ -5,6 +5,7 @@ ray) decides where chunks of rows are encoded, and either gives them back in ord
 
 import dataclasses
 import itertools
+import operator
 import os
 import shutil
 import sys
@@ -15,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
+
+import numpy as np
 
 from schemas import FORMAT_VERSION
 from schemas.contract import MANIFEST_NAME
@@ -315,7 +318,7 @@ def _count_and_spill(config, st: SourceStats, batches, spill, progress, take=Non
     kept; return whether they were."""
     for results in batches:
         packed = isinstance(results, PackedResults)
-        whole = packed and _spill_whole(config, st, results, spill, take)
+        whole = packed and _spill_packed(config, st, results, spill, take)
         if not whole and _spill_rows(
             config, st, results.unpacked() if packed else results, spill, take
         ):
@@ -360,25 +363,40 @@ def _spill_rows(config, st: SourceStats, results: list, spill, take) -> bool:
     return False
 
 
-def _spill_whole(config, st: SourceStats, packed: PackedResults, spill, take) -> bool:
-    """Spill a packed chunk in one go, counted as `_count_and_spill` counts row by row, when
-    that gives the same: every row kept whole (kept_whole), one copy each, none to choose among
-    later, and `take` not reached within it. Whether it did."""
-    wrapped = config.packing == "wrapped"
+def _spill_packed(config, st: SourceStats, packed: PackedResults, spill, take) -> bool:
+    """Spill a packed chunk, counted as `_count_and_spill` counts row by row: each run of rows
+    the length policy keeps as they are in one go, the rows between (bad, over-long, training
+    nothing) one by one, in row order; when that gives the same: one copy of each row, none to
+    choose among later, `take` not reached within the chunk. Whether it did."""
     if (
         st.repeat != 1
         or st.kept_rows is not None
         or (take is not None and st.rows_kept + len(packed.rows) > take)
-        or not kept_whole(packed, config.max_length, wrapped)
     ):
         return False
-    if not len(packed.rows):
-        return True
-    st.rows_read = int(packed.rows[-1]) + 1
-    st.encoded_by.update(packed.encoded_by)
-    st.count_kept_whole(len(packed.rows), int(packed.lengths.sum()), int(packed.loss_tokens.sum()))
-    spill.add_packed(st.example_id_start + packed.rows, packed)
+    whole = kept_whole(packed, config.max_length, config.packing == "wrapped")
+    others = [(int(packed.rows[k]), k) for k in np.flatnonzero(~whole).tolist()]
+    done = 0  # encoded rows spilled so far
+    for row_index, k in sorted(
+        others + [(i, err) for i, err in packed.errors], key=operator.itemgetter(0)
+    ):
+        stop = int(np.searchsorted(packed.rows, row_index))  # the encoded rows before it
+        _spill_run(st, packed.part(done, stop), spill)
+        result = k if isinstance(k, RowError) else packed.part(k, k + 1).unpacked()[0][1]
+        _spill_rows(config, st, [(row_index, result)], spill, None)
+        done = stop + (not isinstance(k, RowError))
+    _spill_run(st, packed.part(done, len(packed.rows)), spill)
     return True
+
+
+def _spill_run(st: SourceStats, run: PackedResults, spill) -> None:
+    """Rows the length policy keeps as they are, spilled and counted in one go."""
+    if not len(run.rows):
+        return
+    st.rows_read = int(run.rows[-1]) + 1
+    st.encoded_by.update(run.encoded_by)
+    st.count_kept_whole(len(run.rows), int(run.lengths.sum()), int(run.loss_tokens.sum()))
+    spill.add_packed(st.example_id_start + run.rows, run)
 
 
 def _encoded_chunks(config, tokenizer, engine, st: SourceStats, spec, rows, keep):

@@ -60,13 +60,14 @@ def test_a_packed_chunk_unpacks_to_its_results_in_row_order_also_after_a_pickle(
     assert pack_results([]).unpacked() == [] and len(pack_results([])) == 0
 
 
-def test_kept_whole_only_when_the_length_policy_would_change_nothing():
+def test_kept_whole_marks_the_rows_the_length_policy_would_keep_as_they_are():
     rng = np.random.default_rng(1)
-    assert kept_whole(pack_results(_results(rng, 50, longest=30)), 30, False)
-    assert not kept_whole(pack_results(_results(rng, 50, longest=30)), 20, False)  # too long
-    assert kept_whole(pack_results(_results(rng, 50, longest=30)), 20, True)  # wrapped cuts itself
-    assert not kept_whole(pack_results(_results(rng, 50, bad_every=9)), 99, False)
-    assert not kept_whole(pack_results(_results(rng, 50, no_loss_every=11)), 99, False)
+    assert kept_whole(pack_results(_results(rng, 50, longest=30)), 30, False).all()
+    packed = pack_results(_results(rng, 50, longest=30))
+    assert (kept_whole(packed, 20, False) == (packed.lengths <= 20)).all()  # too long
+    assert kept_whole(packed, 20, True).all()  # wrapped packing cuts rows itself
+    packed = pack_results(_results(rng, 50, no_loss_every=11))
+    assert (~kept_whole(packed, 99, False)).sum() == len(range(0, 50, 11))
 
 
 CASES = {
@@ -111,13 +112,11 @@ def _spill_all(tmp_path, name: str, batches, case: dict):
     return done, counts, kept, index, data
 
 
-# chunks spilled whole (of 5): none where a row changes or a row's copies or place matter
-WHOLE = {"all kept": 5, "wrapped": 5, "take": 2, "take at a chunk's end": 2, "repeat": 0,
-         "sampled later": 0, "bad rows": 0, "rows without loss": 0, "drop": 0}  # fmt: skip
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_a_packed_chunk_is_counted_and_spilled_as_its_rows_one_by_one(tmp_path, case, monkeypatch):
+    """Equal to the row-by-row path under every length policy, bad rows, repeats, take and
+    samples; and not vacuous: only the rows the policy changes (or every row, where copies or
+    a later choice matter) went one by one."""
     rng = np.random.default_rng(2)
     options = {k: v for k, v in CASES[case].items() if k in ("bad_every", "no_loss_every")}
     results = _results(rng, 250, **options)
@@ -125,10 +124,25 @@ def test_a_packed_chunk_is_counted_and_spilled_as_its_rows_one_by_one(tmp_path, 
     by_rows = _spill_all(tmp_path, "rows", chunks, CASES[case])
     one_by_one = []
     spill_rows = pipeline._spill_rows
-    monkeypatch.setattr(pipeline, "_spill_rows", lambda *a: one_by_one.append(1) or spill_rows(*a))
+    monkeypatch.setattr(
+        pipeline, "_spill_rows", lambda *a: one_by_one.extend(a[2]) or spill_rows(*a)
+    )
     packed = _spill_all(tmp_path, "packed", [pack_results(c) for c in chunks], CASES[case])
-    if case in WHOLE:  # not vacuous: the whole-chunk path ran where it may, and only there
-        assert len(one_by_one) == (5 if "take" not in case else 3) - WHOLE[case], one_by_one
+    limit = CASES[case].get("max_length", 99)
+    changed = [
+        i
+        for i, r in results
+        if isinstance(r, RowError) or r.loss_tokens == 0 or (
+            len(r.input_ids) > limit and CASES[case].get("packing") != "wrapped"
+        )
+    ]  # fmt: skip
+    went = [i for i, _ in one_by_one]
+    if case in ("repeat", "sampled later"):
+        assert went == [i for i, _ in results]
+    elif "take" in case:  # the chunk that reaches take goes row by row
+        assert went == [i for i, _ in results[100 : 100 + len(went)]] and went
+    else:
+        assert went == changed and (changed or case in ("all kept", "wrapped")), case
     assert by_rows[:4] == packed[:4]
     assert len(by_rows[4]) == len(packed[4]) > 0
     for (ids_a, mask_a), (ids_b, mask_b) in zip(by_rows[4], packed[4]):
