@@ -367,11 +367,12 @@ def _spill_packed(config, st: SourceStats, packed: PackedResults, spill, take) -
     """Spill a packed chunk, counted as `_count_and_spill` counts row by row: each run of rows
     the length policy keeps as they are in one go, the rows between (bad, over-long, training
     nothing) one by one, in row order; when that gives the same: one copy of each row, none to
-    choose among later, `take` not reached within the chunk. Whether it did."""
+    choose among later, `take` not reached before the chunk's last row (the row-by-row path
+    stops at the first row, bad or not, that finds it reached). Whether it did."""
     if (
         st.repeat != 1
         or st.kept_rows is not None
-        or (take is not None and st.rows_kept + len(packed.rows) > take)
+        or (take is not None and st.rows_kept + len(packed) > take)  # bad rows count too
     ):
         return False
     whole = kept_whole(packed, config.max_length, config.packing == "wrapped")

@@ -3,8 +3,8 @@
 Every config key is a flag (dashes for underscores), generated from TrainConfig so that names,
 defaults and help texts live in one place; flags that are given override `--config FILE`.
 A SfttrainError prints as one line "error: ..." and exits 1 (2 for a config error); Ctrl-C or
-SIGTERM prints one line naming the newest checkpoint that loads and exits 130 / 143; anything
-else keeps its traceback.
+SIGTERM (outside a launcher, which stops its workers with it) prints one line naming the newest
+checkpoint that loads and exits 130 / 143; anything else keeps its traceback.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def run(config: Path | None = None, **flags: Any) -> None:
     """Load the config (file, then flags), train, print the summary (see train's help)."""
     code = 0
     training = None  # the config, once train() has been called with it
-    previous_term = signal.signal(signal.SIGTERM, _interrupt)
+    previous_term = signal.signal(signal.SIGTERM, _interrupt) if _alone() else None
     try:
         overrides = {
             key: json_flag(value, flag(key), SfttrainError) if key in JSON_KEYS else value
@@ -66,10 +66,18 @@ def run(config: Path | None = None, **flags: Any) -> None:
         if is_main_process():
             typer.echo(interrupted_line(training), err=True)
     finally:
-        signal.signal(signal.SIGTERM, previous_term)
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
     exit_if_distributed(code)
     if code:
         raise typer.Exit(code)
+
+
+def _alone() -> bool:
+    """Whether no launcher started this process among others. Under torchrun a SIGTERM is how the
+    launcher stops its workers: each must die at once, even inside a collective that waits for a
+    peer that is gone, which a Python handler (run between bytecodes) would not."""
+    return int(os.environ.get("WORLD_SIZE", "1")) <= 1
 
 
 def _interrupt(signum, frame) -> None:
@@ -99,17 +107,19 @@ def interrupted_line(config: TrainConfig | None) -> str:
 
 
 def exit_if_distributed(code: int) -> None:
-    """Under torch.distributed with gloo (CPU), end the process here, atexit handlers included.
+    """Under torch.distributed with gloo (CPU), or after an interrupt, end the process here,
+    atexit handlers included.
 
     Left to interpreter shutdown, a gloo process group can abort the exit ("terminate called
     without an active exception": a worker thread frees a finished collective's tensors while
     Python finalizes) or deadlock (destroying the group with the GIL held while that thread waits
-    for the GIL); both were seen here in about one run in ten. NCCL groups are destroyed normally.
+    for the GIL); both were seen here in about one run in ten. NCCL groups are destroyed normally,
+    except after an interrupt: peers may be inside a collective, which destroying would wait for.
     """
     dist = sys.modules.get("torch.distributed")
     if dist is None or not dist.is_available() or not dist.is_initialized():
         return
-    if dist.get_backend() != "gloo":
+    if dist.get_backend() != "gloo" and code < 128:
         dist.destroy_process_group()
         return
     atexit._run_exitfuncs()  # what a normal exit would run: logging integrations, temp files

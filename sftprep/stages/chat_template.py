@@ -285,9 +285,9 @@ def known_tail(template: jinja2.Template, tools: list | None, variables: dict):
     for name in sorted(template.tail_names - {"add_generation_prompt"}):
         value = inputs.get(name, template.globals.get(name, _ABSENT))
         if value is _ABSENT:
-            key.append((name, False, None))  # undefined: renders unlike None
+            key.append((name, None, None))  # undefined: renders unlike None
         elif value is None or isinstance(value, (bool, int, float, str)):
-            key.append((name, True, value))
+            key.append((name, type(value), value))  # True == 1 == 1.0, but not to Jinja
         else:
             return None, None
     key = tuple(key)

@@ -200,7 +200,12 @@ def tail_names(template: jinja2.Template, source: str) -> frozenset | None:
         return None
     after = tree.body[loops[0] + 1 :]
     names = _names_loaded(after)
-    return None if names & aliases else frozenset(names)
+    return None if names & (aliases | JINJA_RUNTIME_NAMES) else frozenset(names)
+
+
+JINJA_RUNTIME_NAMES = frozenset({"self", "caller", "varargs", "kwargs", "super", "loop"})
+"""Names Jinja gives a render itself, not inputs: `self.block()` renders a block of the template,
+which may read the messages."""
 
 
 def _message_loops(tree: nodes.Template, aliases: set[str]) -> list[int]:

@@ -13,6 +13,7 @@ import yaml
 from conftest import REPO, random_rows, write_build
 from typer.testing import CliRunner
 
+from sfttrain import cli as sfttrain_cli
 from sfttrain.checkpoints import CHECKPOINT, SEAL, checkpoint_problem
 from sfttrain.cli import app, interrupted_line
 from sfttrain.config import field_names, flag
@@ -111,3 +112,27 @@ def test_the_interrupted_line_says_what_is_left(tmp_path):
     (tmp_path / "run" / "checkpoint-5").mkdir()  # killed mid-save: no trainer state
     line = interrupted_line(config)
     assert str(tmp_path / "run" / "checkpoint-3") in line and "--resume" in line, line
+
+
+def test_under_a_launcher_sigterm_keeps_its_default(tmp_path, monkeypatch):
+    """torchrun stops its workers with SIGTERM: each must die at once (a Python handler would wait
+    for a collective to return), so a run among others takes no SIGTERM handler; alone it does."""
+    taken = []
+    real = signal.signal
+    monkeypatch.setattr(
+        signal, "signal", lambda sig, handler: taken.append(sig) or real(sig, handler)
+    )
+    missing = [
+        "run",
+        "--data",
+        str(tmp_path / "none"),
+        "--model",
+        "m",
+        "--output-dir",
+        str(tmp_path / "o"),
+    ]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert runner.invoke(app, missing).exit_code != 0 and signal.SIGTERM not in taken
+    monkeypatch.delenv("WORLD_SIZE")
+    assert runner.invoke(app, missing).exit_code != 0 and signal.SIGTERM in taken
+    assert signal.getsignal(signal.SIGTERM) is not sfttrain_cli._interrupt  # given back

@@ -81,6 +81,9 @@ CASES = {
     "repeat": dict(repeat=3),
     "take": dict(take=130),
     "take at a chunk's end": dict(take=100),
+    # take reached by the good rows of two chunks, each ending on a bad row: the bad row after
+    # the last kept one is neither read nor counted
+    "take before a bad row": dict(take=80, bad_every=5),
     "sampled later": dict(kept_rows=True),
 }
 
@@ -139,6 +142,8 @@ def test_a_packed_chunk_is_counted_and_spilled_as_its_rows_one_by_one(tmp_path, 
     went = [i for i, _ in one_by_one]
     if case in ("repeat", "sampled later"):
         assert went == [i for i, _ in results]
+    elif case == "take before a bad row":  # 40 good rows a chunk: the second reaches take
+        assert went == [i for i in changed if i < 50] + [i for i, _ in results[50:100]]
     elif "take" in case:  # the chunk that reaches take goes row by row
         assert went == [i for i, _ in results[100 : 100 + len(went)]] and went
     else:

@@ -298,6 +298,8 @@ TAILS_THAT_VARY = {
     "tools": ("{{ tools[0] if tools else 'none' }}", [None, ["t"], None], True),
     # undefined and None render differently ('' and 'None'): two keys
     "undefined or None": ("{{ flag }}", [{}, {"flag": None}, {}], True),
+    # 0 == False in Python, not to Jinja's `is false`: two keys
+    "0 or False": ("{{ 'no' if flag is false else 'yes' }}", [{"flag": 0}, {"flag": False}], True),
 }
 
 
@@ -314,11 +316,28 @@ def test_a_tail_is_reused_only_for_rows_whose_inputs_it_reads_are_equal(case):
     rows = [("user", "assistant"), ("system", "user", "assistant"), ("user", "assistant")]
     for roles, value in zip(rows, inputs * 3):
         tools = value if case == "tools" else None
-        variables = value if case == "undefined or None" else {}
+        variables = value if case in ("undefined or None", "0 or False") else {}
         example = _chat(*roles)
         example = Example("chat", messages=example.messages, tools=tools)
         got = _rendered(example, template, variables)
         assert got == _rendered(example, exact, variables), (roles, value)
         assert not isinstance(got, tuple), got
-    keys = {"messages[0]": 0, "tools": 1, "undefined or None": 2}[case]
+    keys = {"messages[0]": 0, "tools": 1, "undefined or None": 2, "0 or False": 2}[case]
     assert len(template.tails) == keys, template.tails
+
+
+def test_a_tail_that_renders_a_block_keeps_no_tail():
+    """`self.block()` after the loop renders a block of the template, which may read a message:
+    no tail is kept, and the spans are those of rendering every prefix."""
+    source = (
+        "{% block sys %}{% if messages[0].role == 'system' %}[S]{% endif %}{% endblock %}"
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}<end>{% endfor %}"
+        "{% if add_generation_prompt %}<assistant{{ self.sys() }}>{% endif %}"
+    )
+    template = _forced(source, "")
+    assert template.tail_names is None
+    exact = _forced(source, "the per-prefix renders, for reference")
+    for roles in [("user", "assistant"), ("system", "user", "assistant"), ("user", "assistant")]:
+        got = _rendered(_chat(*roles), template, {})
+        assert got == _rendered(_chat(*roles), exact, {}) and not isinstance(got, tuple), roles
+    assert not template.tails
