@@ -383,7 +383,7 @@ def _spill_packed(config, st: SourceStats, packed: PackedResults, spill, take) -
     ):
         stop = int(np.searchsorted(packed.rows, row_index))  # the encoded rows before it
         _spill_run(st, packed.part(done, stop), spill)
-        result = k if isinstance(k, RowError) else packed.part(k, k + 1).unpacked()[0][1]
+        result = k if isinstance(k, RowError) else packed.encoded(k)
         _spill_rows(config, st, [(row_index, result)], spill, None)
         done = stop + (not isinstance(k, RowError))
     _spill_run(st, packed.part(done, len(packed.rows)), spill)

@@ -247,6 +247,11 @@ def compile_template(
     template.prefix_problem = prefix_local_problem(template, source)
     template.tail_names = None if template.prefix_problem else tail_names(template, source)
     template.tails = {}  # tail_key -> tail(True) (prefix_renders.tail_names)
+    template.tail_inputs = (  # what known_tail keys on, sorted once rather than per row
+        None
+        if template.tail_names is None
+        else sorted(template.tail_names - {"add_generation_prompt"})
+    )
     return template
 
 
@@ -278,11 +283,13 @@ def known_tail(template: jinja2.Template, tools: list | None, variables: dict):
     """(key, tail(True)) for a render of `template` with these inputs (prefix_renders.tail_names):
     the tail is None until a row with the same key has been laid out, and the key is None when
     the template reads something after its loop that could vary (a message, a list, a function)."""
-    if template.tail_names is None:
+    if template.tail_inputs is None:
         return None, None
+    if not template.tail_inputs:
+        return (), template.tails.get(())
     inputs = {"tools": tools, "documents": None, **variables}
     key = []
-    for name in sorted(template.tail_names - {"add_generation_prompt"}):
+    for name in template.tail_inputs:
         value = inputs.get(name, template.globals.get(name, _ABSENT))
         if value is _ABSENT:
             key.append((name, None, None))  # undefined: renders unlike None

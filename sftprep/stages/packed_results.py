@@ -10,6 +10,7 @@ and its bad rows; the build process then spills each run of rows kept as they ar
 """
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -46,10 +47,19 @@ class PackedResults:
             self.encoded_by, [(i + by, err) for i, err in self.errors],
         )  # fmt: skip
 
+    @cached_property
+    def starts(self) -> np.ndarray:
+        """Where each encoded row begins in `ids`, and where the last ends."""
+        return np.concatenate([[0], np.cumsum(self.lengths)])
+
+    def encoded(self, k: int) -> Encoded:
+        """Encoded row k (a view of the arrays)."""
+        a, b = int(self.starts[k]), int(self.starts[k + 1])
+        return Encoded(self.ids[a:b], self.mask[a:b], int(self.loss_tokens[k]), self.encoded_by[k])
+
     def part(self, first: int, stop: int) -> "PackedResults":
         """Encoded rows [first, stop) alone (no bad rows)."""
-        starts = np.concatenate([[0], np.cumsum(self.lengths)])
-        a, b = int(starts[first]), int(starts[stop])
+        a, b = int(self.starts[first]), int(self.starts[stop])
         return PackedResults(
             self.rows[first:stop], self.ids[a:b], self.mask[a:b], self.lengths[first:stop],
             self.loss_tokens[first:stop], self.encoded_by[first:stop],
@@ -57,12 +67,11 @@ class PackedResults:
 
     def unpacked(self) -> list:
         """The list of (row index, Encoded | RowError) it was packed from, in row order."""
-        ends = np.cumsum(self.lengths).tolist()
-        starts = [0, *ends[:-1]]
+        starts = self.starts.tolist()
         rows = [
             (row, Encoded(self.ids[a:b], self.mask[a:b], loss, by))
             for row, a, b, loss, by in zip(
-                self.rows.tolist(), starts, ends, self.loss_tokens.tolist(), self.encoded_by
+                self.rows.tolist(), starts, starts[1:], self.loss_tokens.tolist(), self.encoded_by
             )
         ]
         return sorted(rows + self.errors, key=lambda pair: pair[0])

@@ -42,6 +42,7 @@ def _forced(source: str, problem: str):
     template.globals = compile_template(source).globals
     template.prefix_problem = problem
     template.tail_names = None if problem else compile_template(source).tail_names
+    template.tail_inputs = None if problem else compile_template(source).tail_inputs
     template.tails = {}
     return template
 
