@@ -3,6 +3,7 @@
 
     python bench/turns.py                 # 4,096 messages, SmolLM2's ChatML template, 1 process
     python bench/turns.py --messages 8192 --turns 16,128,512 --tokenizer ../shared/assets/tokenizers/qwen3
+    python bench/turns.py --tokenizer ../shared/assets/tokenizers/qwen3 --renderer jinja2   # no minijinja
 
 Each conversation alternates user and assistant messages (real Alpaca text, cut to a few
 sentences) and every assistant turn trains, so sftprep locates every turn. One `sftprep.build()`
@@ -45,6 +46,9 @@ def main() -> int:
     ap.add_argument("--turns", default="16,64,256,512")
     ap.add_argument("--tokenizer", default=str(ROOT / "examples" / "smollm2-tokenizer"))
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument(
+        "--renderer", default="auto", help="config `renderer` (jinja2: Jinja2 alone, for an A/B)"
+    )
     a = ap.parse_args()
     import sftprep
 
@@ -62,7 +66,8 @@ def main() -> int:
                 started = time.perf_counter()
                 sftprep.build(
                     {"sources": [str(source)], "tokenizer": a.tokenizer, "out": str(out),
-                     "max_length": 65536, "num_proc": 1, "packing": "none"}
+                     "max_length": 65536, "num_proc": 1, "packing": "none",
+                     "renderer": a.renderer}
                 )  # fmt: skip
                 best = min(best, time.perf_counter() - started)
             results[turns] = best / (len(chats) * turns) * 1000

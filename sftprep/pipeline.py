@@ -35,6 +35,7 @@ from sftprep.source_settings import fraction_filter, mixture, source_config
 from sftprep.stages.chat_template import reads_date
 from sftprep.stages.fast_encoder import choose_encoder
 from sftprep.stages.fast_preparse import finish_parses, start_parse
+from sftprep.stages.fast_render import require_renderer
 from sftprep.stages.fingerprint import build_fingerprint
 from sftprep.stages.formats import detect_format
 from sftprep.stages.length_policy import admit
@@ -177,6 +178,7 @@ def _build_locked(
     start = 0
     # after the up-to-date check, which never needs the encoder; fastokens loads on first use
     choose_encoder(tokenizer, config.encoder)
+    require_renderer(config.renderer, tokenizer.chat_template)
 
     with atomic_build_dir(out) as tmp, _encoding_engine(config, tokenizer) as engine:
         spills = {"train": Spill(tmp / SPILL_DIR, "train"), "eval": Spill(tmp / SPILL_DIR, "eval")}

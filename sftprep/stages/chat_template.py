@@ -182,17 +182,20 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return verdict
 
 
-def _raise_exception(message):
+def raise_exception(message):
+    """The template's `raise_exception(message)`: refuse the conversation with that message."""
     raise jinja2.exceptions.TemplateError(message)
 
 
-def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+def tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    """The template's `tojson` filter, as transformers defines it (no HTML escaping)."""
     return json.dumps(
         value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
     )
 
 
-def _strftime_now(fmt):
+def strftime_now(fmt):
+    """The template's `strftime_now(fmt)`: today (template_variables fixes the day)."""
     return datetime.now().strftime(fmt)
 
 
@@ -216,18 +219,22 @@ def _plain_dict(*args, **kwargs):
 
 @lru_cache(maxsize=16)
 def compile_template(
-    source: str, render_seconds: float = RENDER_SECONDS, max_mb: int = MAX_RENDER_MB
+    source: str,
+    render_seconds: float = RENDER_SECONDS,
+    max_mb: int = MAX_RENDER_MB,
+    renderer: str = "auto",
 ) -> jinja2.Template:
     """Compile a chat template once (cached per process), with the time and size budgets of each
-    of its renders (config `template_seconds`, `template_max_mb`)."""
+    of its renders (config `template_seconds`, `template_max_mb`) and the renderer of its prefix
+    renders (config `renderer`, fast_render.py)."""
     env = _Sandbox(
         trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, jinja2.ext.loopcontrols]
     )
     env.render_seconds, env.max_chars = render_seconds, max_mb << 20
-    env.filters["tojson"] = _tojson
+    env.filters["tojson"] = tojson
     env.globals.update(
-        raise_exception=_raise_exception,
-        strftime_now=_strftime_now,
+        raise_exception=raise_exception,
+        strftime_now=strftime_now,
         dict=_plain_dict,
         namespace=_Namespace,
     )
@@ -252,6 +259,9 @@ def compile_template(
         if template.tail_names is None
         else sorted(template.tail_names - {"add_generation_prompt"})
     )
+    template.source, template.renderer = source, renderer
+    template.twins = {}  # variables -> minijinja's render, or None (fast_render.py)
+    template.twin_rows = 0  # rows whose turns minijinja located, in this process
     return template
 
 

@@ -6,6 +6,7 @@ import json
 
 from schemas import FORMAT_VERSION
 from sftprep.stages.fast_encoder import fingerprint_part
+from sftprep.stages.fast_render import fingerprint_part as renderer_part
 from sftprep.stages.source_stats import SourceStats
 from sftprep.stages.tokenizer import LoadedTokenizer
 from sftprep.version import __version__
@@ -18,6 +19,7 @@ NOT_IN_FINGERPRINT = (
     "ray_address",
     "ray_workers",
     "encoder",
+    "renderer",
     "sources",
     "eval_sources",
     "tokenizer",
@@ -40,6 +42,7 @@ def build_fingerprint(config: dict, stats: list[SourceStats], tokenizer: LoadedT
         "added_tokens": tokenizer.added_tokens,
         "pipeline": tokenizer.pipeline,
         "encoder": fingerprint_part(config.get("encoder", "auto")),
+        "renderer": renderer_part(config.get("renderer", "auto")),
     }
     encoded = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
     return hashlib.sha256(encoded).hexdigest()

@@ -22,8 +22,9 @@ import json
 from dataclasses import dataclass
 
 from sftprep.drop_reasons import DropReason
-from sftprep.errors import RowError
+from sftprep.errors import RowError, SftprepError
 from sftprep.stages.chat_template import known_tail, remember_tail, render, template_messages
+from sftprep.stages.fast_render import row_twin, sample_due
 from sftprep.stages.formats import Example
 from sftprep.stages.prefix_renders import Layout, Watched, layout_of
 from sftprep.stages.reasoning import answer_start
@@ -65,7 +66,7 @@ def render_example(
             "this is a conversation but the tokenizer has no chat template; pass --chat-template FILE, "
             "or --chat-template chatml to set up ChatML",
         )
-    rendered = _render_chat(example, loss_on, template, variables)
+    rendered = _render_chat_checked(example, loss_on, template, variables)
     if reasoning != "context" or loss_on == "all":
         return rendered
     return dataclasses.replace(rendered, spans=_answers_only(example, loss_on, rendered))
@@ -121,10 +122,49 @@ def trained_messages(example: Example, loss_on: str) -> list[bool]:
     ]
 
 
-def _render_chat(example: Example, loss_on: str, template, variables: dict) -> Rendered:
+def _render_chat_checked(example: Example, loss_on: str, template, variables: dict) -> Rendered:
+    """_render_chat, located again by Jinja2 alone on the rows fast_render.sample_due picks
+    among those whose prefixes minijinja rendered; a difference is an SftprepError."""
+    used_twin: list = []
+    try:
+        rendered = _render_chat(example, loss_on, template, variables, used_twin)
+    except RowError as err:
+        if used_twin and sample_due(template):
+            _require_same(err, example, loss_on, template, variables)
+        raise
+    if used_twin and sample_due(template):
+        _require_same(rendered, example, loss_on, template, variables)
+    return rendered
+
+
+def _require_same(outcome, example: Example, loss_on: str, template, variables: dict) -> None:
+    """Raise an SftprepError unless Jinja2 alone renders and locates the row as `outcome` says."""
+    try:
+        exact = _render_chat(example, loss_on, template, variables, None)
+    except RowError as err:
+        exact = err
+    same = (
+        (outcome.reason, outcome.detail) == (exact.reason, exact.detail)
+        if isinstance(outcome, RowError) and isinstance(exact, RowError)
+        else outcome == exact
+    )
+    if not same:
+        first = _content_text(example.messages[0])[:40]
+        raise SftprepError(
+            f"the minijinja renderer located the turns of a conversation (first message {first!r}) "
+            "otherwise than Jinja2; rebuild with --renderer jinja2, and please report it"
+        )
+
+
+def _render_chat(
+    example: Example, loss_on: str, template, variables: dict, used_twin: list | None
+) -> Rendered:
+    """The row's text and trained spans; `used_twin`: None to render with Jinja2 alone, else a
+    list that gets an item when minijinja rendered the prefixes (fast_render.row_twin)."""
     messages = template_messages(list(example.messages))
     renders: dict = {}
     layout = None  # every prefix's render, read off the full render (prefix_renders.py)
+    twin = None  # minijinja's prefix renders, where this row may use them (fast_render.py)
 
     def r(msgs, gen=False):
         """Render a prefix of `messages` (every caller passes messages[:k]), once per (k, gen):
@@ -132,26 +172,22 @@ def _render_chat(example: Example, loss_on: str, template, variables: dict) -> R
         key = (len(msgs), gen)
         if key not in renders:
             try:
-                renders[key] = (
-                    layout.render(*key)
-                    if layout is not None and key[0]
-                    else render(template, msgs, example.tools, variables, add_generation_prompt=gen)
-                )
+                if layout is not None and key[0]:
+                    renders[key] = layout.render(*key)
+                else:
+                    text = None if twin is None else twin(msgs, gen)
+                    renders[key] = (
+                        text
+                        if text is not None
+                        else render(template, msgs, example.tools, variables, gen)
+                    )
             except RowError as err:
                 renders[key] = err
         if isinstance(renders[key], RowError):
             raise renders[key]
         return renders[key]
 
-    if (
-        loss_on != "all"
-        and not any(m["role"] == "assistant" for m in example.messages)
-        and not any(m.get("train") for m in example.messages)
-    ):
-        raise RowError(
-            DropReason.NO_ASSISTANT_TURN,
-            "the conversation has no assistant turn, so nothing would be trained; add one, or use --loss-on all",
-        )
+    _require_trained_turn(example, loss_on)
     tail_key, tail = known_tail(template, example.tools, variables)
     if template.prefix_problem or len(messages) < 2 or (len(messages) == 2 and tail_key is None):
         full = r(messages)  # a 2-message chat needs one prefix: rendering it is as fast
@@ -167,6 +203,9 @@ def _render_chat(example: Example, loss_on: str, template, variables: dict) -> R
             if layout is not None and tail is None:
                 remember_tail(template, tail_key, layout.tail[True])
         full = r(messages)
+    if layout is None and used_twin is not None:
+        twin = row_twin(template, messages, example.tools, variables, full)
+        used_twin += [True] if twin is not None else []
     require_tools_rendered(example, full)
     if loss_on == "all":
         excluded = [i for i, m in enumerate(example.messages) if m.get("train") is False]
@@ -180,6 +219,19 @@ def _render_chat(example: Example, loss_on: str, template, variables: dict) -> R
         if t
     )
     return Rendered(full, spans, False, False)
+
+
+def _require_trained_turn(example: Example, loss_on: str) -> None:
+    """A RowError(`no_assistant_turn`) when the policy would train nothing in this chat."""
+    if (
+        loss_on != "all"
+        and not any(m["role"] == "assistant" for m in example.messages)
+        and not any(m.get("train") for m in example.messages)
+    ):
+        raise RowError(
+            DropReason.NO_ASSISTANT_TURN,
+            "the conversation has no assistant turn, so nothing would be trained; add one, or use --loss-on all",
+        )
 
 
 def require_tools_rendered(example: Example, full: str) -> None:

@@ -47,11 +47,13 @@ class RowEncoder:
     """Size budget of one render (config `template_max_mb`)."""
     max_text_mb: int = 8
     """Longest text an example may render to, in MiB of characters (config `max_text_mb`)."""
+    renderer: str = "auto"
+    """Renderer of the prefix renders that locate turns (config `renderer`, fast_render.py)."""
 
     def __post_init__(self):
         template = self.tokenizer.chat_template
         self.template = (
-            compile_template(template, self.template_seconds, self.template_max_mb)
+            compile_template(template, self.template_seconds, self.template_max_mb, self.renderer)
             if template
             else None
         )
@@ -151,6 +153,7 @@ def encoder_for(tokenizer: LoadedTokenizer, config: BuildConfig) -> RowEncoder:
         config.template_seconds,
         config.template_max_mb,
         config.max_text_mb,
+        config.renderer,
     )
 
 

@@ -36,14 +36,16 @@ def _source(family: str) -> tuple[str, dict]:
     return tokenizer.chat_template, dict(tokenizer.special_tokens)
 
 
-def _forced(source: str, problem: str):
-    """The compiled template with its verdict replaced (a copy: the cached one stays as it is)."""
+def _forced(source: str, problem: str, renderer: str = "jinja2"):
+    """The compiled template with its verdict replaced (a copy: the cached one stays as it is),
+    its prefixes rendered by `renderer` (fast_render.py)."""
     template = compile_template(source).environment.from_string(source)
     template.globals = compile_template(source).globals
     template.prefix_problem = problem
     template.tail_names = None if problem else compile_template(source).tail_names
     template.tail_inputs = None if problem else compile_template(source).tail_inputs
     template.tails = {}
+    template.source, template.renderer, template.twins, template.twin_rows = source, renderer, {}, 0
     return template
 
 

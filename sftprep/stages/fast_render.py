@@ -1,0 +1,227 @@
+"""minijinja as a second renderer of a chat template, for the prefix renders that locate turns.
+
+Why: a template that is not prefix-local (prefix_renders.py; Qwen3's own reads the number of
+messages) is rendered once per prefix of a conversation to locate its turns, so a conversation
+of n messages costs about n renders of up to n messages. minijinja (Rust, by Jinja's author)
+renders them ~8x faster than Jinja2 (the 512 prefixes of a 512-message chat with Qwen3's
+template: 0.21 vs 1.65 s here), which keeps long agent traces near the per-message cost of short
+chats.
+
+What it may change: nothing, and that is checked, not assumed. The text that is tokenized is
+always Jinja2's render of the whole conversation; minijinja answers only the renders of prefixes
+used to find where each turn begins and ends, and only where it is shown to render as Jinja2:
+- per template and inputs (`_checked_twin`): every prefix of PROBES, with and without the
+  generation prompt, that minijinja renders must be Jinja2's text; otherwise the template
+  keeps Jinja2 for every row;
+- per row (`row_twin`): minijinja's render of the whole conversation must be Jinja2's, or that
+  row's prefixes are rendered by Jinja2;
+- the first SAMPLE_FIRST rows of a process that used it, and every SAMPLE_EVERY-th after, have
+  their turns located again by Jinja2 alone (render.py); a difference stops the build (a renderer
+  that differs is a bug to report, and the rows before may be affected).
+A prefix minijinja does not render (any error, its fuel or size budget spent) is rendered by
+Jinja2, so a refusal is always Jinja2's own, with its message. Templates minijinja does not
+compile (`{% generation %}`, a filter it lacks) keep Jinja2. Config `renderer`: auto (this),
+jinja2 (never minijinja), minijinja (auto, and an error when minijinja cannot render the template).
+"""
+
+from collections.abc import Callable
+
+from sftprep.errors import RowError, SftprepError
+from sftprep.stages.chat_template import (
+    raise_exception,
+    render,
+    strftime_now,
+    template_messages,
+    tojson,
+)
+
+MIN_MESSAGES = 4
+"""Rows with fewer messages keep Jinja2: their few prefix renders cost less than the row check."""
+SAMPLE_FIRST = 1
+SAMPLE_EVERY = 64
+FUEL_PER_SECOND = 40_000_000
+"""minijinja's instructions per second here (measured): its fuel stands for the time budget."""
+
+_CALL = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather of a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
+PROBES = (
+    (None, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]),
+    (
+        None,
+        [
+            {"role": "system", "content": "Be brief.\n"},
+            {"role": "user", "content": " What is 2+2? "},
+            {"role": "assistant", "content": "4", "reasoning_content": "Add them.\n"},
+            {"role": "user", "content": "And 3+3?"},
+            {"role": "assistant", "content": "<think>\nAdd.\n</think>\n\n6"},
+            {"role": "user", "content": "<tool_response>x</tool_response>"},
+            {"role": "assistant", "content": ""},
+        ],
+    ),
+    (
+        _TOOLS,
+        [
+            {"role": "user", "content": "Weather in Paris, ünïcode 🙂?"},
+            {"role": "assistant", "content": "", "tool_calls": [_CALL]},
+            {"role": "tool", "content": '{"temp": 21}'},
+            {"role": "tool", "content": "sunny"},
+            {"role": "assistant", "content": "21 °C and sunny.", "reasoning_content": "Read it."},
+            {"role": "user", "content": "Thanks"},
+            {"role": "assistant", "content": "You're welcome.  "},
+        ],
+    ),
+    (
+        None,
+        [
+            {"role": "assistant", "content": "I start."},
+            {"role": "user", "content": "ok"},
+            {"role": "system", "content": "late system"},
+            {"role": "assistant", "content": "{{ not a template }} {% raw %}"},
+        ],
+    ),
+)
+"""Conversations whose every prefix both renderers must render alike: the branches templates take
+(system first and late, reasoning as a field and inline, tool calls and responses, empty and
+padded content, an assistant first, template syntax in content)."""
+
+
+def fingerprint_part(mode: str) -> list:
+    """What the build fingerprint holds of the renderer: the mode asked and the minijinja version
+    that could answer it."""
+    return [mode, None if mode == "jinja2" else installed_version()]
+
+
+def installed_version() -> str | None:
+    """minijinja's version, or None when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("minijinja")
+    except PackageNotFoundError:
+        return None
+
+
+def require_renderer(mode: str, source: str | None) -> None:
+    """For renderer `minijinja`: an SftprepError when minijinja is missing or cannot compile the
+    template (auto then quietly keeps Jinja2)."""
+    if mode != "minijinja" or not source:
+        return
+    env, problem = _compiled(source, 1.0)
+    if env is None:
+        raise SftprepError(
+            f"renderer minijinja: {problem}; use --renderer auto (Jinja2 where minijinja cannot)"
+        )
+
+
+def row_twin(template, messages: list, tools, variables: dict, full: str) -> Callable | None:
+    """A function rendering prefixes of this row with minijinja (`render(prefix, gen)`: the text,
+    or None where Jinja2 must render it), or None when this row keeps Jinja2 (module docstring)."""
+    if template.renderer == "jinja2" or len(messages) < MIN_MESSAGES:
+        return None
+    twin = _checked_twin(template, variables)
+    if twin is None or twin(messages, tools, False) != full:
+        return None
+    return lambda prefix, gen: twin(prefix, tools, gen)
+
+
+def sample_due(template) -> bool:
+    """Whether this row, which used minijinja, must be located again by Jinja2 alone."""
+    template.twin_rows += 1
+    return template.twin_rows <= SAMPLE_FIRST or template.twin_rows % SAMPLE_EVERY == 0
+
+
+def _checked_twin(template, variables: dict) -> Callable | None:
+    """minijinja's render(messages, tools, gen) of `template` for these variables, once PROBES
+    agree (cached per variables), or None."""
+    key = tuple(sorted((name, repr(value)) for name, value in variables.items()))
+    if key not in template.twins:
+        env, problem = _compiled(template.source, template.environment.render_seconds)
+        twin = None if env is None else _twin(env, variables, template.environment.max_chars)
+        if twin is not None and not _agrees(template, twin, variables):
+            if template.renderer == "minijinja":
+                raise SftprepError(
+                    "renderer minijinja: it renders the chat template otherwise than Jinja2 on "
+                    "sftprep's probe conversations; use --renderer auto"
+                )
+            twin = None
+        template.twins[key] = twin
+    return template.twins[key]
+
+
+def _twin(env, variables: dict, max_chars: int) -> Callable:
+    def twin(messages, tools, gen):
+        try:
+            text = env.render_template(
+                "chat",
+                messages=messages,
+                tools=tools,
+                documents=None,
+                add_generation_prompt=gen,
+                **variables,
+            )
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # a refusal, spent fuel, or a Rust panic (not an Exception)
+            return None
+        return text if len(text) <= max_chars else None
+
+    return twin
+
+
+def _agrees(template, twin: Callable, variables: dict) -> bool:
+    """Whether every prefix of PROBES minijinja renders is Jinja2's text for it."""
+    for tools, conversation in PROBES:
+        messages = template_messages(conversation)
+        for k in range(len(messages) + 1):
+            for gen in (False, True):
+                fast = twin(messages[:k], tools, gen)
+                if fast is None:
+                    continue
+                try:
+                    exact = render(template, messages[:k], tools, variables, gen)
+                except RowError:
+                    return False  # minijinja rendered what Jinja2 refuses
+                if fast != exact:
+                    return False
+    return True
+
+
+_ENVIRONMENTS: dict = {}
+"""(template source, seconds) -> (minijinja Environment | None, why not)."""
+
+
+def _compiled(source: str, seconds: float):
+    """A minijinja Environment holding the template as "chat", set up as chat_template.py sets up
+    Jinja2 (trim_blocks, lstrip_blocks, transformers' tojson, raise_exception, strftime_now), with
+    fuel for `seconds`; or (None, why not)."""
+    key = (source, seconds)
+    if key not in _ENVIRONMENTS:
+        try:
+            import minijinja
+        except ImportError:
+            _ENVIRONMENTS[key] = (None, "minijinja is not installed (pip install minijinja)")
+            return _ENVIRONMENTS[key]
+        env = minijinja.Environment()
+        env.trim_blocks = True
+        env.lstrip_blocks = True
+        env.fuel = int(seconds * FUEL_PER_SECOND)
+        env.add_filter("tojson", tojson)
+        env.add_function("raise_exception", raise_exception)
+        env.add_function("strftime_now", strftime_now)
+        try:
+            env.add_template("chat", source)
+        except Exception as err:  # noqa: BLE001 - minijinja's TemplateError, or a panic
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            _ENVIRONMENTS[key] = (None, f"minijinja does not compile the chat template ({first})")
+        else:
+            _ENVIRONMENTS[key] = (env, "")
+    return _ENVIRONMENTS[key]

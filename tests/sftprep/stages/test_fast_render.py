@@ -1,0 +1,168 @@
+"""minijinja for the prefix renders that locate turns (fast_render.py): the same spans as Jinja2
+alone on every template family and real multi-turn chats, and each of its checks (the probes,
+the row's whole render, the sampled rows) catching a renderer that differs."""
+
+import sys
+
+import pytest
+
+from sftprep.errors import SftprepError
+from sftprep.stages import fast_render
+from sftprep.stages.chat_template import compile_template
+from sftprep.stages.formats import Example, normalize_messages
+from sftprep.stages.render import render_example
+from tests.sftprep.stages.test_prefix_renders import ALL, ROWS, _forced, _rendered, _source
+
+pytest.importorskip("minijinja")
+
+# {% generation %} (TRL's training templates) does not compile in minijinja: Jinja2 alone
+NO_TWIN = {"qwen2_5"}
+
+
+@pytest.mark.parametrize("family", ALL)
+def test_spans_equal_those_of_jinja2_alone(family):
+    source, variables = _source(family)
+    exact = _forced(source, "every prefix rendered, by Jinja2", "jinja2")
+    twin = _forced(source, "every prefix rendered, by minijinja where it may", "auto")
+    for row in ROWS:
+        example = Example(
+            "chat", messages=normalize_messages(row["messages"]), tools=row.get("tools")
+        )
+        assert _rendered(example, twin, variables) == _rendered(example, exact, variables), (
+            family,
+            row["kind"],
+        )
+    if family in NO_TWIN:
+        assert twin.twin_rows == 0
+    else:  # not vacuous: minijinja located the turns of most rows
+        assert twin.twin_rows >= 6, family
+
+
+def _chat(*contents):
+    roles = ["user", "assistant"]
+    return Example(
+        "chat",
+        messages=normalize_messages(
+            [{"role": roles[i % 2], "content": c} for i, c in enumerate(contents)]
+        ),
+    )
+
+
+def _template(source: str, renderer: str = "auto"):
+    return _forced(source, "per-prefix renders", renderer)
+
+
+BASE = (
+    "{% for message in messages %}<|{{ message.role }}|>{{ message.content }}<|end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def test_a_template_minijinja_renders_otherwise_keeps_jinja2():
+    source = "{{ range(2) }}" + BASE  # 'range(0, 2)' in Jinja2, '[0, 1]' in minijinja
+    template = _template(source)
+    example = _chat("a", "b", "c", "d")
+    assert _rendered(example, template, {}) == _rendered(example, _template(source, "jinja2"), {})
+    assert template.twin_rows == 0 and list(template.twins.values()) == [None]
+    with pytest.raises(SftprepError, match="renderer minijinja: it renders the chat template"):
+        render_example(example, "assistant", _template(source, "minijinja"), {})
+
+
+def test_a_row_minijinja_renders_otherwise_keeps_jinja2():
+    # only this row's content (not the probes') takes the branch where the renderers differ
+    source = BASE.replace(
+        "{{ message.content }}",
+        "{{ message.content }}{% if message.content == 'odd' %}{{ range(2) }}{% endif %}",
+    )
+    template = _template(source)
+    odd, plain = _chat("a", "odd", "c", "d"), _chat("a", "b", "c", "d")
+    assert _rendered(odd, template, {}) == _rendered(odd, _template(source, "jinja2"), {})
+    assert template.twin_rows == 0  # the row's whole render differed: Jinja2 located its turns
+    render_example(plain, "assistant", template, {})
+    assert template.twin_rows == 1
+
+
+def test_a_prefix_minijinja_renders_otherwise_stops_the_build():
+    # the renderers differ only in the generation prompt after an 'odd' message (minijinja's is
+    # shorter, and still a prefix of the whole render): in a prefix, never in the whole render or
+    # the probes; the first row that used minijinja is located again by Jinja2
+    odd = "messages[-1].content == 'odd' and (range(0)|string) == '[]'"
+    source = BASE.replace(
+        "<|assistant|>{% endif %}",
+        "{% if " + odd + " %}<|assist{% else %}<|assistant|>{% endif %}{% endif %}",
+    )
+    example = _chat("odd", "b", "c", "d")
+    assert isinstance(_rendered(example, _template(source, "jinja2"), {}), tuple) is False
+    with pytest.raises(SftprepError, match="otherwise than Jinja2; rebuild with --renderer jinja2"):
+        render_example(example, "assistant", _template(source), {})
+
+
+def test_rows_after_the_first_are_sampled(monkeypatch):
+    template = _template(BASE)
+    calls = []
+    real = fast_render.sample_due
+    monkeypatch.setattr(
+        "sftprep.stages.render.sample_due", lambda t: calls.append(real(t)) or calls[-1]
+    )
+    for _ in range(2 * fast_render.SAMPLE_EVERY):
+        render_example(_chat("a", "b", "c", "d"), "assistant", template, {})
+    sampled = [i + 1 for i, due in enumerate(calls) if due]
+    assert sampled == [1, fast_render.SAMPLE_EVERY, 2 * fast_render.SAMPLE_EVERY]
+
+
+def test_short_rows_and_renderer_jinja2_never_use_minijinja():
+    template = _template(BASE)
+    render_example(_chat("a", "b"), "assistant", template, {})
+    assert template.twin_rows == 0 and template.twins == {}
+    template = _template(BASE, "jinja2")
+    render_example(_chat("a", "b", "c", "d"), "assistant", template, {})
+    assert template.twin_rows == 0 and template.twins == {}
+
+
+def test_a_refusal_is_jinja2s_own():
+    # both refuse the 3-message prefix the last turn is located with; the row's error is Jinja2's
+    source = (
+        "{% if messages|length == 3 %}{{ raise_exception('three is refused') }}{% endif %}" + BASE
+    )
+    template = _template(source)
+    result = _rendered(_chat("a", "b", "c", "d"), template, {})
+    assert result == _rendered(_chat("a", "b", "c", "d"), _template(source, "jinja2"), {})
+    assert result[0] == "template_error" and "three is refused" in result[1]
+    assert template.twin_rows == 1
+
+
+def test_fuel_stands_for_the_time_budget():
+    env, _ = fast_render._compiled(
+        "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}", 1e-4
+    )
+    twin = fast_render._twin(env, {}, 1 << 20)
+    assert twin([], None, False) is None  # out of fuel: Jinja2 renders it, under its own budget
+    env, _ = fast_render._compiled("{% for i in range(10) %}{{ i }}{% endfor %}", 1e-4)
+    assert fast_render._twin(env, {}, 1 << 20)([], None, False) == "0123456789"
+
+
+def test_without_minijinja(monkeypatch):
+    monkeypatch.setitem(sys.modules, "minijinja", None)  # import fails
+    monkeypatch.setattr(fast_render, "_ENVIRONMENTS", {})
+    template = _template(BASE)
+    example = _chat("a", "b", "c", "d")
+    assert _rendered(example, template, {}) == _rendered(example, _template(BASE, "jinja2"), {})
+    assert template.twin_rows == 0
+    with pytest.raises(SftprepError, match="minijinja is not installed"):
+        fast_render.require_renderer("minijinja", BASE)
+    fast_render.require_renderer("auto", BASE)
+    with pytest.raises(SftprepError, match="does not compile"):
+        monkeypatch.setattr(fast_render, "_ENVIRONMENTS", {})
+        monkeypatch.delitem(sys.modules, "minijinja")
+        fast_render.require_renderer("minijinja", "{% generation %}x{% endgeneration %}")
+
+
+def test_the_fingerprint_names_the_version():
+    assert fast_render.fingerprint_part("jinja2") == ["jinja2", None]
+    assert fast_render.fingerprint_part("auto") == ["auto", fast_render.installed_version()]
+    assert fast_render.installed_version()
+
+
+def test_compile_template_keeps_the_renderer():
+    assert compile_template(BASE, 1.0, 64, "jinja2").renderer == "jinja2"
+    assert compile_template(BASE).renderer == "auto"
