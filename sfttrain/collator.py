@@ -32,8 +32,12 @@ MODEL_INPUT_IDS = (
 )
 
 
-def collate_padding_free(rows: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor | int | bool]:
-    """Concatenate rows (dicts of numpy arrays, as PackedRows yields them) into one model batch."""
+def collate_padding_free(
+    rows: list[dict[str, np.ndarray]], seq_idx: bool = False
+) -> dict[str, torch.Tensor | int | bool]:
+    """Concatenate rows (dicts of numpy arrays, as PackedRows yields them) into one model batch;
+    `seq_idx`: also give each token its example's index in the batch (int32 [1, T], see
+    `reads_seq_idx`)."""
     ids = np.concatenate([r[INPUT_IDS] for r in rows]).astype(np.int64)
     mask = np.concatenate([r[LOSS_MASK] for r in rows])
     seq_lens = np.concatenate([r[SEQ_LENS] for r in rows]).astype(np.int64)
@@ -52,6 +56,11 @@ def collate_padding_free(rows: list[dict[str, np.ndarray]]) -> dict[str, torch.T
     labels = np.where(mask.astype(bool), ids, IGNORE_INDEX)
     cu_seq_lens = torch.from_numpy(np.concatenate([[0], np.cumsum(seq_lens)]).astype(np.int32))
     longest = int(seq_lens.max())
+    extra = {}
+    if seq_idx:
+        extra["seq_idx"] = torch.from_numpy(
+            np.repeat(np.arange(seq_lens.size, dtype=np.int32), seq_lens)
+        )[None]
     return {
         MODEL_INPUT_IDS: torch.from_numpy(ids)[None],
         "labels": torch.from_numpy(labels)[None],
@@ -61,4 +70,24 @@ def collate_padding_free(rows: list[dict[str, np.ndarray]]) -> dict[str, torch.T
         "max_length_q": longest,
         "max_length_k": longest,
         "use_cache": False,
+        **extra,
     }
+
+
+def reads_seq_idx(model) -> bool:
+    """Whether the model's code reads a `seq_idx` keyword: the per-token example index that the
+    short-convolution and state-space kernels of hybrid models (Zamba, Inkling2; causal-conv1d,
+    mamba_ssm) restart at. transformers' reference PyTorch versions of those kernels refuse a
+    `seq_idx` ("can't keep packed sequences apart without causal_conv1d"), and without one the
+    installed kernels let an example's state flow into the next, so the isolation probe proves
+    either way what a run gets. Read from the source of the model's module (its Kwargs type
+    names the keyword); other models never see the key."""
+    import inspect
+    import sys
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
+    module = sys.modules.get(type(base).__module__)
+    try:
+        return module is not None and "seq_idx" in inspect.getsource(module)
+    except (OSError, TypeError):
+        return False

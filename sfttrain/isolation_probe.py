@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from schemas import INPUT_IDS, LOSS_MASK, SEQ_LENS
-from sfttrain.collator import collate_padding_free
 from sfttrain.errors import SfttrainError
 
 FIRST, SECOND = 13, 19
@@ -70,6 +69,6 @@ def _second_logits(trainer, model, first: np.ndarray, second: np.ndarray) -> tor
         LOSS_MASK: np.zeros(ids.size, dtype=np.int8),
         SEQ_LENS: np.array([first.size, second.size]),
     }
-    batch = trainer._prepare_inputs(collate_padding_free([row]))
+    batch = trainer._prepare_inputs(trainer.data_collator([row]))  # the run's own collation
     batch.pop("labels", None)
     return model(**batch).logits[0, first.size :].float()

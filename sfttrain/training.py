@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -16,7 +17,7 @@ from schemas import MANIFEST_NAME
 from sfttrain.adapters import apply_adapter, merge_adapter
 from sfttrain.build_reader import Build, check_tokenizer, open_build
 from sfttrain.checkpoints import SealCheckpoints, choose_checkpoint
-from sfttrain.collator import collate_padding_free
+from sfttrain.collator import collate_padding_free, reads_seq_idx
 from sfttrain.config import TrainConfig, flag
 from sfttrain.errors import SfttrainError
 from sfttrain.isolation_probe import check_packed_isolation
@@ -157,12 +158,15 @@ def prepare(
             model, config, trainable_token_ids=tokenizer.convert_tokens_to_ids(added_tokens)
         )
 
+    seq_idx = reads_seq_idx(model)
+    if seq_idx:
+        announce("boundaries: each token's example index (seq_idx) goes to the model's kernels")
     trainer = SfttrainTrainer(
         model=model,
         args=training_arguments(config, dtype, has_eval=build.eval is not None),
         train_dataset=build.train,
         eval_dataset=build.eval,
-        data_collator=collate_padding_free,
+        data_collator=partial(collate_padding_free, seq_idx=seq_idx),
         processing_class=tokenizer,
         callbacks=[SealCheckpoints(), *(callbacks or [])],
         compute_metrics=compute_metrics or token_accuracy,

@@ -51,3 +51,43 @@ def test_inconsistent_row_is_refused():
 def test_loss_on_an_example_start_is_refused():
     with pytest.raises(SfttrainError, match="first token"):
         collate_padding_free([row([1, 2, 3, 4], [0, 1, 1, 1], [2, 2])])
+
+
+def test_seq_idx_numbers_each_tokens_example():
+    import numpy as np
+
+    from sfttrain.collator import collate_padding_free
+
+    rows = [
+        {"input_ids": np.array([5, 6, 7, 8, 9]), "loss_mask": np.array([0, 1, 1, 0, 1]), "seq_lens": np.array([3, 2])},
+        {"input_ids": np.array([4, 3]), "loss_mask": np.array([0, 1]), "seq_lens": np.array([2])},
+    ]  # fmt: skip
+    batch = collate_padding_free(rows, seq_idx=True)
+    assert batch["seq_idx"].tolist() == [[0, 0, 0, 1, 1, 2, 2]]
+    assert str(batch["seq_idx"].dtype) == "torch.int32"
+    assert "seq_idx" not in collate_padding_free(rows)
+
+
+def test_only_models_whose_code_reads_seq_idx_get_it():
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from sfttrain.collator import reads_seq_idx
+
+    def tiny(model_type):
+        return AutoModelForCausalLM.from_config(
+            AutoConfig.for_model(
+                model_type, vocab_size=64, hidden_size=16, intermediate_size=32,
+                num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+            )
+        )  # fmt: skip
+
+    assert not reads_seq_idx(tiny("llama"))
+    assert not reads_seq_idx(tiny("qwen3"))
+    hybrid = AutoConfig.for_model(
+        "inkling2_text", vocab_size=64, unpadded_vocab_size=64, hidden_size=16,
+        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+        swa_num_attention_heads=2, swa_num_key_value_heads=1, swa_head_dim=8,
+        sliding_window_size=16, d_rel=4, rel_extent=16, moe_intermediate_size=8,
+        n_routed_experts=2, num_experts_per_tok=1, n_layers_per_attn_res_block=1,
+    )  # fmt: skip
+    assert reads_seq_idx(AutoModelForCausalLM.from_config(hybrid))  # short convolutions

@@ -49,3 +49,28 @@ def test_a_model_that_refuses_packed_rows_is_one_line(tmp_path, base_config):
 def test_attention_models_pass_and_say_so(tmp_path, base_config, capsys):
     assert run(tmp_path, base_config, base_config["model"]).global_step == 1
     assert "isolation: packed examples stay apart" in capsys.readouterr().err
+
+
+def inkling2_config(folder):
+    """A tiny Inkling2 text model: attention layers beside short convolutions (causal-conv1d),
+    whose code reads a `seq_idx`."""
+    return tiny_config(
+        folder, "inkling2_text", unpadded_vocab_size=SMALL_VOCAB, swa_num_attention_heads=4,
+        swa_num_key_value_heads=2, swa_head_dim=16, sliding_window_size=64, d_rel=4,
+        rel_extent=64, moe_intermediate_size=32, n_routed_experts=4, num_experts_per_tok=2,
+        n_layers_per_attn_res_block=1,
+    )  # fmt: skip
+
+
+def test_a_model_that_reads_seq_idx_gets_it(tmp_path, base_config, capsys, monkeypatch):
+    # with seq_idx, transformers' reference convolution refuses packed rows (the kernel that keeps
+    # them apart, causal-conv1d, is not installed): proof that the bounds reach the layers
+    model = inkling2_config(tmp_path / "inkling2")
+    with pytest.raises(SfttrainError, match="cannot train on packed rows: .*causal_conv1d") as err:
+        run(tmp_path, base_config, model, attn="eager")
+    assert "\n" not in str(err.value)
+    assert "boundaries: each token's example index (seq_idx)" in capsys.readouterr().err
+    # control: without seq_idx the reference convolution runs across examples, and leaks
+    monkeypatch.setattr("sfttrain.training.reads_seq_idx", lambda model: False)
+    with pytest.raises(SfttrainError, match="lets packed examples see each other"):
+        run(tmp_path, base_config, model, attn="eager")
