@@ -38,25 +38,24 @@ def _list_array(parts: list[np.ndarray], value_type: pa.DataType) -> pa.Array:
     )
 
 
-def _record_batch(rows: list) -> pa.RecordBatch:
+def _record_batch(rows: list) -> tuple[pa.RecordBatch, np.ndarray, np.ndarray]:
+    """The rows as one Arrow batch, with each row's token count and loss token count."""
     ids = [r[0] for r in rows]
     masks = [r[1] for r in rows]
-    return pa.RecordBatch.from_arrays(
+    lengths = np.fromiter((len(i) for i in ids), dtype=np.int32, count=len(ids))
+    losses = np.fromiter((int(m.sum()) for m in masks), dtype=np.int32, count=len(masks))
+    batch = pa.RecordBatch.from_arrays(
         [
             _list_array(ids, pa.int32()),
             _list_array(masks, pa.uint8()),
             _list_array([np.asarray(r[2], dtype=np.int32) for r in rows], pa.int32()),
             _list_array([np.asarray(r[3], dtype=np.int64) for r in rows], pa.int64()),
-            _numpy_array(
-                np.fromiter((len(i) for i in ids), dtype=np.int32, count=len(ids)), pa.int32()
-            ),
-            _numpy_array(
-                np.fromiter((int(m.sum()) for m in masks), dtype=np.int32, count=len(masks)),
-                pa.int32(),
-            ),
+            _numpy_array(lengths, pa.int32()),
+            _numpy_array(losses, pa.int32()),
         ],
         schema=row_schema(),
     )
+    return batch, lengths, losses
 
 
 def write_split(
@@ -88,12 +87,12 @@ def write_split(
             state["sink"] = pa.OSFile(str(path), "wb")
             state["writer"] = pa.ipc.new_stream(state["sink"], row_schema())
             state["path"] = path
-        batch = _record_batch(pending)
+        batch, lengths, losses = _record_batch(pending)
         state["writer"].write_batch(batch)
-        tokens = sum(len(r[0]) for r in pending)
+        tokens = int(lengths.sum(dtype=np.int64))
         state["rows"] += len(pending)
         state["tokens"] += tokens
-        state["loss_tokens"] += int(sum(int(r[1].sum()) for r in pending))
+        state["loss_tokens"] += int(losses.sum(dtype=np.int64))
         state["bytes"] += tokens * BYTES_PER_TOKEN
         pending.clear()
         if state["bytes"] >= shard_size_bytes:
