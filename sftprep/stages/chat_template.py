@@ -261,7 +261,9 @@ def compile_template(
     )
     template.source, template.renderer = source, renderer
     template.twins = {}  # variables -> minijinja's render, or None (fast_render.py)
-    template.twin_rows = 0  # rows whose turns minijinja located, in this process
+    template.twin_rows = 0  # rows whose turns minijinja located, in process twin_pid
+    template.twin_pid = None
+    template.vetted = None  # whether fast_render.VETTED holds it, once asked
     return template
 
 

@@ -9,7 +9,11 @@ chats.
 
 What it may change: nothing, and that is checked, not assumed. The text that is tokenized is
 always Jinja2's render of the whole conversation; minijinja answers only the renders of prefixes
-used to find where each turn begins and ends, and only where it is shown to render as Jinja2:
+used to find where each turn begins and ends, only for templates it is safe to run (`auto`: the
+published templates of VETTED, proven on the chat corpus; minijinja has no time budget a hostile
+template cannot outrun, nor Jinja2's immutable sandbox), only on rows without text the two
+renderers treat otherwise (ODD_TEXT, exponent floats), and only where it is shown to render as
+Jinja2:
 - per template and inputs (`_checked_twin`): every prefix of PROBES, with and without the
   generation prompt, that minijinja renders must be Jinja2's text; otherwise the template
   keeps Jinja2 for every row;
@@ -21,9 +25,13 @@ used to find where each turn begins and ends, and only where it is shown to rend
 A prefix minijinja does not render (any error, its fuel or size budget spent) is rendered by
 Jinja2, so a refusal is always Jinja2's own, with its message. Templates minijinja does not
 compile (`{% generation %}`, a filter it lacks) keep Jinja2. Config `renderer`: auto (this),
-jinja2 (never minijinja), minijinja (auto, and an error when minijinja cannot render the template).
+jinja2 (never minijinja), minijinja (any template one trusts, not only VETTED ones, and an error
+when minijinja cannot render it).
 """
 
+import hashlib
+import os
+import re
 from collections.abc import Callable
 
 from sftprep.errors import RowError, SftprepError
@@ -35,8 +43,45 @@ from sftprep.stages.chat_template import (
     tojson,
 )
 
+VETTED = frozenset(
+    {
+        "a4c9919cbbd4acdd51ccffe22da049264b1b73e59055fa58811a99efbd7c8146",  # gpt-oss
+        "87a2728cb8dc9fe424d624542f6060ec05a1d285ebbec578bb078900e33396b5",  # Qwen3
+        "a4aee8afcf2e0711942cf848899be66016f8d14a889ff9ede07bca099c28f715",  # Qwen3.5, thinking
+        "273d8e0e683b885071fb17e08d71e5f2a5ddfb5309756181681de4f5a1822d80",  # Qwen3.5
+        "e84f32a23fdda27689f868aa4a1a5621f41133e51a48d7f3efcbea2839574259",  # Qwen3.6
+        "c3cf9e34abf4f9e36c2d72165aa9c132d3e2a725b6c2586aaa3a8af9d7a81041",  # Qwen3.8
+        "3b8267e54b67df6500f231ffa969955cc9d26b3444a291ced4eb96ca7d3ca1ea",  # DeepSeek-V3
+        "563b1ce7d61d50a9b4c7439a912a1116f095b712df5b5e4d3e1116049874eb64",  # DeepSeek-V3 (TRL)
+        "56a1447ad31926fdc21fb07e56e5642bd9c850c4f52d8c8af7bbe5f079a84f5f",  # DeepSeek-R1 distill
+        "ab7813c3abdd9cb655905a410728b26c7884eca45ddfab8d9f931553485a7862",  # Nemotron-3 nano
+        "e10ca381b1ccc5cf9db52e371f3b6651576caee0a630b452e2816b2d404d4b65",  # Llama-3.1
+        "5816fce10444e03c2e9ee1ef8a4a1ea61ae7e69e438613f3b17b69d0426223a4",  # Llama-3.2
+        "ecd6ae513fe103f0eb62e8ab5bfa8d0fe45c1074fa398b089c93a7e70c15cfd6",  # Gemma-2
+        "7de1c58e208eda46e9c7f86397df37ec49883aeece39fb961e0a6b24088dd3c4",  # Gemma-3
+        "26a59556925c987317ce5291811ba3b7f32ec4c647c400c6cc7e3a9993007ba7",  # Mistral
+        "e8d5b5a546d3f19df16a5320c614fab05bdc4edd50e850f1afd947b503ea41cf",  # Llama-2
+    }
+)
+"""sha256 of the templates `auto` renders with minijinja: published model templates, each proven
+to give Jinja2's spans on the chat corpus (tests/sftprep/stages/test_fast_render.py). Any other
+template (a user's, an edited one) keeps Jinja2 under `auto`: minijinja has no time budget a
+hostile template cannot outrun (joining a lazily doubled list spends no fuel), and it lets a
+template call the methods of the Python values it is given, which Jinja2's immutable sandbox
+refuses. `renderer: minijinja` uses it for any template, for templates one trusts."""
+ODD_TEXT = re.compile("[\x1c-\x1f\ud800-\udfff]")
+"""Characters whose whitespace class or encoding the two renderers disagree on (Python's
+str.strip/split and Jinja2's trim treat U+001C..U+001F as space, minijinja does not; lone
+surrogates): a row holding one keeps Jinja2. Measured over every code point for the string
+operations the vetted templates use (strip, lstrip, rstrip, split, trim, length, startswith,
+endswith): these are the only differences (upper and lower also differ on ~110 letters of
+recent Unicode versions; no vetted template calls them)."""
+MIN_COMPARED = 8
+"""Probe renders both renderers must give (each template renders at least this many)."""
 MIN_MESSAGES = 4
 """Rows with fewer messages keep Jinja2: their few prefix renders cost less than the row check."""
+TWINS_KEPT = 16
+"""Sets of template variables a template keeps a verdict for (a build has one or two)."""
 SAMPLE_FIRST = 1
 SAMPLE_EVERY = 64
 FUEL_PER_SECOND = 40_000_000
@@ -127,14 +172,41 @@ def row_twin(template, messages: list, tools, variables: dict, full: str) -> Cal
     or None where Jinja2 must render it), or None when this row keeps Jinja2 (module docstring)."""
     if template.renderer == "jinja2" or len(messages) < MIN_MESSAGES:
         return None
+    if template.renderer == "auto" and not _vetted(template):
+        return None
+    if _odd(messages) or _odd(tools):
+        return None
     twin = _checked_twin(template, variables)
     if twin is None or twin(messages, tools, False) != full:
         return None
     return lambda prefix, gen: twin(prefix, tools, gen)
 
 
+def _vetted(template) -> bool:
+    if template.vetted is None:
+        template.vetted = hashlib.sha256(template.source.encode()).hexdigest() in VETTED
+    return template.vetted
+
+
+def _odd(value) -> bool:
+    """Whether a row's value holds text the renderers may render otherwise (ODD_TEXT), or a float
+    Python writes with an exponent (1e+20) and minijinja does not."""
+    if isinstance(value, str):
+        return ODD_TEXT.search(value) is not None
+    if isinstance(value, float):
+        return any(c in repr(value) for c in "en")  # 1e+20, 1e-05, inf, nan
+    if isinstance(value, dict):
+        return any(_odd(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_odd(v) for v in value)
+    return False
+
+
 def sample_due(template) -> bool:
-    """Whether this row, which used minijinja, must be located again by Jinja2 alone."""
+    """Whether this row, which used minijinja, must be located again by Jinja2 alone (counted
+    per process: a forked worker starts again from its first row)."""
+    if template.twin_pid != os.getpid():
+        template.twin_pid, template.twin_rows = os.getpid(), 0
     template.twin_rows += 1
     return template.twin_rows <= SAMPLE_FIRST or template.twin_rows % SAMPLE_EVERY == 0
 
@@ -144,6 +216,8 @@ def _checked_twin(template, variables: dict) -> Callable | None:
     agree (cached per variables), or None."""
     key = tuple(sorted((name, repr(value)) for name, value in variables.items()))
     if key not in template.twins:
+        if len(template.twins) >= TWINS_KEPT:
+            return None  # per-row template kwargs: each new set would cost the probes again
         env, problem = _compiled(template.source, template.environment.render_seconds)
         twin = None if env is None else _twin(env, variables, template.environment.max_chars)
         if twin is not None and not _agrees(template, twin, variables):
@@ -178,7 +252,9 @@ def _twin(env, variables: dict, max_chars: int) -> Callable:
 
 
 def _agrees(template, twin: Callable, variables: dict) -> bool:
-    """Whether every prefix of PROBES minijinja renders is Jinja2's text for it."""
+    """Whether every prefix of PROBES minijinja renders is Jinja2's text for it, and at least
+    MIN_COMPARED of them were compared (else nothing would be shown)."""
+    compared = 0
     for tools, conversation in PROBES:
         messages = template_messages(conversation)
         for k in range(len(messages) + 1):
@@ -192,7 +268,8 @@ def _agrees(template, twin: Callable, variables: dict) -> bool:
                     return False  # minijinja rendered what Jinja2 refuses
                 if fast != exact:
                     return False
-    return True
+                compared += 1
+    return compared >= MIN_COMPARED
 
 
 _ENVIRONMENTS: dict = {}

@@ -2,6 +2,7 @@
 alone on every template family and real multi-turn chats, and each of its checks (the probes,
 the row's whole render, the sampled rows) catching a renderer that differs."""
 
+import hashlib
 import sys
 
 import pytest
@@ -15,15 +16,17 @@ from tests.sftprep.stages.test_prefix_renders import ALL, ROWS, _forced, _render
 
 pytest.importorskip("minijinja")
 
-# {% generation %} (TRL's training templates) does not compile in minijinja: Jinja2 alone
-NO_TWIN = {"qwen2_5"}
+# {% generation %} (TRL's training templates) does not compile in minijinja; the small
+# templates of the turn-location tests are no published template (not VETTED): Jinja2 alone
+NO_TWIN = {"qwen2_5", "harmony", "prefill", "system_first"}
 
 
+@pytest.mark.parametrize("renderer", ["auto", "minijinja"])
 @pytest.mark.parametrize("family", ALL)
-def test_spans_equal_those_of_jinja2_alone(family):
+def test_spans_equal_those_of_jinja2_alone(family, renderer):
     source, variables = _source(family)
     exact = _forced(source, "every prefix rendered, by Jinja2", "jinja2")
-    twin = _forced(source, "every prefix rendered, by minijinja where it may", "auto")
+    twin = _forced(source, "every prefix rendered, by minijinja where it may", renderer)
     for row in ROWS:
         example = Example(
             "chat", messages=normalize_messages(row["messages"]), tools=row.get("tools")
@@ -32,7 +35,7 @@ def test_spans_equal_those_of_jinja2_alone(family):
             family,
             row["kind"],
         )
-    if family in NO_TWIN:
+    if family == "qwen2_5" or (renderer == "auto" and family in NO_TWIN):
         assert twin.twin_rows == 0
     else:  # not vacuous: minijinja located the turns of most rows
         assert twin.twin_rows >= 6, family
@@ -48,8 +51,81 @@ def _chat(*contents):
     )
 
 
-def _template(source: str, renderer: str = "auto"):
-    return _forced(source, "per-prefix renders", renderer)
+def _template(source: str, renderer: str = "auto", vetted: bool = True):
+    """The template, its prefixes rendered one by one, taken for VETTED (or not)."""
+    template = _forced(source, "per-prefix renders", renderer)
+    template.vetted = vetted
+    return template
+
+
+def test_vetted_are_the_published_templates_proven_here():
+    published = {
+        hashlib.sha256(_source(family)[0].encode()).hexdigest()
+        for family in ALL
+        if family not in NO_TWIN
+    }
+    assert published == fast_render.VETTED
+
+
+def test_auto_keeps_jinja2_for_any_other_template():
+    template = _template(BASE, vetted=False)
+    render_example(_chat("a", "b", "c", "d"), "assistant", template, {})
+    assert template.twin_rows == 0 and template.twins == {}
+    template = _template(BASE, "minijinja", vetted=False)  # trusted by the user
+    render_example(_chat("a", "b", "c", "d"), "assistant", template, {})
+    assert template.twin_rows == 1
+    assert not _forced(BASE, "", "auto").vetted and not fast_render._vetted(
+        _forced(BASE, "", "auto")
+    )
+
+
+@pytest.mark.parametrize(
+    "odd", ["Hello\x1c", "a\x1fb", {"x": 1e20}, {"x": 1e-05}, {"x": float("inf")}]
+)
+def test_rows_with_text_the_renderers_split_otherwise_keep_jinja2(odd):
+    # minijinja's trim keeps U+001C..U+001F (Python's strip drops them), and writes 1e20 as
+    # 100000000000000000000.0: such a row is located by Jinja2 alone
+    source = BASE.replace(
+        "{{ message.content }}", "{{ message.content|trim if loop.last else message.content }}"
+    )
+    template = _template(source)
+    content = odd if isinstance(odd, str) else str(odd)
+    example = _chat("hi", "plain", "more", "bye")
+    render_example(example, "assistant", template, {})
+    assert template.twin_rows == 1
+    if isinstance(odd, str):
+        example = _chat("hi", content, "more", "bye")
+    else:
+        example = Example(
+            "chat",
+            messages=example.messages,
+            tools=[{"type": "function", "function": {"name": "f", "parameters": odd}}],
+        )
+    assert _rendered(example, template, {}) == _rendered(example, _template(source, "jinja2"), {})
+    assert template.twin_rows == 1  # not again
+
+
+def test_probes_that_compare_nothing_prove_nothing():
+    # minijinja has no `center` filter: it renders no probe, and nothing is shown alike
+    source = "{{ 'x'|center(3) }}" + BASE
+    template = _template(source)
+    render_example(_chat("a", "b", "c", "d"), "assistant", template, {})
+    assert template.twin_rows == 0 and list(template.twins.values()) == [None]
+
+
+def test_verdicts_kept_per_template_are_bounded():
+    template = _template(BASE)
+    for k in range(fast_render.TWINS_KEPT + 3):
+        render_example(_chat("a", "b", "c", "d"), "assistant", template, {"k": str(k)})
+    assert len(template.twins) == fast_render.TWINS_KEPT
+    assert template.twin_rows == fast_render.TWINS_KEPT
+
+
+def test_a_forked_worker_samples_its_own_first_row(monkeypatch):
+    template = _template(BASE)
+    assert fast_render.sample_due(template) and not fast_render.sample_due(template)
+    monkeypatch.setattr(fast_render.os, "getpid", lambda: -1)  # as in a forked child
+    assert fast_render.sample_due(template) and template.twin_rows == 1
 
 
 BASE = (

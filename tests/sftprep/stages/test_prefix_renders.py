@@ -46,6 +46,7 @@ def _forced(source: str, problem: str, renderer: str = "jinja2"):
     template.tail_inputs = None if problem else compile_template(source).tail_inputs
     template.tails = {}
     template.source, template.renderer, template.twins, template.twin_rows = source, renderer, {}, 0
+    template.twin_pid = template.vetted = None
     return template
 
 
