@@ -12,7 +12,7 @@ always Jinja2's render of the whole conversation; minijinja answers only the ren
 used to find where each turn begins and ends, only for templates it is safe to run (`auto`: the
 published templates of VETTED, proven on the chat corpus; minijinja has no time budget a hostile
 template cannot outrun, nor Jinja2's immutable sandbox), only on rows without text the two
-renderers treat otherwise (ODD_TEXT, exponent floats), and only where it is shown to render as
+renderers treat otherwise (ODD_TEXT, floats, ints past 64 bits), and only where it is shown to render as
 Jinja2:
 - per template and inputs (`_checked_twin`): every prefix of PROBES, with and without the
   generation prompt, that minijinja renders must be Jinja2's text; otherwise the template
@@ -189,12 +189,16 @@ def _vetted(template) -> bool:
 
 
 def _odd(value) -> bool:
-    """Whether a row's value holds text the renderers may render otherwise (ODD_TEXT), or a float
-    Python writes with an exponent (1e+20) and minijinja does not."""
+    """Whether a row's value holds text the renderers may render otherwise (ODD_TEXT), or a number
+    they may write otherwise: any float (Python writes 1e+20 and 1.0 where minijinja writes
+    100000000000000000000.0, or hands 1 to tojson) or an int past 64 bits (minijinja's become
+    floats past 128)."""
     if isinstance(value, str):
         return ODD_TEXT.search(value) is not None
     if isinstance(value, float):
-        return any(c in repr(value) for c in "en")  # 1e+20, 1e-05, inf, nan
+        return True
+    if isinstance(value, int):
+        return not -(2**63) <= value < 2**63
     if isinstance(value, dict):
         return any(_odd(v) for v in value.values())
     if isinstance(value, (list, tuple)):

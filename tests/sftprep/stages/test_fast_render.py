@@ -80,7 +80,16 @@ def test_auto_keeps_jinja2_for_any_other_template():
 
 
 @pytest.mark.parametrize(
-    "odd", ["Hello\x1c", "a\x1fb", {"x": 1e20}, {"x": 1e-05}, {"x": float("inf")}]
+    "odd",
+    [
+        "Hello\x1c",
+        "a\x1fb",
+        {"x": 1e20},
+        {"x": 1e-05},
+        {"x": float("inf")},
+        {"x": 1.0},
+        {"x": 2**70},
+    ],
 )
 def test_rows_with_text_the_renderers_split_otherwise_keep_jinja2(odd):
     # minijinja's trim keeps U+001C..U+001F (Python's strip drops them), and writes 1e20 as
