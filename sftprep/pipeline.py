@@ -178,7 +178,7 @@ def _build_locked(
     start = 0
     # after the up-to-date check, which never needs the encoder; fastokens loads on first use
     choose_encoder(tokenizer, config.encoder)
-    require_renderer(config.renderer, tokenizer.chat_template)
+    require_renderer(config.renderer, tokenizer.chat_template, config.template_seconds)
 
     with atomic_build_dir(out) as tmp, _encoding_engine(config, tokenizer) as engine:
         spills = {"train": Spill(tmp / SPILL_DIR, "train"), "eval": Spill(tmp / SPILL_DIR, "eval")}

@@ -259,12 +259,17 @@ def compile_template(
         if template.tail_names is None
         else sorted(template.tail_names - {"add_generation_prompt"})
     )
-    template.source, template.renderer = source, renderer
-    template.twins = {}  # variables -> minijinja's render, or None (fast_render.py)
-    template.twin_rows = 0  # rows whose turns minijinja located, in process twin_pid
-    template.twin_pid = None
-    template.vetted = None  # whether fast_render.VETTED holds it, once asked
+    set_renderer(template, source, renderer)
     return template
+
+
+def set_renderer(template: jinja2.Template, source: str, renderer: str) -> None:
+    """The state fast_render.py keeps on a compiled template: its source, the renderer asked
+    (config `renderer`), minijinja's render or None per set of variables (`twins`), the rows
+    minijinja located in process `twin_pid`, and whether VETTED holds it (None until asked)."""
+    template.source, template.renderer = source, renderer
+    template.twins = {}
+    template.twin_rows, template.twin_pid, template.vetted = 0, None, None
 
 
 def builtin_template(name: str) -> str:

@@ -32,6 +32,7 @@ import numpy as np
 
 from sftprep.errors import SftprepError
 from sftprep.stages.fast_preparse import parsed, take_parse
+from sftprep.version import installed
 
 SAMPLE_EVERY = 64
 """After a worker's first chunk, every this-many-th row is also encoded with HF and compared."""
@@ -439,13 +440,7 @@ def probe(backend: FastBackend, texts=PROBE_TEXTS) -> str | None:
 def fingerprint_part(mode: str) -> list:
     """What the build fingerprint holds of the encoder: the mode asked and the fastokens version
     that could answer it (cheap: the up-to-date check runs before the encoder is loaded)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        installed = version("fastokens")
-    except PackageNotFoundError:
-        installed = None
-    return [mode, None if mode == "hf" else installed]
+    return [mode, None if mode == "hf" else installed("fastokens")]
 
 
 _LOADED: dict = {}
@@ -467,11 +462,9 @@ def choose_encoder(tokenizer, mode: str) -> None:
         tokenizer.fast = None
         tokenizer.encoder, tokenizer.encoder_version = "hf", tokenizers.__version__
         return
-    from importlib.metadata import version
-
     key = (tokenizer.fingerprint, tokenizer.pipeline)
     tokenizer.fast = LazyFast(tokenizer.backend, mode, key, take_parse(tokenizer))
-    tokenizer.encoder, tokenizer.encoder_version = "fastokens", version("fastokens")
+    tokenizer.encoder, tokenizer.encoder_version = "fastokens", installed("fastokens")
 
 
 def _cheap_problem(spec: dict) -> str | None:

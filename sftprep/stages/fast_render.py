@@ -42,6 +42,7 @@ from sftprep.stages.chat_template import (
     template_messages,
     tojson,
 )
+from sftprep.version import installed
 
 VETTED = frozenset(
     {
@@ -142,25 +143,15 @@ padded content, an assistant first, template syntax in content)."""
 def fingerprint_part(mode: str) -> list:
     """What the build fingerprint holds of the renderer: the mode asked and the minijinja version
     that could answer it."""
-    return [mode, None if mode == "jinja2" else installed_version()]
+    return [mode, None if mode == "jinja2" else installed("minijinja")]
 
 
-def installed_version() -> str | None:
-    """minijinja's version, or None when it is not installed."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("minijinja")
-    except PackageNotFoundError:
-        return None
-
-
-def require_renderer(mode: str, source: str | None) -> None:
+def require_renderer(mode: str, source: str | None, seconds: float) -> None:
     """For renderer `minijinja`: an SftprepError when minijinja is missing or cannot compile the
-    template (auto then quietly keeps Jinja2)."""
+    template with a render budget of `seconds` (auto then quietly keeps Jinja2)."""
     if mode != "minijinja" or not source:
         return
-    env, problem = _compiled(source, 1.0)
+    env, problem = _compiled(source, seconds)
     if env is None:
         raise SftprepError(
             f"renderer minijinja: {problem}; use --renderer auto (Jinja2 where minijinja cannot)"

@@ -12,6 +12,7 @@ from sftprep.stages import fast_render
 from sftprep.stages.chat_template import compile_template
 from sftprep.stages.formats import Example, normalize_messages
 from sftprep.stages.render import render_example
+from sftprep.version import installed
 from tests.sftprep.stages.test_prefix_renders import ALL, ROWS, _forced, _rendered, _source
 
 pytest.importorskip("minijinja")
@@ -234,18 +235,18 @@ def test_without_minijinja(monkeypatch):
     assert _rendered(example, template, {}) == _rendered(example, _template(BASE, "jinja2"), {})
     assert template.twin_rows == 0
     with pytest.raises(SftprepError, match="minijinja is not installed"):
-        fast_render.require_renderer("minijinja", BASE)
-    fast_render.require_renderer("auto", BASE)
+        fast_render.require_renderer("minijinja", BASE, 1.0)
+    fast_render.require_renderer("auto", BASE, 1.0)
     with pytest.raises(SftprepError, match="does not compile"):
         monkeypatch.setattr(fast_render, "_ENVIRONMENTS", {})
         monkeypatch.delitem(sys.modules, "minijinja")
-        fast_render.require_renderer("minijinja", "{% generation %}x{% endgeneration %}")
+        fast_render.require_renderer("minijinja", "{% generation %}x{% endgeneration %}", 1.0)
 
 
 def test_the_fingerprint_names_the_version():
     assert fast_render.fingerprint_part("jinja2") == ["jinja2", None]
-    assert fast_render.fingerprint_part("auto") == ["auto", fast_render.installed_version()]
-    assert fast_render.installed_version()
+    assert fast_render.fingerprint_part("auto") == ["auto", installed("minijinja")]
+    assert installed("minijinja")
 
 
 def test_compile_template_keeps_the_renderer():

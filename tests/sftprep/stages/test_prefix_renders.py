@@ -6,7 +6,12 @@ import jinja2
 import pytest
 
 from sftprep.errors import RowError
-from sftprep.stages.chat_template import compile_template, render, template_messages
+from sftprep.stages.chat_template import (
+    compile_template,
+    render,
+    set_renderer,
+    template_messages,
+)
 from sftprep.stages.formats import Example, normalize_messages
 from sftprep.stages.prefix_renders import Watched, layout_of, prefix_local_problem
 from sftprep.stages.render import render_example
@@ -45,8 +50,7 @@ def _forced(source: str, problem: str, renderer: str = "jinja2"):
     template.tail_names = None if problem else compile_template(source).tail_names
     template.tail_inputs = None if problem else compile_template(source).tail_inputs
     template.tails = {}
-    template.source, template.renderer, template.twins, template.twin_rows = source, renderer, {}, 0
-    template.twin_pid = template.vetted = None
+    set_renderer(template, source, renderer)
     return template
 
 
