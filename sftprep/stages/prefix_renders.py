@@ -16,7 +16,9 @@ loop the prefix prints tail(gen), and `tail` may only read inputs that no messag
 
 A template is prefix-local when its syntax tree allows it (`prefix_local_problem`):
 - its one loop over `messages` (or a name set to it) is a statement of the template's top level,
-  with no `else` and not recursive, and `loop` in it is only read through its attributes;
+  with no `else` and not recursive, and `loop` in it is only read through its attributes, and not
+  at all when the loop filters the messages (`for m in messages if ...`: LoopContext then peeks
+  through Jinja's filter function, which the watched list cannot tell from the loop's own step);
 - `messages` is otherwise only indexed (`messages[0]`, `messages[loop.index0 - 1]`), never passed
   to a filter, a test or a function, where a read could bypass the watched list below;
 - `add_generation_prompt` is read only after the loop, and what comes after the loop reads only
@@ -172,10 +174,8 @@ def prefix_local_problem(template: jinja2.Template, source: str) -> str:
         return f"{len(loops)} loops over the messages at its top level, not one"
     at = loops[0]
     loop = tree.body[at]
-    if loop.else_ or loop.recursive:
-        return "its message loop has an else block or is recursive"
     before, after = tree.body[:at], tree.body[at + 1 :]
-    if problem := _loop_problem(loop.body):
+    if problem := _loop_problem(loop):
         return problem
     for part in (before, [loop.test] if loop.test else [], loop.body, after):
         if problem := _messages_problem(part, aliases):
@@ -292,13 +292,34 @@ def _messages_problem(part, aliases: set[str]) -> str:
     return ""
 
 
-def _loop_problem(body: list) -> str:
-    """A use of the message loop's `loop` other than reading an attribute, or "" (inner loops
-    have their own; an attribute that looks ahead is seen by Watched)."""
-    for node in body:
+def _loop_problem(loop: nodes.For) -> str:
+    """What makes the message loop's steps unwatchable, or "": an else block, recursion, a use of
+    its `loop` other than reading an attribute (inner loops have their own; an attribute that
+    looks ahead is seen by Watched), or any read of `loop` when the loop filters the messages."""
+    if loop.else_ or loop.recursive:
+        return "its message loop has an else block or is recursive"
+    if loop.test is not None and _reads_loop(loop.body):
+        # LoopContext then peeks through Jinja's filter function, in the template's own code,
+        # where the watched list cannot tell a look ahead (loop.last) from the loop's own step
+        return "its message loop filters the messages and reads `loop`"
+    for node in loop.body:
         for n in _loop_uses(node):
             return f"its message loop uses {n} (line {node.lineno})"
     return ""
+
+
+def _reads_loop(body: list) -> bool:
+    """Whether the message loop's body reads its `loop` at all (outside inner loops)."""
+    return any(_names_of_loop(node) for node in body)
+
+
+def _names_of_loop(node) -> bool:
+    if isinstance(node, nodes.For):  # its body has a `loop` of its own
+        parts = [node.iter, node.test, *node.else_]
+        return any(_names_of_loop(part) for part in parts if part is not None)
+    if isinstance(node, nodes.Name) and node.name == "loop":
+        return True
+    return any(_names_of_loop(child) for child in node.iter_child_nodes())
 
 
 def _loop_uses(node):

@@ -27,6 +27,11 @@ SMALL = {"harmony": HARMONY, "prefill": PREFILL, "system_first": SYSTEM_FIRST}
 EXTRA = {"qwen2_5": ("qwen3", "qwen2_5_training", None, ())}
 # the families whose rows mostly take the one-render path (the rest look ahead on every row)
 FAST = {"gemma2", "mistral", "qwen2_5"}
+# a loop that filters the messages and reads `loop.last`
+FILTERED = (
+    "{% for m in messages if m.role != 'system' %}<{{ m.role }}>{% if loop.last %}LAST:{% endif %}"
+    "{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
+)
 
 
 def _source(family: str) -> tuple[str, dict]:
@@ -160,10 +165,29 @@ def test_which_templates_are_prefix_local():
         ("{% for m in messages %}{% else %}none{% endfor %}", "else"),
         ("{% set messages = messages[1:] %}{% for m in messages %}{% endfor %}", "sets messages"),
         ("{% if 1 %}{% for m in messages %}{% endfor %}{% endif %}", "0 loops"),
+        (FILTERED, "filters the messages and reads `loop`"),
     ],
 )
 def test_a_template_that_could_look_ahead_is_refused_with_the_reason(template, says):
     assert says in prefix_local_problem(compile_template(template), template)
+
+
+def test_a_filtered_loop_that_reads_loop_keeps_the_per_prefix_renders():
+    """LoopContext's look ahead (loop.last) goes through Jinja's filter function, which the
+    watched list took for the loop's own step: the prefixes read off the full render printed the
+    last message's text after every prefix, and the row was refused where every prefix rendered
+    locates its turns."""
+    example = Example(
+        "chat",
+        messages=normalize_messages(
+            [{"role": r, "content": c} for r, c in zip(["user", "assistant"] * 2, "abcd")]
+        ),
+    )
+    exact = _rendered(example, _forced(FILTERED, "every prefix rendered"), {})
+    assert [exact.text[a:b] for a, b in exact.spans] == ["b", "LAST:d"]
+    assert _rendered(example, compile_template(FILTERED), {}) == exact
+    unfiltered = FILTERED.replace(" if m.role != 'system'", "")
+    assert prefix_local_problem(compile_template(unfiltered), unfiltered) == ""  # loop.last is seen
 
 
 def test_inner_loops_may_look_ahead_in_their_own_items():
