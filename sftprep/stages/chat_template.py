@@ -8,6 +8,7 @@ the tokenizer itself would render. `{% generation %}` blocks render their body a
 masks never depend on them.
 """
 
+import hashlib
 import json
 from datetime import datetime
 from functools import lru_cache
@@ -22,7 +23,14 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError, SftprepError
-from sftprep.stages.prefix_renders import Watched, prefix_local_problem, tail_names, watched_render
+from sftprep.stages.loop_steps import PROVEN, StepLoop, stepped
+from sftprep.stages.prefix_renders import (
+    Watched,
+    prefix_local_problem,
+    steps_problem,
+    tail_names,
+    watched_render,
+)
 from sftprep.stages.render_budget import (
     MAX_RENDER_MB,
     RENDER_SECONDS,
@@ -152,6 +160,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             bool,
             type(None),
             jinja2.runtime.LoopContext,
+            StepLoop,
             _Namespace,
         }
     )
@@ -266,10 +275,16 @@ def compile_template(
 def set_renderer(template: jinja2.Template, source: str, renderer: str) -> None:
     """The state fast_render.py keeps on a compiled template: its source, the renderer asked
     (config `renderer`), minijinja's render or None per set of variables (`twins`), the rows
-    minijinja located in process `twin_pid`, and whether VETTED holds it (None until asked)."""
+    located otherwise than by Jinja2's prefix renders in process `twin_pid`, and whether VETTED
+    holds it (None until asked); and its copy that notes its loop steps (loop_steps.py), where
+    `renderer` allows them and PROVEN holds the template, else None."""
     template.source, template.renderer = source, renderer
     template.twins = {}
     template.twin_rows, template.twin_pid, template.vetted = 0, None, None
+    proven = renderer != "jinja2" and hashlib.sha256(source.encode()).hexdigest() in PROVEN
+    template.stepped = (
+        stepped(template, source) if proven and not steps_problem(template, source) else None
+    )
 
 
 def builtin_template(name: str) -> str:

@@ -7,6 +7,7 @@ import json
 from schemas import FORMAT_VERSION
 from sftprep.stages.fast_encoder import fingerprint_part
 from sftprep.stages.fast_render import fingerprint_part as renderer_part
+from sftprep.stages.loop_steps import fingerprint_part as steps_part
 from sftprep.stages.source_stats import SourceStats
 from sftprep.stages.tokenizer import LoadedTokenizer
 from sftprep.version import __version__
@@ -43,6 +44,7 @@ def build_fingerprint(config: dict, stats: list[SourceStats], tokenizer: LoadedT
         "pipeline": tokenizer.pipeline,
         "encoder": fingerprint_part(config.get("encoder", "auto")),
         "renderer": renderer_part(config.get("renderer", "auto")),
+        "loop_steps": steps_part(config.get("renderer", "auto")),
     }
     encoded = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
     return hashlib.sha256(encoded).hexdigest()

@@ -63,6 +63,7 @@ class Watched(list):
         self.fetched_at: list[int] = []
         self.passes = 0
         self.unsafe = ""
+        self.loop_starts: list[list[int]] = []  # per loop over the list (loop_steps.StepLoop)
 
     def __iter__(self):
         self.passes += 1
@@ -184,6 +185,32 @@ def prefix_local_problem(template: jinja2.Template, source: str) -> str:
         if _names_loaded(part) & {"add_generation_prompt"}:
             return "it reads add_generation_prompt before the end of its message loop"
     if late := sorted(_names_loaded(after) & (set(+assigned) | aliases | {"loop"})):
+        return f"after its message loop it reads {late[0]}, which the template sets"
+    return ""
+
+
+def steps_problem(template: jinja2.Template, source: str) -> str:
+    """Why the loop steps of one render cannot stand for the turns (loop_steps.py), or "": the
+    template must print each message from one unfiltered loop over `messages` at its top level
+    (so its text is yielded step by step, not buffered), read add_generation_prompt only after
+    that loop, and after it read no message and no name the template sets (its tail is then a
+    function of the inputs alone, the same after every prefix)."""
+    try:
+        tree = template.environment.parse(source)
+    except jinja2.TemplateSyntaxError as err:
+        return f"does not parse: {err.message}"
+    aliases = _message_names(tree)
+    loops = _message_loops(tree, aliases)
+    if len(loops) != 1:
+        return f"{len(loops)} loops over the messages at its top level, not one"
+    loop = tree.body[loops[0]]
+    if loop.else_ or loop.recursive or loop.test is not None:
+        return "its message loop has an else block, a filter or is recursive"
+    if _names_loaded(tree.body[: loops[0] + 1]) & {"add_generation_prompt"}:
+        return "it reads add_generation_prompt before the end of its message loop"
+    after = tree.body[loops[0] + 1 :]
+    set_names = set(+_assigned_names(tree)) | aliases | JINJA_RUNTIME_NAMES
+    if late := sorted(_names_loaded(after) & set_names):
         return f"after its message loop it reads {late[0]}, which the template sets"
     return ""
 

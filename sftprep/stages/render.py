@@ -26,6 +26,7 @@ from sftprep.errors import RowError, SftprepError
 from sftprep.stages.chat_template import known_tail, remember_tail, render, template_messages
 from sftprep.stages.fast_render import row_twin, sample_due
 from sftprep.stages.formats import Example
+from sftprep.stages.loop_steps import step_span, step_starts
 from sftprep.stages.prefix_renders import Layout, Watched, layout_of
 from sftprep.stages.reasoning import answer_start
 
@@ -123,16 +124,18 @@ def trained_messages(example: Example, loss_on: str) -> list[bool]:
 
 
 def _render_chat_checked(example: Example, loss_on: str, template, variables: dict) -> Rendered:
-    """_render_chat, located again by Jinja2 alone on the rows fast_render.sample_due picks
-    among those whose prefixes minijinja rendered; a difference is an SftprepError."""
-    used_twin: list = []
+    """_render_chat, located again with every prefix rendered by Jinja2 on the rows
+    fast_render.sample_due picks among those minijinja's prefix renders located; a difference
+    is an SftprepError. Rows located by loop steps are not: on the templates PROVEN holds the
+    steps are the exact rule and the per-prefix renders the heuristic (loop_steps.py)."""
+    located: list = []
     try:
-        rendered = _render_chat(example, loss_on, template, variables, used_twin)
+        rendered = _render_chat(example, loss_on, template, variables, located)
     except RowError as err:
-        if used_twin and sample_due(template):
+        if BY_TWIN in located and sample_due(template):
             _require_same(err, example, loss_on, template, variables)
         raise
-    if used_twin and sample_due(template):
+    if BY_TWIN in located and sample_due(template):
         _require_same(rendered, example, loss_on, template, variables)
     return rendered
 
@@ -156,15 +159,21 @@ def _require_same(outcome, example: Example, loss_on: str, template, variables: 
         )
 
 
+BY_STEPS = "the loop steps of one render"
+BY_TWIN = "minijinja's prefix renders"
+
+
 def _render_chat(
-    example: Example, loss_on: str, template, variables: dict, used_twin: list | None
+    example: Example, loss_on: str, template, variables: dict, located: list | None
 ) -> Rendered:
-    """The row's text and trained spans; `used_twin`: None to render with Jinja2 alone, else a
-    list that gets an item when minijinja rendered the prefixes (fast_render.row_twin)."""
+    """The row's text and trained spans; `located`: None to locate the turns with every prefix
+    rendered by Jinja2, else a list that gets BY_STEPS or BY_TWIN when the row was located so
+    (loop_steps.py, fast_render.row_twin)."""
     messages = template_messages(list(example.messages))
     renders: dict = {}
     layout = None  # every prefix's render, read off the full render (prefix_renders.py)
     twin = None  # minijinja's prefix renders, where this row may use them (fast_render.py)
+    starts = None  # where each message's loop step begins in the full render (loop_steps.py)
 
     def r(msgs, gen=False):
         """Render a prefix of `messages` (every caller passes messages[:k]), once per (k, gen):
@@ -188,37 +197,92 @@ def _render_chat(
         return renders[key]
 
     _require_trained_turn(example, loss_on)
+    trained = trained_messages(example, loss_on)
+    stepped = (
+        template.stepped if located is not None and _steps_may(messages, trained, loss_on) else None
+    )
     tail_key, tail = known_tail(template, example.tools, variables)
-    if template.prefix_problem or len(messages) < 2 or (len(messages) == 2 and tail_key is None):
-        full = r(messages)  # a 2-message chat needs one prefix: rendering it is as fast
+    if not _one_render_may(template, stepped, messages, tail_key):
+        full = r(messages)
     else:  # one render gives every prefix's, and the tail once known their generation prompt
-        watched = Watched(messages)
-        try:
-            full = render(template, watched, example.tools, variables)
-        except RowError:
-            full = None  # said again, and the same, by the plain render
+        full, layout, starts = _watched_render(
+            template, stepped, example, messages, variables, tail, lambda: r(messages[:1], True)
+        )
         if full is not None:
             renders[(len(messages), False)] = full
-            layout = layout_of(watched, full, lambda: r(messages[:1], gen=True), tail)
-            if layout is not None and tail is None:
-                remember_tail(template, tail_key, layout.tail[True])
+        if layout is not None and tail is None:
+            remember_tail(template, tail_key, layout.tail[True])
         full = r(messages)
-    if layout is None and used_twin is not None:
-        twin = row_twin(template, messages, example.tools, variables, full)
-        used_twin += [True] if twin is not None else []
     require_tools_rendered(example, full)
+    if starts is not None and (spans := _spans_by_steps(r, messages, full, trained, starts)):
+        located.append(BY_STEPS)
+        return Rendered(full, spans, False, False)
+    if layout is None and located is not None:
+        twin = row_twin(template, messages, example.tools, variables, full)
+        located += [BY_TWIN] if twin is not None else []
     if loss_on == "all":
         excluded = [i for i, m in enumerate(example.messages) if m.get("train") is False]
         spans = _subtract(
             [(0, len(full))], [_turn_span(r, messages, full, i, layout) for i in excluded]
         )
         return Rendered(full, tuple(spans), False, False)
-    spans = tuple(
-        _turn_span(r, messages, full, i, layout)
-        for i, t in enumerate(trained_messages(example, loss_on))
-        if t
-    )
+    spans = tuple(_turn_span(r, messages, full, i, layout) for i, t in enumerate(trained) if t)
     return Rendered(full, spans, False, False)
+
+
+def _watched_render(template, stepped, example: Example, messages: list, variables, tail, first):
+    """One watched render of the whole row: (its text, or None when the template refuses it,
+    which the plain render then says again; its Layout where the template is prefix-local and
+    the row allows it (prefix_renders.layout_of, `tail` and `first` as there); else, rendered by
+    `stepped`, where each message's loop step begins (loop_steps.step_starts), or None)."""
+    watched = Watched(messages)
+    try:
+        full = render(stepped or template, watched, example.tools, variables)
+    except RowError:
+        return None, None, None
+    layout = None if template.prefix_problem else layout_of(watched, full, first, tail)
+    starts = step_starts(watched, full) if layout is None and stepped is not None else None
+    return full, layout, starts
+
+
+def _one_render_may(template, stepped, messages: list, tail_key) -> bool:
+    """Whether one watched render of the whole row may stand for its prefix renders: the
+    template is prefix-local or stepped (loop_steps.py), and the row has more than one prefix
+    to render (a 2-message chat needs one, unless its tail is known: rendering it is as fast)."""
+    if template.prefix_problem and stepped is None:
+        return False
+    return len(messages) > 2 or (len(messages) == 2 and tail_key is not None)
+
+
+def _steps_may(messages: list, trained: list, loss_on: str) -> bool:
+    """Whether the loop steps may locate this row's turns (loop_steps.py): two or more trained
+    turns, all of the assistant, under a policy that trains turns (not `all`)."""
+    turns = [i for i, t in enumerate(trained) if t]
+    return (
+        loss_on != "all"
+        and len(turns) >= 2
+        and all(messages[i]["role"] == "assistant" for i in turns)
+    )
+
+
+def _spans_by_steps(r, messages: list, full: str, trained: list, starts: list) -> tuple | None:
+    """The trained spans: the first turn located by its prefix renders, which also give the
+    generation prompt; the others by loop_steps.step_span. None when the step rule gives the
+    first turn another span, or the prompt cannot be told: the caller then locates every turn
+    by its prefix renders."""
+    turns = [i for i, t in enumerate(trained) if t]
+    first = _turn_span(r, messages, full, turns[0], None)
+    plain = _prompt_or_none(r, messages[: turns[0]], False)
+    head = _prompt_or_none(r, messages[: turns[0]], True)
+    if plain is None or head is None or not head.startswith(plain):
+        return None
+    prompt = head[len(plain) :]
+    if step_span(full, starts, prompt, turns[0]) != first:
+        return None
+    spans = [first]
+    for i in turns[1:]:  # an empty step: the prefix renders say why
+        spans.append(step_span(full, starts, prompt, i) or _turn_span(r, messages, full, i, None))
+    return tuple(spans)
 
 
 def _require_trained_turn(example: Example, loss_on: str) -> None:

@@ -1,0 +1,139 @@
+"""Turns read off the steps of one render's message loop, for templates that are not prefix-local.
+
+Why: a template that is not prefix-local (prefix_renders.py; Qwen3's reads the number of
+messages to find the last user query) has every prefix of a conversation rendered to locate its
+turns (render.py), so a conversation of n messages costs about n renders of up to n messages:
+quadratic, ~3-5x the cost per message at 512 turns as at 16, even with minijinja. One render
+holds the answer instead: a Jinja render runs the template's message loop one step per message,
+and a step prints that message's text. Rendered with a LoopContext that notes where the text
+stood when each step began (`StepLoop`), the full render F is cut into steps s[0] <= ... <= s[n],
+and assistant turn i trains
+
+    F[s[i] + common_prefix(P, F[s[i]:s[i+1]]) : s[i+1]]      (less trailing whitespace)
+
+where P is the generation prompt: what the template prints after its loop when asked for one.
+That is the rule render.py applies with every prefix rendered (a turn starts after the generation
+prompt, or after the part of it that F holds there, and ends where the next message begins),
+read off the full render: the same rule on the same text, not a search.
+
+Why it is the better rule where it applies: the per-prefix renders equal it wherever the
+template renders each prefix as the full render begins (then render(messages[:i]) is F[:s[i]]
+and both rules read the same text). Where it does not (Qwen3 renders the reasoning of the last
+turn of a prefix, and keeps or drops earlier reasoning by where the last user query is), the
+per-prefix renders align a turn's own render with F by its longest suffix and the history by
+a search: a heuristic, which random tool chats fool on Qwen3.5/3.6 (turns dropped as
+unlocatable, a span put on another turn's equal text; tests/sftprep/stages/test_loop_steps.py).
+The step is what the template printed for that message, so it cannot be fooled so.
+
+When it is used: it is not a theorem for every template (a template's step could print part of
+the next message's frame, `</s>` at the start of the next step, say), so only where shown:
+- the template (`PROVEN`: published templates whose steps print exactly their own message,
+  read and tested: spans equal to every prefix rendered on the chat corpus, to TRL's
+  `{% generation %}` masks on random and hostile chats, and each trained step holding its
+  whole turn), its syntax (`prefix_renders.steps_problem`: one unfiltered top-level loop over
+  the messages, the generation prompt read only after it, and after it no message and no name
+  the template sets, so P is a function of the inputs alone), and `renderer` not jinja2;
+- the row: one pass over the messages, by one loop (`StepLoop`), printing nothing after it
+  without the generation prompt (tail(False) empty), at least two trained turns, all assistant;
+- per row, the first trained turn is located by its own prefix renders (a few messages,
+  usually), which also give P; the rule must give that turn the same span, or every turn of
+  the row is located by its prefix renders, as before.
+Rows located by steps are not sampled against the per-prefix renders (as minijinja's are): where
+the two differ, the fuzzing found the per-prefix renders wrong, and a build must not stop on them.
+"""
+
+import jinja2
+import jinja2.runtime
+
+from sftprep.stages.prefix_renders import Watched
+
+PROVEN = frozenset(
+    {
+        "87a2728cb8dc9fe424d624542f6060ec05a1d285ebbec578bb078900e33396b5",  # Qwen3
+        "a4aee8afcf2e0711942cf848899be66016f8d14a889ff9ede07bca099c28f715",  # Qwen3.5, thinking
+        "273d8e0e683b885071fb17e08d71e5f2a5ddfb5309756181681de4f5a1822d80",  # Qwen3.5
+        "e84f32a23fdda27689f868aa4a1a5621f41133e51a48d7f3efcbea2839574259",  # Qwen3.6
+        "c3cf9e34abf4f9e36c2d72165aa9c132d3e2a725b6c2586aaa3a8af9d7a81041",  # Qwen3.8
+        "e10ca381b1ccc5cf9db52e371f3b6651576caee0a630b452e2816b2d404d4b65",  # Llama-3.1
+        "5816fce10444e03c2e9ee1ef8a4a1ea61ae7e69e438613f3b17b69d0426223a4",  # Llama-3.2
+        "ecd6ae513fe103f0eb62e8ab5bfa8d0fe45c1074fa398b089c93a7e70c15cfd6",  # Gemma-2
+        "26a59556925c987317ce5291811ba3b7f32ec4c647c400c6cc7e3a9993007ba7",  # Mistral
+        "0cd86fb80f520885e35040a8df321540e729d3358da41f27cf74d33103d94f62",  # Qwen2.5 (TRL's)
+    }
+)
+"""sha256 of the templates `auto` locates by loop steps: the published templates of the
+differential test whose syntax allows it (steps_problem). Any other template keeps the
+per-prefix renders: the rule is shown on these, not proven for every template."""
+
+
+def fingerprint_part(mode: str) -> list | None:
+    """What the build fingerprint holds of the loop steps for renderer `mode`: the templates
+    they locate turns on (None under jinja2, which never uses them)."""
+    return None if mode == "jinja2" else sorted(PROVEN)
+
+
+class StepLoop(jinja2.runtime.LoopContext):
+    """A template's LoopContext that, looping over a Watched list, appends to its `loop_starts`
+    where the text stood when each step began, and where it stood when the loop ended. A look
+    ahead (`loop.last`) fetches the next message early; the step still begins here."""
+
+    def __init__(self, iterable, *args, **kwargs):
+        super().__init__(iterable, *args, **kwargs)
+        self.steps_of = iterable if isinstance(iterable, Watched) else None
+        if self.steps_of is not None:
+            self.steps_of.loop_starts.append([])
+
+    def __next__(self):
+        watched = self.steps_of
+        if watched is None:
+            return super().__next__()
+        try:
+            step = super().__next__()
+        except StopIteration:
+            watched.loop_starts[-1].append(watched.emitted())
+            raise
+        watched.loop_starts[-1].append(watched.emitted())
+        return step
+
+
+def stepped(template: jinja2.Template, source: str) -> jinja2.Template:
+    """A copy of `template` whose loops are StepLoops (its own compiled module: the template
+    itself is left as it is). It renders the same text."""
+    copy = template.environment.from_string(source)
+    copy.globals = template.globals
+    copy.root_render_func.__globals__["LoopContext"] = StepLoop
+    return copy
+
+
+def step_starts(watched: Watched, full: str) -> list | None:
+    """s[0..n] of a render of `watched` by a stepped template (module docstring), or None when
+    the render was not one pass by one loop, or printed something after the loop."""
+    count = list.__len__(watched)
+    if watched.passes != 1 or len(watched.loop_starts) != 1:
+        return None
+    starts = watched.loop_starts[0]
+    if len(starts) != count + 1 or starts[-1] != len(full):
+        return None
+    return starts
+
+
+def step_span(full: str, starts: list, prompt: str, i: int) -> tuple[int, int] | None:
+    """Assistant turn i's trained span by the rule of the module docstring, or None when it
+    would be empty (render.py then says why, from the prefix renders)."""
+    start, end = starts[i], starts[i + 1]
+    start += _common_prefix_within(prompt, full, start, end)
+    while end > start and full[end - 1].isspace():
+        end -= 1
+    return (start, end) if end > start else None
+
+
+def _common_prefix_within(prompt: str, full: str, start: int, end: int) -> int:
+    """Length of the longest common prefix of `prompt` and full[start:end], in C for the
+    common case (the step begins with the whole prompt)."""
+    if full.startswith(prompt, start, end):
+        return len(prompt)
+    n = 0
+    limit = min(len(prompt), end - start)
+    while n < limit and prompt[n] == full[start + n]:
+        n += 1
+    return n
