@@ -4,6 +4,7 @@
     python bench/turns.py                 # 4,096 messages, SmolLM2's ChatML template, 1 process
     python bench/turns.py --messages 8192 --turns 16,128,512 --tokenizer ../shared/assets/tokenizers/qwen3
     python bench/turns.py --tokenizer ../shared/assets/tokenizers/qwen3 --renderer jinja2   # no minijinja
+    python bench/turns.py --tokenizer ../shared/assets/tokenizers/llama3_1 --system   # a system prompt first
 
 Each conversation alternates user and assistant messages (real Alpaca text, cut to a few
 sentences) and every assistant turn trains, so sftprep locates every turn. One `sftprep.build()`
@@ -25,12 +26,12 @@ sys.path.insert(0, str(ROOT))
 ASSETS = ROOT.parent / "shared" / "assets"
 
 
-def conversations(messages: int, turns: int) -> list[dict]:
+def conversations(messages: int, turns: int, system: bool = False) -> list[dict]:
     rows = json.loads((ASSETS / "data" / "alpaca_en_demo.json").read_text())
     texts = [(r["instruction"] + " " + r["output"])[:240] for r in rows]
     chats, k = [], 0
     for _ in range(messages // turns):
-        chat = []
+        chat = [{"role": "system", "content": "You are a helpful assistant."}] if system else []
         for t in range(turns):
             chat.append(
                 {"role": "user" if t % 2 == 0 else "assistant", "content": texts[k % len(texts)]}
@@ -46,6 +47,7 @@ def main() -> int:
     ap.add_argument("--turns", default="16,64,256,512")
     ap.add_argument("--tokenizer", default=str(ROOT / "examples" / "smollm2-tokenizer"))
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--system", action="store_true", help="start every chat with a system prompt")
     ap.add_argument(
         "--renderer", default="auto", help="config `renderer` (jinja2: Jinja2 alone, for an A/B)"
     )
@@ -57,7 +59,7 @@ def main() -> int:
     try:
         for turns in [int(t) for t in a.turns.split(",")]:
             source = work / f"chats-{turns}.jsonl"
-            chats = conversations(a.messages, turns)
+            chats = conversations(a.messages, turns, a.system)
             source.write_text("".join(json.dumps(c) + "\n" for c in chats))
             best = float("inf")
             for _ in range(a.repeat):

@@ -6,7 +6,9 @@ turns (render.py), so a conversation of n messages costs about n renders of up t
 quadratic, ~3-5x the cost per message at 512 turns as at 16, even with minijinja. One render
 holds the answer instead: a Jinja render runs the template's message loop one step per message,
 and a step prints that message's text. Rendered with a LoopContext that notes where the text
-stood when each step began (`StepLoop`), the full render F is cut into steps s[0] <= ... <= s[n],
+stood when each step began (`StepLoop`; a loop that reads no `loop` gets no LoopContext, and
+there the watched list's own fetches mark the steps), the full render F is cut into steps
+s[0] <= ... <= s[n],
 and assistant turn i trains
 
     F[s[i] + common_prefix(P, F[s[i]:s[i+1]]) : s[i+1]]      (less trailing whitespace)
@@ -107,14 +109,24 @@ def stepped(template: jinja2.Template, source: str) -> jinja2.Template:
 
 def step_starts(watched: Watched, full: str) -> list | None:
     """s[0..n] of a render of `watched` by a stepped template (module docstring), or None when
-    the render was not one pass by one loop, or printed something after the loop."""
-    count = list.__len__(watched)
-    if watched.passes != 1 or len(watched.loop_starts) != 1:
+    the render was not one pass by one loop, or printed something after the loop. Where the
+    template loops over a tail it sliced off instead (`set messages = messages[1:]`, Llama-3's
+    system message), the messages before that tail have no step (None)."""
+    count, offset = list.__len__(watched), 0
+    while not watched.passes and not watched.loop_starts and len(watched.slices) == 1:
+        start, watched = watched.slices[0]
+        offset += start
+    if watched.passes != 1 or len(watched.loop_starts) > 1:
         return None
-    starts = watched.loop_starts[0]
-    if len(starts) != count + 1 or starts[-1] != len(full):
+    if watched.loop_starts:
+        starts = watched.loop_starts[0]
+    elif watched.by_template:  # a loop that reads no `loop`: each fetch begins a step
+        starts = watched.fetched_at
+    else:
         return None
-    return starts
+    if len(starts) != count - offset + 1 or starts[-1] != len(full):
+        return None
+    return [None] * offset + starts
 
 
 def step_span(full: str, starts: list, prompt: str, i: int) -> tuple[int, int] | None:

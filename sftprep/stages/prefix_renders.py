@@ -64,12 +64,15 @@ class Watched(list):
         self.passes = 0
         self.unsafe = ""
         self.loop_starts: list[list[int]] = []  # per loop over the list (loop_steps.StepLoop)
+        self.slices: list[tuple[int, Watched]] = []  # (k, messages[k:]) taken, watched too
+        self.by_template = False  # whether the template's own code (a plain loop) iterated it
 
     def __iter__(self):
         self.passes += 1
         for k in range(list.__len__(self) + 1):
             # the loop's own step, not a look ahead (LoopContext._peek_next for loop.last)
             caller = sys._getframe(1).f_code
+            self.by_template = caller.co_filename == _TEMPLATE_CODE if not k else self.by_template
             if caller is not _LOOP_NEXT and caller.co_filename != _TEMPLATE_CODE:
                 self.unsafe = self.unsafe or f"message {k} was fetched ahead ({caller.co_name})"
             self.fetched_at.append(self.emitted())
@@ -84,11 +87,27 @@ class Watched(list):
         allowed = 1 if done or not fetched else fetched
         if not isinstance(index, int) or not 0 <= index < allowed:
             self.unsafe = self.unsafe or f"messages[{index!r}] read with {fetched} fetched"
+        if _is_tail_slice(index):  # `set messages = messages[1:]` (Llama-3's system message)
+            rest = Watched(list.__getitem__(self, index))
+            rest.emitted = lambda: self.emitted()
+            self.slices.append((index.start, rest))
+            return rest
         return list.__getitem__(self, index)
 
     def __len__(self):
         self.unsafe = self.unsafe or "the number of messages was read"
         return list.__len__(self)
+
+
+def _is_tail_slice(index) -> bool:
+    """Whether `index` is a slice messages[k:] for some k >= 0."""
+    return (
+        isinstance(index, slice)
+        and isinstance(index.start, int)
+        and index.start >= 0
+        and index.stop is None
+        and index.step is None
+    )
 
 
 def _read_whole(name: str):

@@ -271,6 +271,8 @@ def _spans_by_steps(r, messages: list, full: str, trained: list, starts: list) -
     first turn another span, or the prompt cannot be told: the caller then locates every turn
     by its prefix renders."""
     turns = [i for i, t in enumerate(trained) if t]
+    if starts[turns[0]] is None:  # a trained turn before the messages the loop steps through
+        return None
     first = _turn_span(r, messages, full, turns[0], None)
     plain = _prompt_or_none(r, messages[: turns[0]], False)
     head = _prompt_or_none(r, messages[: turns[0]], True)

@@ -12,16 +12,18 @@ from sftprep.stages import loop_steps, render
 from sftprep.stages.chat_template import compile_template
 from sftprep.stages.fingerprint import build_fingerprint
 from sftprep.stages.formats import Example, normalize_messages
-from sftprep.stages.prefix_renders import steps_problem
+from sftprep.stages.prefix_renders import Watched, steps_problem
 from sftprep.stages.render import BY_STEPS
 from sftprep.stages.tokenizer import load_tokenizer
 from tests.conftest import hf_tokenizer, shared_tokenizer, trl_template
 from tests.sftprep.chat_corpus import TOOLS
 from tests.sftprep.stages.test_prefix_renders import ALL, ROWS, SMALL, _forced, _source
-from tests.sftprep.test_template_families import FAMILIES
+from tests.sftprep.test_template_families import FAMILIES, _reference
 
 # the families whose conversations are located by loop steps (they are not prefix-local)
-STEPPED = ["qwen3", "qwen3_5_think", "qwen3_5_nothink", "qwen3_6", "qwen3_8", "llama3_1"]
+STEPPED = [
+    "qwen3", "qwen3_5_think", "qwen3_5_nothink", "qwen3_6", "qwen3_8", "llama3_1", "llama3_2",
+]  # fmt: skip
 PLAIN = [
     "",
     " ",
@@ -96,7 +98,7 @@ def _example(row: dict) -> Example:
 
 # the families whose per-prefix renders locate the random chats exactly too; on Qwen3.5/3.6 they
 # do not (test_the_steps_are_right_where_the_prefix_renders_are_not)
-RELIABLE = {"qwen3", "qwen3_8", "llama3_1"}
+RELIABLE = {"qwen3", "qwen3_8", "llama3_1", "llama3_2"}
 
 
 @pytest.mark.parametrize("thinking", [None, False])
@@ -300,13 +302,8 @@ def test_steps_train_the_tokens_trl_training_templates_mark(family, monkeypatch)
         outcome, how = _located(_example(row), template, variables)
         if BY_STEPS not in how:
             continue
-        ref = hf.apply_chat_template(
-            row["messages"],
-            tools=row.get("tools"),
-            tokenize=True,
-            return_dict=True,
-            return_assistant_tokens_mask=True,
-        )
+        ref = _reference(hf, row, return_assistant_tokens_mask=True)
+        assert ref is not None, family  # transformers renders what the build renders
         encoded = hf(outcome.text, add_special_tokens=False, return_offsets_mapping=True)
         assert encoded["input_ids"] == ref["input_ids"], family
         for (a, b), theirs, token in zip(
@@ -330,3 +327,20 @@ def test_the_fingerprint_changes_with_the_templates_steps_locate(monkeypatch):
     monkeypatch.setattr(loop_steps, "PROVEN", loop_steps.PROVEN - {qwen3})
     assert build_fingerprint({"renderer": "auto"}, [], tokenizer) != before
     assert loop_steps.fingerprint_part("jinja2") is None
+
+
+def test_llama_with_a_system_message_is_stepped_through_the_tail_it_slices():
+    """Llama-3's templates take a system message off (`set messages = messages[1:]`) and loop
+    over the rest without reading `loop`: the steps come from the watched tail's fetches."""
+    source, variables = _source("llama3_2")
+    template = compile_template(source)
+    row = next(r for r in ROWS if r["kind"] == "multi" and r["messages"][0]["role"] == "system")
+    outcome, how = _located(_example(row), template, variables)
+    assert how == [BY_STEPS] and len(outcome.spans) == 3
+
+
+def test_steps_are_not_read_off_an_iteration_the_template_did_not_make():
+    messages = Watched([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])
+    list(messages)  # iterated by Python code, not by a loop of the template
+    assert messages.passes == 1 and not messages.by_template
+    assert loop_steps.step_starts(messages, "") is None
