@@ -261,7 +261,11 @@ def compile_template(
     # a new dict on every render; a flat dict makes that copy several times cheaper (same names).
     template.globals = dict(template.globals)
     template.prefix_problem = prefix_local_problem(template, source)
-    template.tail_names = None if template.prefix_problem else tail_names(template, source)
+    template.tail_names = (  # prefix-local or stepped (loop_steps.py): the tail reads no message
+        tail_names(template, source)
+        if not template.prefix_problem or not steps_problem(template, source)
+        else None
+    )
     template.tails = {}  # tail_key -> tail(True) (prefix_renders.tail_names)
     template.tail_inputs = (  # what known_tail keys on, sorted once rather than per row
         None

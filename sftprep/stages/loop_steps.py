@@ -36,10 +36,11 @@ the next message's frame, `</s>` at the start of the next step, say), so only wh
   the messages, the generation prompt read only after it, and after it no message and no name
   the template sets, so P is a function of the inputs alone), and `renderer` not jinja2;
 - the row: one pass over the messages, by one loop (`StepLoop`), printing nothing after it
-  without the generation prompt (tail(False) empty), at least two trained turns, all assistant;
-- per row, the first trained turn is located by its own prefix renders (a few messages,
-  usually), which also give P; the rule must give that turn the same span, or every turn of
-  the row is located by its prefix renders, as before.
+  without the generation prompt (tail(False) empty), trained turns all of the assistant.
+P is read off a probe conversation (render.PROMPT_PROBE, with and without the prompt), never
+off the row or an earlier one, and remembered per value of the names the tail reads
+(chat_template.known_tail): so a row costs one render, and its spans never depend on which rows
+a process met first (a leading assistant turn, which no prefix can prompt for, included).
 Rows located by steps are not sampled against the per-prefix renders (as minijinja's are): where
 the two differ, the fuzzing found the per-prefix renders wrong, and a build must not stop on them.
 """

