@@ -376,3 +376,28 @@ def test_a_row_is_located_alike_whatever_rows_came_before():
         _located(_example(row), later, variables)
     assert _located(leading, later, variables) == first
     assert first[1] == [BY_STEPS]
+
+
+def test_an_assistant_turn_before_any_user_query_is_located():
+    """Qwen3.5+ refuse a conversation with no user query yet, so the prefix renders refuse an
+    assistant turn that only a system message comes before; the whole chat renders, and its
+    step is that turn's text."""
+    source, variables = _source("qwen3_6")
+    example = Example(
+        "chat",
+        messages=normalize_messages(
+            [
+                {"role": "system", "content": "s"},
+                {"role": "assistant", "content": "a"},
+                {"role": "user", "content": "u"},
+                {"role": "assistant", "content": "b"},
+            ]
+        ),
+    )
+    assert _exact(example, _forced(source, "every prefix", "jinja2"), variables)[0] == (
+        "template_error"
+    )
+    outcome, how = _located(example, compile_template(source), variables)
+    assert how == [BY_STEPS]
+    assert [outcome.text[a:b] for a, b in outcome.spans][0] == "a<|im_end|>"
+    assert [outcome.text[a:b] for a, b in outcome.spans][1].endswith("b<|im_end|>")
