@@ -383,21 +383,12 @@ def test_an_assistant_turn_before_any_user_query_is_located():
     assistant turn that only a system message comes before; the whole chat renders, and its
     step is that turn's text."""
     source, variables = _source("qwen3_6")
-    example = Example(
-        "chat",
-        messages=normalize_messages(
-            [
-                {"role": "system", "content": "s"},
-                {"role": "assistant", "content": "a"},
-                {"role": "user", "content": "u"},
-                {"role": "assistant", "content": "b"},
-            ]
-        ),
-    )
+    roles = ["system", "assistant", "user", "assistant"]
+    example = _example({"messages": [{"role": r, "content": r[0]} for r in roles]})
     assert _exact(example, _forced(source, "every prefix", "jinja2"), variables)[0] == (
         "template_error"
     )
     outcome, how = _located(example, compile_template(source), variables)
     assert how == [BY_STEPS]
     assert [outcome.text[a:b] for a, b in outcome.spans][0] == "a<|im_end|>"
-    assert [outcome.text[a:b] for a, b in outcome.spans][1].endswith("b<|im_end|>")
+    assert [outcome.text[a:b] for a, b in outcome.spans][1].endswith("a<|im_end|>")
