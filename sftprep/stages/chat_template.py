@@ -23,11 +23,10 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError, SftprepError
-from sftprep.stages.loop_steps import PROVEN, StepLoop, stepped
+from sftprep.stages.loop_steps import PROVEN, StepLoop, stepped, steps_problem
 from sftprep.stages.prefix_renders import (
     Watched,
     prefix_local_problem,
-    steps_problem,
     tail_names,
     watched_render,
 )

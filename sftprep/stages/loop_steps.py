@@ -32,7 +32,7 @@ the next message's frame, `</s>` at the start of the next step, say), so only wh
 - the template (`PROVEN`: published templates whose steps print exactly their own message,
   read and tested: spans equal to every prefix rendered on the chat corpus, to TRL's
   `{% generation %}` masks on random and hostile chats, and each trained step holding its
-  whole turn), its syntax (`prefix_renders.steps_problem`: one unfiltered top-level loop over
+  whole turn), its syntax (`steps_problem`: one unfiltered top-level loop over
   the messages, the generation prompt read only after it, and after it no message and no name
   the template sets, so P is a function of the inputs alone), and `renderer` not jinja2;
 - the row: one pass over the messages, by one loop (`StepLoop`), printing nothing after it
@@ -45,10 +45,19 @@ Rows located by steps are not sampled against the per-prefix renders (as minijin
 the two differ, the fuzzing found the per-prefix renders wrong, and a build must not stop on them.
 """
 
+from collections import Counter
+
 import jinja2
+import jinja2.nodes as nodes
 import jinja2.runtime
 
-from sftprep.stages.prefix_renders import Watched
+from sftprep.stages.prefix_renders import (
+    JINJA_RUNTIME_NAMES,
+    Watched,
+    assigned_names,
+    message_loops,
+    names_loaded,
+)
 
 PROVEN = frozenset(
     {
@@ -62,11 +71,82 @@ PROVEN = frozenset(
         "ecd6ae513fe103f0eb62e8ab5bfa8d0fe45c1074fa398b089c93a7e70c15cfd6",  # Gemma-2
         "26a59556925c987317ce5291811ba3b7f32ec4c647c400c6cc7e3a9993007ba7",  # Mistral
         "0cd86fb80f520885e35040a8df321540e729d3358da41f27cf74d33103d94f62",  # Qwen2.5 (TRL's)
+        "7de1c58e208eda46e9c7f86397df37ec49883aeece39fb961e0a6b24088dd3c4",  # Gemma-3
+        "e8d5b5a546d3f19df16a5320c614fab05bdc4edd50e850f1afd947b503ea41cf",  # Llama-2
     }
 )
 """sha256 of the templates `auto` locates by loop steps: the published templates of the
 differential test whose syntax allows it (steps_problem). Any other template keeps the
 per-prefix renders: the rule is shown on these, not proven for every template."""
+
+
+def steps_problem(template: jinja2.Template, source: str) -> str:
+    """Why the loop steps of one render cannot stand for the turns, or "": the template must
+    print each message from one unfiltered loop over `messages` (or a tail of it, _step_aliases)
+    at its top level (so its text is yielded step by step, not buffered), read add_generation_prompt only after
+    that loop, and after it read no message and no name the template sets (its tail is then a
+    function of the inputs alone, the same after every prefix)."""
+    try:
+        tree = template.environment.parse(source)
+    except jinja2.TemplateSyntaxError as err:
+        return f"does not parse: {err.message}"
+    aliases = _step_aliases(tree)
+    loops = message_loops(tree, aliases)
+    if len(loops) != 1:
+        return f"{len(loops)} loops over the messages at its top level, not one"
+    loop = tree.body[loops[0]]
+    if loop.else_ or loop.recursive or loop.test is not None:
+        return "its message loop has an else block, a filter or is recursive"
+    if names_loaded(tree.body[: loops[0] + 1]) & {"add_generation_prompt"}:
+        return "it reads add_generation_prompt before the end of its message loop"
+    after = tree.body[loops[0] + 1 :]
+    set_names = set(+assigned_names(tree)) | aliases | JINJA_RUNTIME_NAMES
+    if late := sorted(names_loaded(after) & set_names):
+        return f"after its message loop it reads {late[0]}, which the template sets"
+    return ""
+
+
+def _step_aliases(tree: nodes.Template) -> set[str]:
+    """`messages` and the names the top level (or a top-level if's branches) sets to it or to a
+    tail of it (`{% set loop_messages = messages[1:] %}`: Gemma-3's, Llama-2's system message),
+    when every binding of the name anywhere is such: a watched render then loops over the
+    watched list or a watched tail of it (Watched.slices)."""
+    names, tails = {"messages"}, Counter()
+    for node in _top_assigns(tree.body):
+        if isinstance(node.target, nodes.Name) and _is_message_tail(node.node, names):
+            names.add(node.target.name)
+            tails[node.target.name] += 1
+    assigned = assigned_names(tree)
+    return {name for name in names if name == "messages" or assigned[name] == tails[name]}
+
+
+def _top_assigns(body: list):
+    """The `set` statements of `body` and of the branches of its if statements, in order."""
+    for node in body:
+        if isinstance(node, nodes.Assign):
+            yield node
+        elif isinstance(node, nodes.If):
+            yield from _top_assigns(node.body)
+            for branch in node.elif_:
+                yield from _top_assigns([branch])
+            yield from _top_assigns(node.else_)
+
+
+def _is_message_tail(expr, names: set[str]) -> bool:
+    """Whether `expr` is one of `names`, or `name[k:]` with k a non-negative integer literal."""
+    if isinstance(expr, nodes.Name):
+        return expr.name in names
+    return (
+        isinstance(expr, nodes.Getitem)
+        and isinstance(expr.node, nodes.Name)
+        and expr.node.name in names
+        and isinstance(expr.arg, nodes.Slice)
+        and isinstance(expr.arg.start, nodes.Const)
+        and isinstance(expr.arg.start.value, int)
+        and expr.arg.start.value >= 0
+        and expr.arg.stop is None
+        and expr.arg.step is None
+    )
 
 
 def fingerprint_part(mode: str) -> list | None:

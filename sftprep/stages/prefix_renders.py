@@ -184,12 +184,12 @@ def prefix_local_problem(template: jinja2.Template, source: str) -> str:
         tree = template.environment.parse(source)
     except jinja2.TemplateSyntaxError as err:
         return f"does not parse: {err.message}"
-    assigned = _assigned_names(tree)
+    assigned = assigned_names(tree)
     aliases = _message_names(tree)
     for name in sorted(aliases):
         if assigned[name] != (name != "messages"):  # an alias is set once, `messages` never
             return f"it sets {name} to something else than the messages"
-    loops = _message_loops(tree, aliases)
+    loops = message_loops(tree, aliases)
     if len(loops) != 1:
         return f"{len(loops)} loops over the messages at its top level, not one"
     at = loops[0]
@@ -201,35 +201,9 @@ def prefix_local_problem(template: jinja2.Template, source: str) -> str:
         if problem := _messages_problem(part, aliases):
             return problem
     for part in (before, [loop.test] if loop.test else [], loop.body):
-        if _names_loaded(part) & {"add_generation_prompt"}:
+        if names_loaded(part) & {"add_generation_prompt"}:
             return "it reads add_generation_prompt before the end of its message loop"
-    if late := sorted(_names_loaded(after) & (set(+assigned) | aliases | {"loop"})):
-        return f"after its message loop it reads {late[0]}, which the template sets"
-    return ""
-
-
-def steps_problem(template: jinja2.Template, source: str) -> str:
-    """Why the loop steps of one render cannot stand for the turns (loop_steps.py), or "": the
-    template must print each message from one unfiltered loop over `messages` at its top level
-    (so its text is yielded step by step, not buffered), read add_generation_prompt only after
-    that loop, and after it read no message and no name the template sets (its tail is then a
-    function of the inputs alone, the same after every prefix)."""
-    try:
-        tree = template.environment.parse(source)
-    except jinja2.TemplateSyntaxError as err:
-        return f"does not parse: {err.message}"
-    aliases = _message_names(tree)
-    loops = _message_loops(tree, aliases)
-    if len(loops) != 1:
-        return f"{len(loops)} loops over the messages at its top level, not one"
-    loop = tree.body[loops[0]]
-    if loop.else_ or loop.recursive or loop.test is not None:
-        return "its message loop has an else block, a filter or is recursive"
-    if _names_loaded(tree.body[: loops[0] + 1]) & {"add_generation_prompt"}:
-        return "it reads add_generation_prompt before the end of its message loop"
-    after = tree.body[loops[0] + 1 :]
-    set_names = set(+_assigned_names(tree)) | aliases | JINJA_RUNTIME_NAMES
-    if late := sorted(_names_loaded(after) & set_names):
+    if late := sorted(names_loaded(after) & (set(+assigned) | aliases | {"loop"})):
         return f"after its message loop it reads {late[0]}, which the template sets"
     return ""
 
@@ -242,11 +216,11 @@ def tail_names(template: jinja2.Template, source: str) -> frozenset | None:
     rendering its first message again."""
     tree = template.environment.parse(source)
     aliases = _message_names(tree)
-    loops = _message_loops(tree, aliases)
+    loops = message_loops(tree, aliases)
     if len(loops) != 1:
         return None
     after = tree.body[loops[0] + 1 :]
-    names = _names_loaded(after)
+    names = names_loaded(after)
     return None if names & (aliases | JINJA_RUNTIME_NAMES) else frozenset(names)
 
 
@@ -255,7 +229,7 @@ JINJA_RUNTIME_NAMES = frozenset({"self", "caller", "varargs", "kwargs", "super",
 which may read the messages."""
 
 
-def _message_loops(tree: nodes.Template, aliases: set[str]) -> list[int]:
+def message_loops(tree: nodes.Template, aliases: set[str]) -> list[int]:
     """Where the top level loops over `messages` or an alias of it."""
     return [
         i
@@ -285,7 +259,7 @@ def _sets_alias(node, names: set[str]) -> bool:
     )
 
 
-def _assigned_names(tree: nodes.Template) -> Counter:
+def assigned_names(tree: nodes.Template) -> Counter:
     """How often the template binds each name: set, set blocks, loop targets, macros, imports."""
     names = Counter()
     for node in tree.find_all((nodes.Assign, nodes.AssignBlock, nodes.For)):
@@ -304,7 +278,7 @@ def _assigned_names(tree: nodes.Template) -> Counter:
     return names
 
 
-def _names_loaded(part) -> set[str]:
+def names_loaded(part) -> set[str]:
     return {
         n.name
         for node in part

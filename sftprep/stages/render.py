@@ -279,7 +279,7 @@ def _spans_by_steps(r, messages: list, full: str, trained: list, starts: list, p
 
 PROMPT_PROBE = ({"role": "user", "content": "x"},)
 """The conversation the generation prompt of a stepped template is read from: what the template
-prints after its loop is a function of the inputs alone (prefix_renders.steps_problem), so any
+prints after its loop is a function of the inputs alone (loop_steps.steps_problem), so any
 conversation tells it, and one that is not the row's keeps the answer the same for every row
 with those inputs, whatever rows a process met before."""
 

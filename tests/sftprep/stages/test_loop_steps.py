@@ -12,7 +12,8 @@ from sftprep.stages import loop_steps, render
 from sftprep.stages.chat_template import compile_template
 from sftprep.stages.fingerprint import build_fingerprint
 from sftprep.stages.formats import Example, normalize_messages
-from sftprep.stages.prefix_renders import Watched, steps_problem
+from sftprep.stages.loop_steps import steps_problem
+from sftprep.stages.prefix_renders import Watched
 from sftprep.stages.render import BY_STEPS
 from sftprep.stages.tokenizer import load_tokenizer
 from tests.conftest import hf_tokenizer, shared_tokenizer, trl_template
@@ -23,6 +24,7 @@ from tests.sftprep.test_template_families import ACCEPTED_DROPS, FAMILIES, _refe
 # the families whose conversations are located by loop steps (they are not prefix-local)
 STEPPED = [
     "qwen3", "qwen3_5_think", "qwen3_5_nothink", "qwen3_6", "qwen3_8", "llama3_1", "llama3_2",
+    "gemma3", "llama2",
 ]  # fmt: skip
 PLAIN = [
     "",
@@ -72,6 +74,20 @@ def _random_chat(rng: random.Random, turns: int, pool: list) -> dict:
 
 FUZZED = [_random_chat(random.Random(seed), 2 + seed % 24, PLAIN) for seed in range(120)]
 LONG = [_random_chat(random.Random(1000 + seed), 80, PLAIN) for seed in range(3)]
+# user/assistant turns only, alternating from a user (Gemma's and Llama-2's templates refuse
+# anything else)
+ALTERNATING = [
+    {
+        "messages": [
+            {
+                "role": ("user", "assistant")[k % 2],
+                "content": random.Random(seed + k).choice(PLAIN),
+            }
+            for k in range(2 * (1 + seed % 12))
+        ]
+    }
+    for seed in range(60)
+]
 FUZZED_HOSTILE = [_random_chat(random.Random(seed), 2 + seed % 24, HOSTILE) for seed in range(120)]
 
 
@@ -98,7 +114,7 @@ def _example(row: dict) -> Example:
 
 # the families whose per-prefix renders locate the random chats exactly too; on Qwen3.5/3.6 they
 # do not (test_the_steps_are_right_where_the_prefix_renders_are_not)
-RELIABLE = {"qwen3", "qwen3_8", "llama3_1", "llama3_2"}
+RELIABLE = {"qwen3", "qwen3_8", "llama3_1", "llama3_2", "gemma3", "llama2"}
 
 
 @pytest.mark.parametrize("thinking", [None, False])
@@ -110,7 +126,9 @@ def test_spans_equal_those_of_rendering_every_prefix(family, thinking):
     template = compile_template(source)
     assert template.stepped is not None, family
     exact = _forced(source, "every prefix rendered, by Jinja2", "jinja2")
-    rows = [*ROWS, *FUZZED, *LONG] if family in RELIABLE and thinking is None else ROWS
+    rows = (
+        [*ROWS, *FUZZED, *LONG, *ALTERNATING] if family in RELIABLE and thinking is None else ROWS
+    )
     by_steps = 0
     for row in rows:
         example = _example(row)
@@ -138,7 +156,7 @@ def test_every_trained_step_holds_its_whole_turn(family):
     template = compile_template(source)
     ends = FAMILIES[family][3]
     checked = 0
-    for row in [*FUZZED, *FUZZED_HOSTILE, *LONG]:
+    for row in [*FUZZED, *FUZZED_HOSTILE, *LONG, *ALTERNATING]:
         example = _example(row)
         outcome, how = _located(example, template, variables)
         if BY_STEPS not in how:
@@ -302,7 +320,7 @@ def test_rows_the_steps_cannot_stand_for_keep_the_prefix_renders(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "family", ["qwen3", "qwen3_5_think", "qwen3_5_nothink", "qwen3_6", "qwen3_8"]
+    "family", ["qwen3", "qwen3_5_think", "qwen3_5_nothink", "qwen3_6", "qwen3_8", "gemma3"]
 )
 def test_steps_train_the_tokens_trl_training_templates_mark(family, monkeypatch):
     """An independent reference: TRL's `*_training.jinja` for the family, its `{% generation %}`
@@ -316,7 +334,7 @@ def test_steps_train_the_tokens_trl_training_templates_mark(family, monkeypatch)
     template = _proven(tokenizer.chat_template, monkeypatch)
     variables = dict(tokenizer.special_tokens)
     compared = 0
-    for row in [*ROWS, *FUZZED, *FUZZED_HOSTILE]:
+    for row in [*ROWS, *FUZZED, *FUZZED_HOSTILE, *ALTERNATING]:
         outcome, how = _located(_example(row), template, variables)
         if BY_STEPS not in how:
             continue
@@ -332,7 +350,7 @@ def test_steps_train_the_tokens_trl_training_templates_mark(family, monkeypatch)
             if ours != theirs and text and not (theirs and text in ("<think>", "</think>")):
                 pytest.fail(f"{family}: {text!r} trained by {'us' if ours else 'TRL'} only")
         compared += 1
-    assert compared >= 120, compared
+    assert compared >= 90, compared
 
 
 def test_the_fingerprint_changes_with_the_templates_steps_locate(monkeypatch):
