@@ -235,6 +235,11 @@ def test_only_proven_templates_and_renderers_other_than_jinja2_use_steps():
     assert _forced(edited, "x", "auto").stepped is None
 
 
+SLICED = (
+    "{% if messages[0].role == 'system' %}{% set rest = messages[1:] %}{% else %}"
+    "{% set rest = OTHER %}{% endif %}{% for m in rest %}<|{{ m.role }}|>{{ m.content }}\n"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
 CHATML = (
     "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>\n{% if loop.last %}{% endif %}"
     "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
@@ -253,6 +258,9 @@ CHATML = (
             "after its message loop it reads ns",
         ),
         (CHATML.replace("<|assistant|>", "{{ messages[0].role }}"), "reads messages"),
+        (SLICED.replace("OTHER", "messages"), ""),  # Gemma-3's, Llama-2's system message
+        (SLICED.replace("OTHER", "[]"), "0 loops"),  # not always the messages
+        (SLICED.replace("OTHER", "messages[:1]"), "0 loops"),  # not a tail
     ],
 )
 def test_which_syntax_allows_steps(source, problem):
