@@ -116,7 +116,7 @@ class BuildConfig:
     encoder: Literal["auto", "hf", "fast"] = "auto"
     """Token encoder: fast (fastokens, exact and proven so, see README), hf (the tokenizers library), or auto (fast when the tokenizer qualifies and fastokens is installed, else hf). The ids do not depend on it."""
     renderer: Literal["auto", "jinja2", "minijinja"] = "auto"
-    """Renderer of the prefix renders that locate turns on templates that need them (Qwen3's): auto (minijinja for the published templates it is proven on, where checks show it renders as Jinja2, see README), jinja2, or minijinja (the same for any template you trust, and an error if minijinja cannot render it). The text is always Jinja2's; the spans are the same."""
+    """How turns are located on templates that are not prefix-local (Qwen3's, Llama's, Gemma-3's): auto (the loop steps of one render for the published templates they are proven on, else minijinja's prefix renders where checks show it renders as Jinja2, see README), jinja2 (every prefix rendered by Jinja2), or minijinja (minijinja's prefix renders for any template you trust, and an error if minijinja cannot render it; loop steps as under auto). The text is always Jinja2's."""
     num_proc: int = 0
     """Worker processes (0 = choose: one process on up to 4 cores unless a source file has 16,000 rows or 64 MiB, one per core beyond). The output does not depend on it."""
     engine: Literal["local", "ray"] = "local"

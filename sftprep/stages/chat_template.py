@@ -260,9 +260,10 @@ def compile_template(
     # a new dict on every render; a flat dict makes that copy several times cheaper (same names).
     template.globals = dict(template.globals)
     template.prefix_problem = prefix_local_problem(template, source)
+    set_renderer(template, source, renderer)
     template.tail_names = (  # prefix-local or stepped (loop_steps.py): the tail reads no message
         tail_names(template, source)
-        if not template.prefix_problem or not steps_problem(template, source)
+        if not template.prefix_problem or not template.steps_problem
         else None
     )
     template.tails = {}  # tail_key -> tail(True) (prefix_renders.tail_names)
@@ -271,7 +272,6 @@ def compile_template(
         if template.tail_names is None
         else sorted(template.tail_names - {"add_generation_prompt"})
     )
-    set_renderer(template, source, renderer)
     return template
 
 
@@ -279,15 +279,15 @@ def set_renderer(template: jinja2.Template, source: str, renderer: str) -> None:
     """The state fast_render.py keeps on a compiled template: its source, the renderer asked
     (config `renderer`), minijinja's render or None per set of variables (`twins`), the rows
     located otherwise than by Jinja2's prefix renders in process `twin_pid`, and whether VETTED
-    holds it (None until asked); and its copy that notes its loop steps (loop_steps.py), where
-    `renderer` allows them and PROVEN holds the template, else None."""
+    holds it (None until asked); why its syntax does not allow loop steps (`steps_problem`,
+    "" when it does), and its copy that notes them (loop_steps.py), where `renderer` allows them
+    and PROVEN holds the template, else None."""
     template.source, template.renderer = source, renderer
     template.twins = {}
     template.twin_rows, template.twin_pid, template.vetted = 0, None, None
+    template.steps_problem = steps_problem(template, source)
     proven = renderer != "jinja2" and hashlib.sha256(source.encode()).hexdigest() in PROVEN
-    template.stepped = (
-        stepped(template, source) if proven and not steps_problem(template, source) else None
-    )
+    template.stepped = stepped(template, source) if proven and not template.steps_problem else None
 
 
 def builtin_template(name: str) -> str:

@@ -14,7 +14,7 @@ and assistant turn i trains
     F[s[i] + common_prefix(P, F[s[i]:s[i+1]]) : s[i+1]]      (less trailing whitespace)
 
 where P is the generation prompt: what the template prints after its loop when asked for one.
-That is the rule render.py applies with every prefix rendered (a turn starts after the generation
+That is the rule render.py applies with every prefix rendered (render._step_span here) (a turn starts after the generation
 prompt, or after the part of it that F holds there, and ends where the next message begins),
 read off the full render: the same rule on the same text, not a search.
 
@@ -171,12 +171,9 @@ class StepLoop(jinja2.runtime.LoopContext):
         if watched is None:
             return super().__next__()
         try:
-            step = super().__next__()
-        except StopIteration:
+            return super().__next__()
+        finally:  # a step begins, or the loop ends (StopIteration)
             watched.loop_starts[-1].append(watched.emitted())
-            raise
-        watched.loop_starts[-1].append(watched.emitted())
-        return step
 
 
 def stepped(template: jinja2.Template, source: str) -> jinja2.Template:
@@ -208,25 +205,3 @@ def step_starts(watched: Watched, full: str) -> list | None:
     if len(starts) != count - offset + 1 or starts[-1] != len(full):
         return None
     return [None] * offset + starts
-
-
-def step_span(full: str, starts: list, prompt: str, i: int) -> tuple[int, int] | None:
-    """Assistant turn i's trained span by the rule of the module docstring, or None when it
-    would be empty (render.py then says why, from the prefix renders)."""
-    start, end = starts[i], starts[i + 1]
-    start += _common_prefix_within(prompt, full, start, end)
-    while end > start and full[end - 1].isspace():
-        end -= 1
-    return (start, end) if end > start else None
-
-
-def _common_prefix_within(prompt: str, full: str, start: int, end: int) -> int:
-    """Length of the longest common prefix of `prompt` and full[start:end], in C for the
-    common case (the step begins with the whole prompt)."""
-    if full.startswith(prompt, start, end):
-        return len(prompt)
-    n = 0
-    limit = min(len(prompt), end - start)
-    while n < limit and prompt[n] == full[start + n]:
-        n += 1
-    return n

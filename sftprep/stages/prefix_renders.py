@@ -72,7 +72,8 @@ class Watched(list):
         for k in range(list.__len__(self) + 1):
             # the loop's own step, not a look ahead (LoopContext._peek_next for loop.last)
             caller = sys._getframe(1).f_code
-            self.by_template = caller.co_filename == _TEMPLATE_CODE if not k else self.by_template
+            if not k:
+                self.by_template = caller.co_filename == _TEMPLATE_CODE
             if caller is not _LOOP_NEXT and caller.co_filename != _TEMPLATE_CODE:
                 self.unsafe = self.unsafe or f"message {k} was fetched ahead ({caller.co_name})"
             self.fetched_at.append(self.emitted())

@@ -26,7 +26,7 @@ from sftprep.errors import RowError, SftprepError
 from sftprep.stages.chat_template import known_tail, remember_tail, render, template_messages
 from sftprep.stages.fast_render import row_twin, sample_due
 from sftprep.stages.formats import Example
-from sftprep.stages.loop_steps import step_span, step_starts
+from sftprep.stages.loop_steps import step_starts
 from sftprep.stages.prefix_renders import Layout, Watched, layout_of
 from sftprep.stages.reasoning import answer_start
 
@@ -267,14 +267,24 @@ def _steps_may(messages: list, trained: list, loss_on: str) -> bool:
 
 
 def _spans_by_steps(r, messages: list, full: str, trained: list, starts: list, prompt: str):
-    """The trained spans by loop_steps.step_span with generation prompt `prompt`, or None when a
+    """The trained spans by _step_span with generation prompt `prompt`, or None when a
     trained turn has no step (the caller then locates the turns by their prefix renders)."""
     turns = [i for i, t in enumerate(trained) if t]
     if any(starts[i] is None for i in turns):  # before the messages the loop steps through
         return None
     return tuple(  # an empty step: the prefix renders say why
-        step_span(full, starts, prompt, i) or _turn_span(r, messages, full, i, None) for i in turns
+        _step_span(full, starts, prompt, i) or _turn_span(r, messages, full, i, None) for i in turns
     )
+
+
+def _step_span(full: str, starts: list, prompt: str, i: int) -> tuple[int, int] | None:
+    """Assistant turn i's trained span read off the loop steps `starts` (loop_steps.py): its step
+    less the part of `prompt` it begins with and trailing whitespace; None when that is empty."""
+    start, end = starts[i], starts[i + 1]
+    start += _common_prefix(prompt, full[start : min(end, start + len(prompt))])
+    while end > start and full[end - 1].isspace():
+        end -= 1
+    return (start, end) if end > start else None
 
 
 PROMPT_PROBE = ({"role": "user", "content": "x"},)
