@@ -226,9 +226,9 @@ class ChunkEncoder:
         self._maybe_die(chunk.chunk_id)
         return encode_file_chunk(encoder, spec, chunk)
 
-    def encode_rows(self, shipped: list, spec: FormatSpec, chunk: list) -> list:
-        """RowEncoder.process of rows read by the build process (numbered there)."""
-        return self._loaded(shipped).process(spec, chunk)
+    def encode_rows(self, shipped: list, spec: FormatSpec, chunk: list):
+        """RowEncoder.process_packed of rows read by the build process (numbered there)."""
+        return self._loaded(shipped).process_packed(spec, chunk)
 
     def _maybe_die(self, chunk_id: int) -> None:
         die = self.hooks.get("die")

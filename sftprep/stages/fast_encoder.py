@@ -13,11 +13,8 @@ Exactness is checked, not assumed:
   tokenizer meets text that is not NFC already. Those rows are counted (the manifest's
   `encoder_fallback_rows`).
 
-fastokens gives no offsets; masks do not need them. Each token's byte length comes from the
-vocabulary (a byte-level token string has one character per byte; an added token is its content),
-so the ids' cumulative byte lengths are each token's end, and `token_range` maps a character span
-to the tokens overlapping its bytes with two binary searches: the HF rule (a token overlapping a
-span trains, a character split over several tokens trains them all), without per-token Python.
+fastokens gives no offsets; masks do not need them: each token's byte end comes from the
+vocabulary (fast_batch.py).
 """
 
 from __future__ import annotations
@@ -25,12 +22,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import threading
-import unicodedata
-from dataclasses import dataclass
 
 import numpy as np
 
 from sftprep.errors import SftprepError
+from sftprep.stages.fast_batch import FastBatch, flat_batch
 from sftprep.stages.fast_preparse import parsed, take_parse
 from sftprep.version import installed
 
@@ -94,91 +90,6 @@ def _normalizer(tokenizer_json: dict) -> dict | None:
     return normalizer
 
 
-@dataclass
-class FastEncoding:
-    """One row's ids from the fast encoder, with what masks need: each token's byte end."""
-
-    ids: np.ndarray
-    """int32, special tokens of the post-processor included."""
-    ends: np.ndarray
-    """int64 byte end of each text token (cumulative byte lengths), prefix tokens excluded."""
-    prefix: int
-    """Tokens the post-processor put before the text's own (e.g. BOS)."""
-    byte_at: np.ndarray | None
-    """Byte offset of each character (None: ASCII, character = byte)."""
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def token_range(self, start: int, end: int) -> tuple[int, int] | None:
-        """Indices [first, stop) of the tokens whose bytes overlap characters [start, end)."""
-        found = self.token_ranges([(start, end)])
-        return found[0] if found else None
-
-    def token_ranges(self, spans) -> list[tuple[int, int]]:
-        """[first, stop) token indices of every (start, end) character span, from the tokens' byte
-        ends: two binary searches for all the spans; spans that no token overlaps are left out."""
-        if not spans:
-            return []
-        chars = np.asarray(spans, dtype=np.int64)
-        starts, ends = chars[:, 0], chars[:, 1]
-        b0, b1 = (
-            (starts, ends) if self.byte_at is None else (self.byte_at[starts], self.byte_at[ends])
-        )
-        first = np.searchsorted(self.ends, b0, side="right")
-        stop = np.minimum(np.searchsorted(self.ends, b1, side="left") + 1, len(self.ends))
-        keep = (ends > starts) & (first < stop)
-        return [
-            (a + self.prefix, b + self.prefix)
-            for a, b, k in zip(first.tolist(), stop.tolist(), keep.tolist())
-            if k
-        ]
-
-    def first_token_is_added(self) -> bool:
-        """Whether token 0 is the post-processor's (no characters of the text)."""
-        return self.prefix > 0
-
-
-def batch_token_ranges(encodings: list[FastEncoding], spans: list) -> list[list[tuple[int, int]]]:
-    """encodings[i].token_ranges(spans[i]) for every row, in two binary searches for all of them.
-
-    Per row, the numpy calls' own overhead (~1 us each, six of them) cost more than the searches,
-    so the rows' token ends are laid end to end, each shifted by the bytes of the rows before:
-    that array is strictly increasing (every token has at least one byte; _checked refuses the
-    rest), so a row's answers are its global counts less the tokens before it, exactly as in
-    token_ranges (tested equal on random spans).
-    """
-    counts = np.fromiter((len(e.ends) for e in encodings), dtype=np.int64, count=len(encodings))
-    if not counts.sum():
-        return [[] for _ in encodings]
-    before = np.concatenate([[0], np.cumsum(counts)[:-1]])  # tokens of the rows before each
-    flat = np.concatenate([e.ends for e in encodings])
-    totals = np.where(counts > 0, flat[np.maximum(before + counts - 1, 0)], 0)
-    shift = np.concatenate([[0], np.cumsum(totals)[:-1]])  # bytes of the rows before each
-    ends = flat + np.repeat(shift, counts)
-    row_of, chars, places = [], [], []
-    for i, (enc, row_spans) in enumerate(zip(encodings, spans)):
-        at = enc.byte_at
-        for start, end in row_spans:
-            row_of.append(i)
-            chars.append((start, end))
-            places.append((start, end) if at is None else (int(at[start]), int(at[end])))
-    out: list[list[tuple[int, int]]] = [[] for _ in encodings]
-    if not row_of:
-        return out
-    rows = np.asarray(row_of, dtype=np.int64)
-    chars_, places_ = np.asarray(chars, dtype=np.int64), np.asarray(places, dtype=np.int64)
-    b0, b1 = places_[:, 0] + shift[rows], places_[:, 1] + shift[rows]
-    first = np.searchsorted(ends, b0, side="right") - before[rows]
-    stop = np.minimum(np.searchsorted(ends, b1, side="left") - before[rows] + 1, counts[rows])
-    keep = (chars_[:, 1] > chars_[:, 0]) & (first < stop)
-    for i, a, b, k in zip(row_of, first.tolist(), stop.tolist(), keep.tolist()):
-        if k:
-            prefix = encodings[i].prefix
-            out[i].append((a + prefix, b + prefix))
-    return out
-
-
 class FastBackend:
     """encode_batch with HF's signature, answered by fastokens where that is exact (see module)."""
 
@@ -195,19 +106,25 @@ class FastBackend:
 
     def encode_batch(self, texts: list[str], add_special_tokens: bool = True) -> list:
         """Per text: a FastEncoding, or HF's Encoding where the fast one could not be trusted."""
-        prefix, suffix = self.special[add_special_tokens]
-        out: list = self._checked(texts, *self._flat(texts), prefix, suffix)
-        fallback = [i for i, e in enumerate(out) if e is None]
-        if fallback:
-            for i, enc in zip(
-                fallback,
-                self.hf.encode_batch(
-                    [texts[i] for i in fallback], add_special_tokens=add_special_tokens
-                ),
-            ):
-                out[i] = enc
-        self._compare_sample(texts, out, add_special_tokens)
-        return out
+        batch = self.encode_flat(texts, add_special_tokens)
+        return [batch.encoding(i) for i in range(len(texts))]
+
+    def encode_flat(self, texts: list[str], add_special_tokens: bool = True) -> FastBatch:
+        """The texts' FastBatch: fastokens' ids, HF's Encoding for the rows it cannot vouch for;
+        the sampled rows compared with HF (an EncoderMismatch on a difference)."""
+        batch = self._batch(texts, add_special_tokens)
+        self._compare_sample(texts, batch, add_special_tokens)
+        return batch
+
+    def _batch(self, texts: list[str], add_special: bool) -> FastBatch:
+        batch, untrusted = flat_batch(texts, *self._flat(texts), self.byte_lengths, self.nfc)
+        batch.prefix, batch.suffix = self.special[add_special]
+        if untrusted:
+            again = self.hf.encode_batch(
+                [texts[i] for i in untrusted], add_special_tokens=add_special
+            )
+            batch.fallback = dict(zip(untrusted, again))
+        return batch
 
     def _flat(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, set]:
         """fastokens' ids of all texts end to end, each text's [start, end) in them, and the
@@ -235,68 +152,27 @@ class FastBackend:
         except BaseException:  # noqa: BLE001 - see _flat
             return None
 
-    def _checked(self, texts, ids, offsets, failed: set, prefix, suffix) -> list:
-        """A FastEncoding per text, or None where it cannot be trusted (see the module): the
-        byte-length sums of the whole chunk in one pass, by cumulative sums over all its ids,
-        rather than per row (that per-row numpy work cost twice the encoding itself)."""
-        lengths = self.byte_lengths[ids]
-        cum = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-        empty = np.concatenate([[0], np.cumsum(lengths <= 0, dtype=np.int64)])
-        starts, stops = offsets[:-1].astype(np.int64), offsets[1:].astype(np.int64)
-        totals = (cum[stops] - cum[starts]).tolist()
-        no_empty = (empty[stops] == empty[starts]).tolist()
-        starts, stops = starts.tolist(), stops.tolist()
-        ids32 = ids.astype(np.int32)
-        out: list = []
-        for i, text in enumerate(texts):
-            ascii_only = text.isascii()
-            if i in failed or not no_empty[i]:
-                out.append(None)
-                continue
-            if self.nfc and not ascii_only and not unicodedata.is_normalized("NFC", text):
-                out.append(None)
-                continue
-            byte_at = None if ascii_only else _byte_offsets(text)
-            if totals[i] != (len(text) if byte_at is None else int(byte_at[-1])):
-                out.append(None)
-                continue
-            a, b = starts[i], stops[i]
-            out.append(
-                FastEncoding(
-                    np.concatenate([prefix, ids32[a:b], suffix]),
-                    cum[a + 1 : b + 1] - cum[a],
-                    len(prefix),
-                    byte_at,
-                )
-            )
-        return out
-
-    def _compare_sample(self, texts: list[str], out: list, add_special: bool) -> None:
+    def _compare_sample(self, texts: list[str], batch: FastBatch, add_special: bool) -> None:
         """Re-encode the first chunk, then every SAMPLE_EVERY-th row, with HF; stop on a difference."""
         if self.first_chunk:
             chosen = range(len(texts))
             self.first_chunk = False
         else:
-            chosen = [i for i in range(len(texts)) if (self.rows_seen + i) % SAMPLE_EVERY == 0]
+            chosen = range(-self.rows_seen % SAMPLE_EVERY, len(texts), SAMPLE_EVERY)
         self.rows_seen += len(texts)
-        chosen = [i for i in chosen if isinstance(out[i], FastEncoding)]
+        chosen = [i for i in chosen if i not in batch.fallback]
         if not chosen:
             return
         reference = self.hf.encode_batch([texts[i] for i in chosen], add_special_tokens=add_special)
+        prefix, suffix = batch.prefix.tolist(), batch.suffix.tolist()
         for i, enc in zip(chosen, reference):
-            if not np.array_equal(out[i].ids, np.asarray(enc.ids, dtype=np.int32)):
+            a, b = int(batch.offsets[i]), int(batch.offsets[i + 1])
+            if prefix + batch.ids[a:b].tolist() + suffix != enc.ids:
                 raise EncoderMismatch(
                     f"the fast encoder (fastokens) and the HF tokenizer give different ids for the "
                     f"text {texts[i][:60]!r}...: the build stopped; rebuild with --encoder hf "
                     "(and report the text to sftprep)"
                 )
-
-
-def _byte_offsets(text: str) -> np.ndarray:
-    """UTF-8 byte offset of every character of `text`, and its total length at the end."""
-    points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    width = 1 + (points >= 0x80) + (points >= 0x800) + (points >= 0x10000)
-    return np.concatenate([[0], np.cumsum(width, dtype=np.int64)])
 
 
 def byte_lengths(hf) -> np.ndarray | str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sftprep.errors import RowError
-from sftprep.stages.fast_encoder import FastEncoding, batch_token_ranges
+from sftprep.stages.fast_batch import FastEncoding, batch_token_ranges
 from sftprep.stages.render import Rendered
 from sftprep.stages.response_spans import id_spans
 

@@ -16,10 +16,12 @@ from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError, SftprepError
 from sftprep.parallel import chunked
 from sftprep.stages.chat_template import compile_template, template_variables
+from sftprep.stages.fast_batch import FastBatch
 from sftprep.stages.fast_encoder import choose_encoder
+from sftprep.stages.flat_masks import finish_flat, flat_setting
 from sftprep.stages.formats import FormatSpec, make_normalizer
 from sftprep.stages.masks import finish_batch, tokenize_batch
-from sftprep.stages.packed_results import PackedResults, pack_results
+from sftprep.stages.packed_results import PackedResults, joined, pack_results
 from sftprep.stages.render import Rendered, render_example, require_unicode
 from sftprep.stages.source_chunks import chunk_rows
 from sftprep.stages.tokenizer import LoadedTokenizer, load_tokenizer
@@ -66,7 +68,13 @@ class RowEncoder:
 
     def process(self, spec: FormatSpec, chunk: list) -> list:
         """Encode a chunk of (row_index, row | RowError); bad rows come back as RowError."""
-        return self.encode(self.render(spec, chunk))
+        out = self.encode(self.render(spec, chunk))
+        return out.unpacked() if isinstance(out, PackedResults) else out
+
+    def process_packed(self, spec: FormatSpec, chunk: list) -> PackedResults:
+        """`process`, packed (what a worker sends back)."""
+        out = self.encode(self.render(spec, chunk))
+        return out if isinstance(out, PackedResults) else pack_results(out)
 
     def render(self, spec: FormatSpec, chunk: list) -> tuple[list, list, list]:
         """First half (pure Python): normalize and render every row of a chunk."""
@@ -114,21 +122,34 @@ class RowEncoder:
             )
         return rendered
 
-    def encode(self, prepared: tuple[list, list, list]) -> list:
+    def encode(self, prepared: tuple[list, list, list]) -> list | PackedResults:
         """Second half: tokenize and mask a rendered chunk."""
         return self.finish(prepared, self.tokenize(prepared))
 
-    def tokenize(self, prepared: tuple[list, list, list]) -> tuple[list, bool]:
-        """Rust only (the GIL is released): the Encodings of a rendered chunk, and whether the
-        fast encoder made them (while it is still loading, HF encodes the first chunk)."""
+    def tokenize(self, prepared: tuple[list, list, list]) -> tuple[list | FastBatch, bool]:
+        """Mostly Rust (the GIL is released): the Encodings of a rendered chunk (a FastBatch
+        where one fast encode call takes it whole), and whether the fast encoder made them
+        (while it is still loading, HF encodes the first chunk)."""
         fast = None if self.tokenizer.fast is None else self.tokenizer.fast.current()
+        rendered = prepared[1]
+        if (
+            fast is not None
+            and (setting := flat_setting(rendered, self.special_tokens)) is not None
+        ):
+            return fast.encode_flat([r.text for r in rendered], setting), True
         backend = self.tokenizer.backend if fast is None else fast
-        return tokenize_batch(prepared[1], backend, self.special_tokens), fast is not None
+        return tokenize_batch(rendered, backend, self.special_tokens), fast is not None
 
-    def finish(self, prepared: tuple[list, list, list], tokenized: tuple[list, bool]) -> list:
-        """Python: ids and masks from the Encodings, slotted back among the chunk's bad rows."""
+    def finish(
+        self, prepared: tuple[list, list, list], tokenized: tuple[list | FastBatch, bool]
+    ) -> list | PackedResults:
+        """Python: ids and masks from the Encodings, slotted back among the chunk's bad rows
+        (packed, flat_masks.py, for a FastBatch)."""
         results, rendered, slots = prepared
         encodings, fast = tokenized
+        if isinstance(encodings, FastBatch):
+            ends = (self.bos_id, self.eos_id)
+            return finish_flat(prepared, encodings, ends, self.special_tokens)
         for slot, enc in zip(
             slots,
             finish_batch(
@@ -196,7 +217,7 @@ def _as_worker() -> None:
 def process_in_worker(task: tuple) -> PackedResults:
     """Pool task: (spec, chunk) -> results of RowEncoder.process, packed."""
     spec, chunk = task
-    return pack_results(_WORKER.process(spec, chunk))
+    return _WORKER.process_packed(spec, chunk)
 
 
 def process_file_chunk_in_worker(task: tuple):
@@ -221,7 +242,5 @@ def encode_file_chunk(
         rows = chunk_rows(chunk)
     except SftprepError as err:
         return err
-    results = []
-    for part in chunked(rows, SUB_CHUNK_ROWS):
-        results += encoder.process(spec, part)  # rows numbered from 0 in the chunk
-    return len(rows), pack_results(results)
+    parts = [encoder.process_packed(spec, part) for part in chunked(rows, SUB_CHUNK_ROWS)]
+    return len(rows), joined(parts)  # rows numbered from 0 in the chunk

@@ -13,7 +13,8 @@ from schemas.manifest import read_manifest
 from sftprep import build
 from sftprep.errors import SftprepError
 from sftprep.stages import fast_encoder
-from sftprep.stages.fast_encoder import FastEncoding, batch_token_ranges, load_fast_backend
+from sftprep.stages.fast_batch import FastEncoding, batch_token_ranges
+from sftprep.stages.fast_encoder import load_fast_backend
 from sftprep.stages.tokenizer import load_tokenizer
 from tests.conftest import TOKENIZER_NAMES, shared_data, shared_tokenizer
 from tests.sftprep.build_checks import check_build
@@ -174,17 +175,18 @@ def test_rows_the_fast_encoder_cannot_vouch_for_go_to_hf_and_are_counted(tmp_pat
 
 def test_a_sampled_row_that_differs_stops_the_build(tmp_path, monkeypatch):
     sources = write_sources(tmp_path / "src")
-    real = fast_encoder.FastBackend._checked
+    real = fast_encoder.FastBackend._batch
 
     def wrong(self, *args):
-        encodings = real(self, *args)
-        for encoding in encodings:
-            if encoding is not None and len(encoding.ids) > 3 and not self.first_chunk:
-                encoding.ids = encoding.ids.copy()
-                encoding.ids[-1] = encoding.ids[-2]  # what a wrong merge would give
-        return encodings
+        batch = real(self, *args)
+        if not self.first_chunk:
+            batch.ids = batch.ids.copy()
+            for a, b in zip(batch.offsets[:-1], batch.offsets[1:]):
+                if b - a > 3:
+                    batch.ids[b - 1] = batch.ids[b - 2]  # what a wrong merge would give
+        return batch
 
-    monkeypatch.setattr(fast_encoder.FastBackend, "_checked", wrong)
+    monkeypatch.setattr(fast_encoder.FastBackend, "_batch", wrong)
     with pytest.raises(fast_encoder.EncoderMismatch, match="--encoder hf"):
         built(tmp_path, "qwen3", sources, "fast")
     assert not (tmp_path / "qwen3-fast").exists(), "nothing half-written"

@@ -1,0 +1,189 @@
+"""What the fast encoder gives for a batch of texts: fastokens' ids end to end, the rows it can
+vouch for, and what masks need of them (each token's byte end), without per-row arrays.
+
+fastokens gives no offsets; masks do not need them. Each token's byte length comes from the
+vocabulary (a byte-level token string has one character per byte; an added token is its content),
+so the ids' cumulative byte lengths are each token's end, and a character span maps to the tokens
+overlapping its bytes with two binary searches: the HF rule (a token overlapping a span trains, a
+character split over several tokens trains them all), without per-token Python.
+
+A row is trusted (see `trusted_rows`) when fastokens did not raise on it, every one of its tokens
+has at least one byte, the bytes add up to the text's UTF-8 length, and, for an NFC tokenizer,
+the text is NFC already; HF encodes the others (fast_encoder.FastBackend).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class FastEncoding:
+    """One row's ids from the fast encoder, with what masks need: each token's byte end."""
+
+    ids: np.ndarray
+    """int32, special tokens of the post-processor included."""
+    ends: np.ndarray
+    """int64 byte end of each text token (cumulative byte lengths), prefix tokens excluded."""
+    prefix: int
+    """Tokens the post-processor put before the text's own (e.g. BOS)."""
+    byte_at: np.ndarray | None
+    """Byte offset of each character (None: ASCII, character = byte)."""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def token_range(self, start: int, end: int) -> tuple[int, int] | None:
+        """Indices [first, stop) of the tokens whose bytes overlap characters [start, end)."""
+        found = self.token_ranges([(start, end)])
+        return found[0] if found else None
+
+    def token_ranges(self, spans) -> list[tuple[int, int]]:
+        """[first, stop) token indices of every (start, end) character span, from the tokens' byte
+        ends: two binary searches for all the spans; spans that no token overlaps are left out."""
+        if not spans:
+            return []
+        chars = np.asarray(spans, dtype=np.int64)
+        starts, ends = chars[:, 0], chars[:, 1]
+        b0, b1 = (
+            (starts, ends) if self.byte_at is None else (self.byte_at[starts], self.byte_at[ends])
+        )
+        first = np.searchsorted(self.ends, b0, side="right")
+        stop = np.minimum(np.searchsorted(self.ends, b1, side="left") + 1, len(self.ends))
+        keep = (ends > starts) & (first < stop)
+        return [
+            (a + self.prefix, b + self.prefix)
+            for a, b, k in zip(first.tolist(), stop.tolist(), keep.tolist())
+            if k
+        ]
+
+    def first_token_is_added(self) -> bool:
+        """Whether token 0 is the post-processor's (no characters of the text)."""
+        return self.prefix > 0
+
+
+@dataclass
+class FastBatch:
+    """One encode call's texts, flat: fastokens' ids of every row end to end, where each row's
+    begin, every token's byte end, and HF's Encoding of each row fastokens could not vouch for."""
+
+    ids: np.ndarray
+    """int32 text ids of every row end to end (no special tokens; untrusted rows' ids left in)."""
+    offsets: np.ndarray
+    """int64, rows + 1: row i's ids are ids[offsets[i]:offsets[i + 1]]."""
+    cum: np.ndarray
+    """int64, len(ids) + 1: the bytes of all the ids before each one (0 first)."""
+    byte_at: list
+    """Per row: the byte offset of each character and the total (_byte_offsets), None if ASCII."""
+    prefix: np.ndarray
+    """int32 ids the post-processor puts before each text (e.g. BOS)."""
+    suffix: np.ndarray
+    """int32 ids it puts after each text."""
+    fallback: dict = field(default_factory=dict)
+    """row -> HF's Encoding, for every row not trusted (see the module)."""
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def encoding(self, i: int):
+        """Row i as a FastEncoding, or HF's Encoding where it is a fallback row."""
+        if i in self.fallback:
+            return self.fallback[i]
+        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        return FastEncoding(
+            np.concatenate([self.prefix, self.ids[a:b], self.suffix]),
+            self.cum[a + 1 : b + 1] - self.cum[a],
+            len(self.prefix),
+            self.byte_at[i],
+        )
+
+
+def flat_batch(texts: list[str], ids, offsets, failed: set, lengths: np.ndarray, nfc: bool):
+    """(the FastBatch of fastokens' flat `ids`/`offsets` for `texts`, without fallbacks yet; the
+    rows it cannot vouch for). `failed`: the rows fastokens raised on; `lengths`: every id's
+    byte length. The byte sums of all rows come from one cumulative sum over the whole batch
+    (per-row numpy work cost twice the encoding itself); per row, only str methods run."""
+    ids = np.asarray(ids).astype(np.int32)
+    offsets = np.asarray(offsets).astype(np.int64)
+    token_bytes = lengths[ids]
+    cum = np.concatenate([[0], np.cumsum(token_bytes, dtype=np.int64)])
+    starts, stops = offsets[:-1], offsets[1:]
+    totals = (cum[stops] - cum[starts]).tolist()
+    no_empty = np.ones(len(texts), dtype=bool)  # rows with a token of no bytes: rare, so searched
+    no_empty[np.searchsorted(offsets, np.flatnonzero(token_bytes <= 0), side="right") - 1] = False
+    no_empty = no_empty.tolist()
+    byte_at: list = [None] * len(texts)
+    untrusted = []
+    for i, text in enumerate(texts):
+        if text.isascii():
+            if totals[i] != len(text) or not no_empty[i] or i in failed:
+                untrusted.append(i)
+            continue
+        at = byte_at[i] = _byte_offsets(text)
+        if (
+            totals[i] != int(at[-1])
+            or not no_empty[i]
+            or i in failed
+            or (nfc and not unicodedata.is_normalized("NFC", text))
+        ):
+            untrusted.append(i)
+    none = np.zeros(0, np.int32)
+    return FastBatch(ids, offsets, cum, byte_at, none, none), untrusted
+
+
+def batch_token_ranges(encodings: list[FastEncoding], spans: list) -> list[list[tuple[int, int]]]:
+    """encodings[i].token_ranges(spans[i]) for every row, in two binary searches for all of them.
+
+    Per row, the numpy calls' own overhead (~1 us each, six of them) cost more than the searches,
+    so the rows' token ends are laid end to end, each shifted by the bytes of the rows before:
+    that array is strictly increasing (every token has at least one byte; untrusted rows never
+    get here), so a row's answers are its global counts less the tokens before it, exactly as in
+    token_ranges (tested equal on random spans).
+    """
+    counts = np.fromiter((len(e.ends) for e in encodings), dtype=np.int64, count=len(encodings))
+    if not counts.sum():
+        return [[] for _ in encodings]
+    before = np.concatenate([[0], np.cumsum(counts)[:-1]])  # tokens of the rows before each
+    flat = np.concatenate([e.ends for e in encodings])
+    totals = np.where(counts > 0, flat[np.maximum(before + counts - 1, 0)], 0)
+    shift = np.concatenate([[0], np.cumsum(totals)[:-1]])  # bytes of the rows before each
+    shifted = flat + np.repeat(shift, counts)
+    found = span_tokens(shifted, before, counts, shift, spans, [e.byte_at for e in encodings])
+    out: list[list[tuple[int, int]]] = [[] for _ in encodings]
+    for i, a, b in zip(*(part.tolist() for part in found)):
+        prefix = encodings[i].prefix
+        out[i].append((a + prefix, b + prefix))
+    return out
+
+
+def span_tokens(ends, before, counts, shift, spans: list, byte_at: list) -> tuple:
+    """(row, first, stop) arrays of the token ranges that rows' character spans overlap, in row
+    then span order, spans no token overlaps left out. `ends`: every row's token byte ends, rows
+    end to end, each row's shifted by `shift` (the bytes of the rows before it), so the whole
+    array is strictly increasing and two binary searches answer every span; `before`: tokens
+    before each row; `counts`: its tokens; `byte_at`: None (ASCII) or its char -> byte offsets."""
+    row_of, chars, places = [], [], []
+    for i, (row_spans, at) in enumerate(zip(spans, byte_at)):
+        for start, end in row_spans:
+            row_of.append(i)
+            chars.append((start, end))
+            places.append((start, end) if at is None else (int(at[start]), int(at[end])))
+    if not row_of:
+        return (np.zeros(0, np.int64),) * 3
+    rows = np.asarray(row_of, dtype=np.int64)
+    chars_, places_ = np.asarray(chars, dtype=np.int64), np.asarray(places, dtype=np.int64)
+    b0, b1 = places_[:, 0] + shift[rows], places_[:, 1] + shift[rows]
+    first = np.searchsorted(ends, b0, side="right") - before[rows]
+    stop = np.minimum(np.searchsorted(ends, b1, side="left") - before[rows] + 1, counts[rows])
+    keep = (chars_[:, 1] > chars_[:, 0]) & (first < stop)
+    return rows[keep], first[keep], stop[keep]
+
+
+def _byte_offsets(text: str) -> np.ndarray:
+    """UTF-8 byte offset of every character of `text`, and its total length at the end."""
+    points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    width = 1 + (points >= 0x80) + (points >= 0x800) + (points >= 0x10000)
+    return np.concatenate([[0], np.cumsum(width, dtype=np.int64)])
