@@ -7,7 +7,9 @@ build leaves the previous one intact.
 
 import os
 import shutil
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from schemas import row_schema, shard_name
 from schemas.manifest import ShardEntry, file_sha256
 
 BATCH_ROWS = 512
+WRITES_AHEAD = 4  # Arrow batches (~5 MB each at 2048 tokens a row) queued for the writer at most
 BYTES_PER_TOKEN = 5  # int32 id + uint8 mask
 _NUMPY_TYPES = {pa.int32(): np.int32, pa.int64(): np.int64, pa.uint8(): np.uint8}
 
@@ -61,55 +64,88 @@ def _record_batch(rows: list) -> tuple[pa.RecordBatch, np.ndarray, np.ndarray]:
 def write_split(
     build_dir: Path, split: str, rows: Iterable[tuple], shard_size_bytes: int
 ) -> list[ShardEntry]:
-    """Write rows (input_ids, loss_mask, seq_lens, example_ids) into shards; return their manifest entries."""
+    """Write rows (input_ids, loss_mask, seq_lens, example_ids) into shards; return their manifest
+    entries. This thread reads the rows back and builds the Arrow batches; one thread writes them
+    and another hashes each finished shard (both release the GIL: Arrow's writer and hashlib), so
+    the three overlap instead of running one after another on one core with the other idle."""
     folder = build_dir / split
     folder.mkdir(parents=True, exist_ok=True)
-    shards: list[ShardEntry] = []
-    pending: list = []
-    state = {"writer": None, "path": None, "rows": 0, "tokens": 0, "loss_tokens": 0, "bytes": 0}
-
-    def close_shard():
-        if state["writer"] is None:
-            return
-        state["writer"].close()
-        state["sink"].close()
-        path = state["path"]
-        shards.append(
-            _shard_entry(split, path, state["rows"], state["tokens"], state["loss_tokens"])
-        )
-        state.update(writer=None, rows=0, tokens=0, loss_tokens=0, bytes=0)
-
-    def flush():
-        if not pending:
-            return
-        if state["writer"] is None:
-            path = folder / shard_name(len(shards))
-            state["sink"] = pa.OSFile(str(path), "wb")
-            state["writer"] = pa.ipc.new_stream(state["sink"], row_schema())
-            state["path"] = path
-        batch, lengths, losses = _record_batch(pending)
-        state["writer"].write_batch(batch)
-        tokens = int(lengths.sum(dtype=np.int64))
-        state["rows"] += len(pending)
-        state["tokens"] += tokens
-        state["loss_tokens"] += int(losses.sum(dtype=np.int64))
-        state["bytes"] += tokens * BYTES_PER_TOKEN
-        pending.clear()
-        if state["bytes"] >= shard_size_bytes:
-            close_shard()
-
-    for row in rows:
-        pending.append(row)
-        if len(pending) >= BATCH_ROWS:
-            flush()
-    flush()
-    close_shard()
-    if not shards:  # an empty split still has one (empty) shard, so readers need no special case
+    shards = _ShardWriter(folder, split, shard_size_bytes)
+    try:
+        pending: list = []
+        for row in rows:
+            pending.append(row)
+            if len(pending) >= BATCH_ROWS:
+                shards.add(pending)
+                pending = []
+        if pending:
+            shards.add(pending)
+        entries = shards.finish()
+    finally:  # also on an error or Ctrl-C: nothing is left writing into the folder
+        shards.stop()
+    if not entries:  # an empty split still has one (empty) shard, so readers need no special case
         path = folder / shard_name(0)
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, row_schema()):
             pass
-        shards.append(_shard_entry(split, path, 0, 0, 0))
-    return shards
+        entries.append(_shard_entry(split, path, 0, 0, 0))
+    return entries
+
+
+class _ShardWriter:
+    """Batches of rows into shards of about shard_size_bytes: written by one thread, hashed by
+    another, at most WRITES_AHEAD batches queued; a failed write is raised by the next call."""
+
+    def __init__(self, folder: Path, split: str, shard_size_bytes: int):
+        self.folder, self.split, self.shard_size_bytes = folder, split, shard_size_bytes
+        self.entries: list = []  # futures of each closed shard's ShardEntry, in shard order
+        self.writes: deque = deque()  # futures of the batches being written, oldest first
+        self.writer_thread = ThreadPoolExecutor(1, thread_name_prefix="shard-writer")
+        self.hasher_thread = ThreadPoolExecutor(1, thread_name_prefix="shard-hasher")
+        self.open: tuple | None = None  # (path, sink, stream writer) of the shard being written
+        self.counts = [0, 0, 0]  # rows, tokens, loss tokens of that shard
+
+    def add(self, rows: list) -> None:
+        """One Arrow batch of `rows` into the current shard (a new one if none is open)."""
+        if self.open is None:
+            path = self.folder / shard_name(len(self.entries))
+            sink = pa.OSFile(str(path), "wb")
+            self.open = (path, sink, pa.ipc.new_stream(sink, row_schema()))
+        batch, lengths, losses = _record_batch(rows)
+        self.writes.append(self.writer_thread.submit(self.open[2].write_batch, batch))
+        while len(self.writes) > WRITES_AHEAD:
+            self.writes.popleft().result()
+        tokens = int(lengths.sum(dtype=np.int64))
+        self.counts[0] += len(rows)
+        self.counts[1] += tokens
+        self.counts[2] += int(losses.sum(dtype=np.int64))
+        if self.counts[1] * BYTES_PER_TOKEN >= self.shard_size_bytes:
+            self._close_shard()
+
+    def finish(self) -> list[ShardEntry]:
+        """Close the last shard; every shard's entry, once written and hashed."""
+        self._close_shard()
+        return [entry.result() for entry in self.entries]
+
+    def stop(self) -> None:
+        """Wait for the threads (what is queued and not started is dropped)."""
+        self.writer_thread.shutdown(wait=True, cancel_futures=True)
+        self.hasher_thread.shutdown(wait=True, cancel_futures=True)
+
+    def _close_shard(self) -> None:
+        if self.open is None:
+            return
+        path, sink, stream = self.open
+        closed = self.writer_thread.submit(_close, stream, sink)
+        while self.writes:
+            self.writes.popleft().result()
+        closed.result()
+        self.entries.append(self.hasher_thread.submit(_shard_entry, self.split, path, *self.counts))
+        self.open, self.counts = None, [0, 0, 0]
+
+
+def _close(stream, sink) -> None:
+    stream.close()
+    sink.close()
 
 
 def _shard_entry(split: str, path: Path, rows: int, tokens: int, loss_tokens: int) -> ShardEntry:
