@@ -79,15 +79,45 @@ class Spill:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Ids and mask of the example at `position`, tokens [start, stop)."""
         stop = self.lengths[position] if stop is None else stop
-        ids, mask = np.empty(stop - start, np.int32), np.empty(stop - start, np.uint8)
-        self.read_into(position, start, stop, ids, mask)
+        [(ids, mask, _, _)] = self.read_rows([[(position, start, stop)]], keep_first=True)
         return ids, mask
 
-    def read_into(
-        self, position: int, start: int, stop: int, ids: np.ndarray, mask: np.ndarray
-    ) -> None:
-        """Read tokens [start, stop) of the example at `position` into `ids` (int32) and `mask`
-        (uint8), views of the row being assembled: one `preadv` each, no copy in between."""
+    def read_rows(self, rows: list, keep_first: bool = False) -> list[tuple]:
+        """(input_ids, loss_mask, seq_lens, example_ids) of each planned row, a row being a list
+        of (position, start, stop) segments; each segment's first token untrained (nothing
+        before it in the row predicts it) unless `keep_first`. All the rows' tokens are read into
+        one ids and one mask array, a `pread` per segment and file straight into place; the
+        offsets, the masks' segment starts and the rows' slices are numpy over all the rows.
+        (`pread`, not a map of the files: a map's fault-around made resident memory grow by
+        ~64 KiB per segment read.)"""
+        segments = np.array([seg for row in rows for seg in row], dtype=np.int64).reshape(-1, 3)
+        position, start, stop = segments.T
+        sizes = stop - start
+        first = np.frombuffer(self.starts, dtype=np.int64)[position] + start
+        placed = np.cumsum(sizes) - sizes  # where each segment goes in the arrays
+        ids, mask = np.empty(int(sizes.sum()), np.int32), np.empty(int(sizes.sum()), np.uint8)
+        ids_fd, mask_fd = self._read_fds()
+        ids_bytes, mask_bytes = memoryview(ids).cast("B"), memoryview(mask)
+        for at, size, offset in zip(placed.tolist(), sizes.tolist(), first.tolist()):
+            _read_exactly(ids_fd, ids_bytes[at * 4 : (at + size) * 4], offset * 4)
+            _read_exactly(mask_fd, mask_bytes[at : at + size], offset)
+        if not keep_first:
+            mask[placed[sizes > 0]] = 0
+        example_ids = np.frombuffer(self.example_ids, dtype=np.int64)[position].tolist()
+        sizes_list = sizes.tolist()
+        out, seg, token = [], 0, 0
+        for row in rows:
+            n = len(row)
+            total = sum(sizes_list[seg : seg + n])
+            out.append(
+                (ids[token : token + total], mask[token : token + total],
+                 sizes_list[seg : seg + n], example_ids[seg : seg + n])
+            )  # fmt: skip
+            seg, token = seg + n, token + total
+        return out
+
+    def _read_fds(self) -> tuple[int, int]:
+        """Read-only descriptors of the ids and mask files, opened once the writing is over."""
         if self._fds is None:
             self._ids.close()
             self._mask.close()
@@ -95,11 +125,7 @@ class Spill:
                 os.open(self._ids_path, os.O_RDONLY),
                 os.open(self._mask_path, os.O_RDONLY),
             )
-        first = self.starts[position] + start
-        for fd, out, width in ((self._fds[0], ids, 4), (self._fds[1], mask, 1)):
-            want = (stop - start) * width
-            if os.preadv(fd, [out], first * width) != want:  # a regular file reads whole
-                raise OSError(f"the spill file ended early ({want} bytes asked at {first * width})")
+        return self._fds
 
     def close(self) -> None:
         """Close and delete the spill files."""
@@ -113,20 +139,17 @@ class Spill:
             path.unlink(missing_ok=True)
 
 
+def _read_exactly(fd: int, into: memoryview, offset: int) -> None:
+    if os.preadv(fd, [into], offset) != len(into):  # a regular file reads whole
+        raise OSError(f"the spill file ended early ({len(into)} bytes asked at {offset})")
+
+
+READ_ROWS = 512
+"""Planned rows read back from the spill at a time (assemble_rows)."""
+
+
 def assemble_rows(spill: Spill, plan: list) -> Iterator[tuple]:
-    """Rows (input_ids, loss_mask, seq_lens, example_ids) read back from the spill, in plan order."""
-    for row in plan:
-        total = sum(stop - start for _, start, stop in row)
-        ids, mask = np.empty(total, np.int32), np.empty(total, np.uint8)
-        at = 0
-        for position, start, stop in row:
-            end = at + stop - start
-            spill.read_into(position, start, stop, ids[at:end], mask[at:end])
-            mask[at] = 0  # a segment's first token has nothing before it in the row
-            at = end
-        yield (
-            ids,
-            mask,
-            [stop - start for _, start, stop in row],
-            [spill.example_ids[p] for p, _, _ in row],
-        )
+    """Rows (input_ids, loss_mask, seq_lens, example_ids) read back from the spill, in plan order,
+    READ_ROWS at a time (Spill.read_rows)."""
+    for first in range(0, len(plan), READ_ROWS):
+        yield from spill.read_rows(plan[first : first + READ_ROWS])
