@@ -21,8 +21,9 @@ def best_fit(order, sizes: np.ndarray, capacity: int) -> list[list[int]]:
     bins: list[list[int]] = []
     rooms: list[int] = []  # sorted distinct free-room counts of open bins
     by_room: dict[int, list[int]] = {}  # free room -> heap of the bins with that much room
+    size_of = np.asarray(sizes).tolist()  # Python ints: indexing numpy per item costs more
     for item in np.asarray(order).tolist():
-        need = int(sizes[item])
+        need = size_of[item]
         at = bisect.bisect_left(rooms, need)
         if at < len(rooms):
             room = rooms[at]

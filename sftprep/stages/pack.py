@@ -83,6 +83,7 @@ def plan_rows(
             if packing == "bfd"
             else [[i] for i in range(len(positions))]
         )
-        plan = [[(int(positions[i]), 0, int(lengths[i])) for i in group] for group in groups]
+        at, size = np.asarray(positions).tolist(), np.asarray(lengths).tolist()  # not per item
+        plan = [[(at[i], 0, size[i]) for i in group] for group in groups]
     order = np.random.default_rng(seed).permutation(len(plan))
     return [plan[i] for i in order]
