@@ -76,8 +76,9 @@ class FastBatch:
     """int64, rows + 1: row i's ids are ids[offsets[i]:offsets[i + 1]]."""
     cum: np.ndarray
     """int64, len(ids) + 1: the bytes of all the ids before each one (0 first)."""
-    byte_at: list
-    """Per row: the byte offset of each character and the total (_byte_offsets), None if ASCII."""
+    non_ascii: list
+    """Per row: its text when it is not ASCII (its characters' byte offsets are then worked out
+    where a span needs them), else None (a character is a byte)."""
     prefix: np.ndarray
     """int32 ids the post-processor puts before each text (e.g. BOS)."""
     suffix: np.ndarray
@@ -97,7 +98,7 @@ class FastBatch:
             np.concatenate([self.prefix, self.ids[a:b], self.suffix]),
             self.cum[a + 1 : b + 1] - self.cum[a],
             len(self.prefix),
-            self.byte_at[i],
+            None if self.non_ascii[i] is None else _byte_offsets(self.non_ascii[i]),
         )
 
 
@@ -115,23 +116,23 @@ def flat_batch(texts: list[str], ids, offsets, failed: set, lengths: np.ndarray,
     no_empty = np.ones(len(texts), dtype=bool)  # rows with a token of no bytes: rare, so searched
     no_empty[np.searchsorted(offsets, np.flatnonzero(token_bytes <= 0), side="right") - 1] = False
     no_empty = no_empty.tolist()
-    byte_at: list = [None] * len(texts)
+    non_ascii: list = [None] * len(texts)
     untrusted = []
     for i, text in enumerate(texts):
         if text.isascii():
             if totals[i] != len(text) or not no_empty[i] or i in failed:
                 untrusted.append(i)
             continue
-        at = byte_at[i] = _byte_offsets(text)
+        non_ascii[i] = text
         if (
-            totals[i] != int(at[-1])
+            totals[i] != len(text.encode("utf-8"))
             or not no_empty[i]
             or i in failed
             or (nfc and not unicodedata.is_normalized("NFC", text))
         ):
             untrusted.append(i)
     none = np.zeros(0, np.int32)
-    return FastBatch(ids, offsets, cum, byte_at, none, none), untrusted
+    return FastBatch(ids, offsets, cum, non_ascii, none, none), untrusted
 
 
 def batch_token_ranges(encodings: list[FastEncoding], spans: list) -> list[list[tuple[int, int]]]:
@@ -164,13 +165,20 @@ def span_tokens(ends, before, counts, shift, spans: list, byte_at: list) -> tupl
     then span order, spans no token overlaps left out. `ends`: every row's token byte ends, rows
     end to end, each row's shifted by `shift` (the bytes of the rows before it), so the whole
     array is strictly increasing and two binary searches answer every span; `before`: tokens
-    before each row; `counts`: its tokens; `byte_at`: None (ASCII) or its char -> byte offsets."""
+    before each row; `counts`: its tokens; `byte_at`: per row None (ASCII), its characters' byte
+    offsets (FastEncoding.byte_at), or its text (FastBatch.non_ascii: the UTF-8 length of the
+    text before a span end is its byte offset, one C call per span end)."""
     row_of, chars, places = [], [], []
     for i, (row_spans, at) in enumerate(zip(spans, byte_at)):
         for start, end in row_spans:
             row_of.append(i)
             chars.append((start, end))
-            places.append((start, end) if at is None else (int(at[start]), int(at[end])))
+            if at is None:
+                places.append((start, end))
+            elif isinstance(at, str):
+                places.append((len(at[:start].encode("utf-8")), len(at[:end].encode("utf-8"))))
+            else:
+                places.append((int(at[start]), int(at[end])))
     if not row_of:
         return (np.zeros(0, np.int64),) * 3
     rows = np.asarray(row_of, dtype=np.int64)
