@@ -35,6 +35,8 @@ def packed_rows(
     """PackedResults of rows `chosen` of `batch` (trusted ones), `rendered[k]` and
     `row_indices[k]` being chosen[k]'s text and row index; `bos_eos`: the tokenizer's (BOS, EOS)
     ids; `special_tokens`: whether rows that ask for EOS get it (adds_special_tokens)."""
+    if not chosen:  # every row of the chunk went to HF
+        return pack_results([])
     starts = batch.offsets[chosen]
     counts = batch.offsets[np.asarray(chosen, dtype=np.int64) + 1] - starts
     text_ids, token_ends, before, shift = _text_tokens(batch, starts, counts)

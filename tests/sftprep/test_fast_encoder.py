@@ -224,3 +224,16 @@ def test_qualification_rules():
     }
     for what, spec in refused.items():
         assert fast_encoder.fast_encoder_problem(spec) is not None, what
+
+
+def test_a_source_whose_rows_all_go_to_hf_builds_as_with_hf(tmp_path):
+    """Every row not NFC (decomposed accents) for Qwen3's NFC normalizer: each goes to HF, the
+    build is the HF build, every row counted as a fallback."""
+    src = tmp_path / "src" / "nfd.jsonl"
+    src.parent.mkdir()
+    rows = [{"text": f"Cafe\u0301 {i} na\u0308ive"} for i in range(5)]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fast_out, fast = built(tmp_path, "qwen3", [str(src)], "fast")
+    hf_out, _ = built(tmp_path, "qwen3", [str(src)], "hf")
+    assert shard_bytes(fast_out) == shard_bytes(hf_out)
+    assert fast.tokenizer.encoder_fallback_rows == 5

@@ -116,3 +116,22 @@ def test_a_chunk_of_mixed_settings_or_id_markers_goes_row_by_row():
     assert flat_setting([plain, text], True) is None and flat_setting([], True) is None
     marked = Rendered("a", (), False, False, id_markers=((1,), None))
     assert flat_setting([plain, marked], True) is None
+
+
+def test_a_chunk_whose_rows_all_go_to_hf():
+    """Every row HF-encoded (not NFC, for Qwen3's NFC normalizer): nothing left for the flat
+    path, the rows come back row by row, in order, among the bad ones."""
+    backend, tokenizer, _, _ = _backend("qwen3", False)
+    texts = ["Cafe\u0301", "nai\u0308ve"]
+    rendered = [Rendered(t, ((0, len(t)),), False, False) for t in texts]
+    batch = backend.encode_flat(texts, False)
+    assert sorted(batch.fallback) == [0, 1]
+    results = [(0, None), (1, RowError(DropReason.MALFORMED_JSON, "x")), (2, None)]
+    bos_eos = (tokenizer.token_id("bos_token"), tokenizer.token_id("eos_token"))
+    got = finish_flat((results, rendered, [0, 2]), batch, bos_eos, True).unpacked()
+    expected = finish_batch(rendered, [batch.encoding(i) for i in range(2)], *bos_eos, True, True)
+    assert [i for i, _ in got] == [0, 1, 2] and isinstance(got[1][1], RowError)
+    for (_, ours), ref in zip([got[0], got[2]], expected):
+        assert ours.encoded_by == ref.encoded_by == "hf-fallback"
+        assert ours.input_ids.tolist() == ref.input_ids.tolist()
+        assert ours.loss_mask.tolist() == ref.loss_mask.tolist()
