@@ -245,8 +245,9 @@ def encoded_chunks(
     rows: Iterable,
     keep,
     chunk_size: int,
-) -> Iterator[list]:
-    """Lists of (row index, Encoded | RowError), chunk after chunk, as the local engine yields them."""
+) -> Iterator:
+    """Each chunk's packed results (PackedResults: its (row index, Encoded | RowError) pairs),
+    chunk after chunk, as the local engine yields them."""
     if source.kind in SPLITTABLE and keep is None:
         from sftprep.stages.source_chunks import plan_chunks
 

@@ -166,8 +166,8 @@ def span_tokens(ends, before, counts, shift, spans: list, byte_at: list) -> tupl
     end to end, each row's shifted by `shift` (the bytes of the rows before it), so the whole
     array is strictly increasing and two binary searches answer every span; `before`: tokens
     before each row; `counts`: its tokens; `byte_at`: per row None (ASCII), its characters' byte
-    offsets (FastEncoding.byte_at), or its text (FastBatch.non_ascii: the UTF-8 length of the
-    text before a span end is its byte offset, one C call per span end)."""
+    offsets (FastEncoding.byte_at), or its text (FastBatch.non_ascii: see _span_bytes)."""
+    byte_at = list(byte_at)
     row_of, chars, places = [], [], []
     for i, (row_spans, at) in enumerate(zip(spans, byte_at)):
         for start, end in row_spans:
@@ -176,7 +176,10 @@ def span_tokens(ends, before, counts, shift, spans: list, byte_at: list) -> tupl
             if at is None:
                 places.append((start, end))
             elif isinstance(at, str):
-                places.append((len(at[:start].encode("utf-8")), len(at[:end].encode("utf-8"))))
+                at = byte_at[i] = _span_bytes(at, row_spans)
+                places.append((at[start], at[end]))
+            elif isinstance(at, dict):
+                places.append((at[start], at[end]))
             else:
                 places.append((int(at[start]), int(at[end])))
     if not row_of:
@@ -188,6 +191,17 @@ def span_tokens(ends, before, counts, shift, spans: list, byte_at: list) -> tupl
     stop = np.minimum(np.searchsorted(ends, b1, side="left") - before[rows] + 1, counts[rows])
     keep = (chars_[:, 1] > chars_[:, 0]) & (first < stop)
     return rows[keep], first[keep], stop[keep]
+
+
+def _span_bytes(text: str, spans) -> dict:
+    """character -> UTF-8 byte offset of every span end of a non-ASCII text: the text between
+    consecutive span ends encoded once each, so a row costs one pass over its text however many
+    spans it has (no per-character array)."""
+    places, at, before = {}, 0, 0
+    for point in sorted({p for span in spans for p in span}):
+        before += len(text[at:point].encode("utf-8"))
+        places[point], at = before, point
+    return places
 
 
 def _byte_offsets(text: str) -> np.ndarray:

@@ -93,7 +93,8 @@ def write_split(
 
 class _ShardWriter:
     """Batches of rows into shards of about shard_size_bytes: written by one thread, hashed by
-    another, at most WRITES_AHEAD batches queued; a failed write is raised by the next call."""
+    another, at most WRITES_AHEAD batches queued; a failed write is raised once the queue is
+    full or the shard closes, never lost."""
 
     def __init__(self, folder: Path, split: str, shard_size_bytes: int):
         self.folder, self.split, self.shard_size_bytes = folder, split, shard_size_bytes
