@@ -148,3 +148,35 @@ def test_span_end_byte_offsets_equal_the_per_character_ones():
         spans = [(int(min(a, b)), int(max(a, b))) for a, b in cuts]
         places, every = _span_bytes(text, spans), _byte_offsets(text)
         assert all(places[p] == every[p] for span in spans for p in span), text
+
+
+@pytest.mark.parametrize("name", ["qwen3", "llama3"])
+def test_small_chunks_of_every_mix_give_the_row_by_row_ids_and_masks(name):
+    """Chunks of 1 to 6 rows drawn at random (some all HF fallback for Qwen3's NFC rule, some all
+    empty texts, some BOS-led), both special-token settings: flat equals row by row."""
+    backend, tokenizer, bos, eos = _backend(name, False)
+    bos_eos = (tokenizer.token_id("bos_token"), tokenizer.token_id("eos_token"))
+    pool = _texts(bos, eos) + ["Cafe\u0301", "nai\u0308ve", ""]
+    rng = np.random.default_rng(7)
+    kinds = {"fallback_only": 0, "rows": 0}
+    decomposed = ["Cafe\u0301", "nai\u0308ve", "Cafe\u0301 decomposed (not NFC)"]
+    for draw in range(150):
+        source = decomposed if draw % 10 == 0 else pool  # some chunks HF fallback only (Qwen3)
+        texts = [source[i] for i in rng.integers(0, len(source), int(rng.integers(1, 7)))]
+        add_special = bool(rng.random() < 0.5)
+        rendered = _rendered(rng, texts, add_special)
+        batch = backend.encode_flat(texts, add_special)
+        slots = list(range(len(texts)))
+        packed = finish_flat(([(i, None) for i in slots], rendered, slots), batch, bos_eos, True)
+        expected = finish_batch(
+            rendered, [batch.encoding(i) for i in slots], *bos_eos, True, fast=True
+        )
+        for (_, ours), ref in zip(packed.unpacked(), expected):
+            assert ours.input_ids.tolist() == ref.input_ids.tolist(), texts
+            assert ours.loss_mask.tolist() == ref.loss_mask.tolist(), texts
+            assert ours.loss_tokens == ref.loss_tokens and ours.encoded_by == ref.encoded_by
+            kinds["rows"] += 1
+        kinds["fallback_only"] += len(batch.fallback) == len(texts)
+    assert kinds["rows"] > 300
+    if name == "qwen3":
+        assert kinds["fallback_only"] > 0
