@@ -119,16 +119,14 @@ def flat_batch(texts: list[str], ids, offsets, failed: set, lengths: np.ndarray,
     non_ascii: list = [None] * len(texts)
     untrusted = []
     for i, text in enumerate(texts):
-        if text.isascii():
-            if totals[i] != len(text) or not no_empty[i] or i in failed:
-                untrusted.append(i)
-            continue
-        non_ascii[i] = text
+        ascii_only = text.isascii()
+        if not ascii_only:
+            non_ascii[i] = text
         if (
-            totals[i] != len(text.encode("utf-8"))
+            totals[i] != (len(text) if ascii_only else len(text.encode("utf-8")))
             or not no_empty[i]
             or i in failed
-            or (nfc and not unicodedata.is_normalized("NFC", text))
+            or (nfc and not ascii_only and not unicodedata.is_normalized("NFC", text))
         ):
             untrusted.append(i)
     none = np.zeros(0, np.int32)
@@ -147,10 +145,10 @@ def batch_token_ranges(encodings: list[FastEncoding], spans: list) -> list[list[
     counts = np.fromiter((len(e.ends) for e in encodings), dtype=np.int64, count=len(encodings))
     if not counts.sum():
         return [[] for _ in encodings]
-    before = np.concatenate([[0], np.cumsum(counts)[:-1]])  # tokens of the rows before each
+    before = before_each(counts)  # tokens of the rows before each
     flat = np.concatenate([e.ends for e in encodings])
     totals = np.where(counts > 0, flat[np.maximum(before + counts - 1, 0)], 0)
-    shift = np.concatenate([[0], np.cumsum(totals)[:-1]])  # bytes of the rows before each
+    shift = before_each(totals)  # bytes of the rows before each
     shifted = flat + np.repeat(shift, counts)
     found = span_tokens(shifted, before, counts, shift, spans, [e.byte_at for e in encodings])
     out: list[list[tuple[int, int]]] = [[] for _ in encodings]
@@ -167,21 +165,14 @@ def span_tokens(ends, before, counts, shift, spans: list, byte_at: list) -> tupl
     array is strictly increasing and two binary searches answer every span; `before`: tokens
     before each row; `counts`: its tokens; `byte_at`: per row None (ASCII), its characters' byte
     offsets (FastEncoding.byte_at), or its text (FastBatch.non_ascii: see _span_bytes)."""
-    byte_at = list(byte_at)
     row_of, chars, places = [], [], []
     for i, (row_spans, at) in enumerate(zip(spans, byte_at)):
+        if isinstance(at, str) and row_spans:
+            at = _span_bytes(at, row_spans)
         for start, end in row_spans:
             row_of.append(i)
             chars.append((start, end))
-            if at is None:
-                places.append((start, end))
-            elif isinstance(at, str):
-                at = byte_at[i] = _span_bytes(at, row_spans)
-                places.append((at[start], at[end]))
-            elif isinstance(at, dict):
-                places.append((at[start], at[end]))
-            else:
-                places.append((int(at[start]), int(at[end])))
+            places.append((start, end) if at is None else (int(at[start]), int(at[end])))
     if not row_of:
         return (np.zeros(0, np.int64),) * 3
     rows = np.asarray(row_of, dtype=np.int64)
@@ -191,6 +182,11 @@ def span_tokens(ends, before, counts, shift, spans: list, byte_at: list) -> tupl
     stop = np.minimum(np.searchsorted(ends, b1, side="left") - before[rows] + 1, counts[rows])
     keep = (chars_[:, 1] > chars_[:, 0]) & (first < stop)
     return rows[keep], first[keep], stop[keep]
+
+
+def before_each(counts: np.ndarray) -> np.ndarray:
+    """The sum of the counts before each one (0 first; empty for no counts)."""
+    return np.cumsum(counts) - counts
 
 
 def _span_bytes(text: str, spans) -> dict:

@@ -18,7 +18,7 @@ with the rule of masks._encode_one, row for row (tested equal on real tokenizers
 import numpy as np
 
 from sftprep.errors import RowError
-from sftprep.stages.fast_batch import FastBatch, span_tokens
+from sftprep.stages.fast_batch import FastBatch, before_each, span_tokens
 from sftprep.stages.masks import finish_batch
 from sftprep.stages.packed_results import PackedResults, pack_results
 from sftprep.stages.render import Rendered
@@ -49,7 +49,7 @@ def packed_rows(
         ids, mask, lengths = _one_bos(ids, mask, lengths, bos_id)
     if eos_id is not None and special_tokens:
         ids, mask, lengths = _with_eos(ids, mask, lengths, rendered, eos_id)
-    row_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    row_starts = before_each(lengths)
     mask[row_starts[lengths > 0]] = 0
     return PackedResults(
         np.asarray(row_indices, dtype=np.int64),
@@ -73,7 +73,7 @@ def _row_sums(mask: np.ndarray, row_starts: np.ndarray, lengths: np.ndarray) -> 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """The indices start, start + 1, ..., start + count - 1 of every (start, count), end to end."""
     total = int(counts.sum())
-    before = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    before = before_each(counts)
     return np.arange(total, dtype=np.int64) + np.repeat(starts - before, counts)
 
 
@@ -85,8 +85,8 @@ def _text_tokens(batch: FastBatch, starts: np.ndarray, counts: np.ndarray) -> tu
         return batch.ids, batch.cum[1:], starts, batch.cum[starts]
     at = _ranges(starts, counts)
     own = batch.cum[at + 1] - np.repeat(batch.cum[starts], counts)  # from each row's start
-    before = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    shift = np.concatenate([[0], np.cumsum(batch.cum[starts + counts] - batch.cum[starts])[:-1]])
+    before = before_each(counts)
+    shift = before_each(batch.cum[starts + counts] - batch.cum[starts])
     return batch.ids[at], own + np.repeat(shift, counts), before, shift
 
 
@@ -103,7 +103,7 @@ def _with_special(ids, mask, counts, prefix: np.ndarray, suffix: np.ndarray) -> 
     if not len(prefix) and not len(suffix):
         return ids, mask, counts.astype(np.int64)
     lengths = (counts + len(prefix) + len(suffix)).astype(np.int64)
-    row_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    row_starts = before_each(lengths)
     out_ids = np.empty(int(lengths.sum()), dtype=np.int32)
     out_mask = np.zeros(len(out_ids), dtype=np.uint8)
     text_at = _ranges(row_starts + len(prefix), counts)
@@ -117,7 +117,7 @@ def _with_special(ids, mask, counts, prefix: np.ndarray, suffix: np.ndarray) -> 
 
 def _one_bos(ids, mask, lengths, bos_id: int) -> tuple:
     """Drop the first token of each row that begins with two BOS (the first the prefix's)."""
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    starts = before_each(lengths)
     long = lengths >= 2
     twice = np.zeros(len(lengths), dtype=bool)
     twice[long] = (ids[starts[long]] == bos_id) & (ids[starts[long] + 1] == bos_id)

@@ -8,15 +8,15 @@ holds the answer instead: a Jinja render runs the template's message loop one st
 and a step prints that message's text. Rendered with a LoopContext that notes where the text
 stood when each step began (`StepLoop`; a loop that reads no `loop` gets no LoopContext, and
 there the watched list's own fetches mark the steps), the full render F is cut into steps
-s[0] <= ... <= s[n],
-and assistant turn i trains
+s[0] <= ... <= s[n], and assistant turn i trains
 
     F[s[i] + common_prefix(P, F[s[i]:s[i+1]]) : s[i+1]]      (less trailing whitespace)
 
 where P is the generation prompt: what the template prints after its loop when asked for one.
-That is the rule render.py applies with every prefix rendered (render._step_span here) (a turn starts after the generation
-prompt, or after the part of it that F holds there, and ends where the next message begins),
-read off the full render: the same rule on the same text, not a search.
+That is the rule render.py applies with every prefix rendered (a turn starts after the
+generation prompt, or after the part of it that F holds there, and ends where the next message
+begins), read off the full render (render._step_span): the same rule on the same text, not a
+search.
 
 Why it is the better rule where it applies: the per-prefix renders equal it wherever the
 template renders each prefix as the full render begins (then render(messages[:i]) is F[:s[i]]

@@ -94,18 +94,14 @@ def pack_results(results: list) -> PackedResults:
 
 def joined(parts: list[PackedResults]) -> PackedResults:
     """The packed results of consecutive chunks (each one's rows after the previous one's), as one."""
-    if len(parts) == 1:
-        return parts[0]
+    if len(parts) <= 1:
+        return parts[0] if parts else pack_results([])
     return PackedResults(
-        *(np.concatenate([getattr(p, name) for p in parts]) if parts else np.zeros(0, dtype)
-          for name, dtype in _ARRAYS),
+        *(np.concatenate([getattr(p, name) for p in parts])
+          for name in ("rows", "ids", "mask", "lengths", "loss_tokens")),
         [by for p in parts for by in p.encoded_by],
         [pair for p in parts for pair in p.errors],
     )  # fmt: skip
-
-
-_ARRAYS = (("rows", np.int64), ("ids", np.int32), ("mask", np.uint8), ("lengths", np.int64),
-           ("loss_tokens", np.int64))  # fmt: skip
 
 
 def kept_whole(packed: PackedResults, max_length: int, wrapped: bool) -> np.ndarray:

@@ -68,8 +68,7 @@ class RowEncoder:
 
     def process(self, spec: FormatSpec, chunk: list) -> list:
         """Encode a chunk of (row_index, row | RowError); bad rows come back as RowError."""
-        out = self.encode(self.render(spec, chunk))
-        return out.unpacked() if isinstance(out, PackedResults) else out
+        return self.process_packed(spec, chunk).unpacked()
 
     def process_packed(self, spec: FormatSpec, chunk: list) -> PackedResults:
         """`process`, packed (what a worker sends back)."""
@@ -148,8 +147,8 @@ class RowEncoder:
         results, rendered, slots = prepared
         encodings, fast = tokenized
         if isinstance(encodings, FastBatch):
-            ends = (self.bos_id, self.eos_id)
-            return finish_flat(prepared, encodings, ends, self.special_tokens)
+            bos_eos = (self.bos_id, self.eos_id)
+            return finish_flat(prepared, encodings, bos_eos, self.special_tokens)
         for slot, enc in zip(
             slots,
             finish_batch(
