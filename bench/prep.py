@@ -18,6 +18,10 @@ its own subprocess so that its peak memory is its own:
            fast encoder, ids identical); `sftprep` itself runs with the default `--encoder auto`.
   ceil-fast  the ceiling below with fastokens' encode_batch_flat instead of HF's encode_batch: the
            new floor of any exact pipeline that renders and encodes.
+  ceil+chk  ceil-fast plus the one check #17 requires of the fast encoder: every 64th text (the
+           rows sftprep's SAMPLE_EVERY samples) re-encoded by HF's encode_batch and compared; the
+           floor of a pipeline that renders with Jinja2, encodes fast and keeps that check, still
+           with no masks, turn location, packing or writing.
   ceiling  read the JSONL, render every conversation with the tokenizer's compiled chat template
            (transformers' own compiled Jinja, checked equal to apply_chat_template(tokenize=False))
            and `tokenizers.Tokenizer.encode_batch` the texts, in N forked processes; no masks, no
@@ -58,13 +62,14 @@ ROOT = HERE.parent
 ASSETS = Path(os.environ.get("SFT_SHARED_ASSETS", ROOT.parent / "shared" / "assets"))
 ALPACA_SRC = ASSETS / "data" / "alpaca_en_demo.json"
 DEFAULT_TOKENIZER = ROOT / "examples" / "smollm2-tokenizer"
-METHODS = ("sftprep", "sftprep_hf", "trl", "ceiling", "ceiling_fast")
+METHODS = ("sftprep", "sftprep_hf", "trl", "ceiling", "ceiling_fast", "ceiling_checked")
 LABELS = {
     "sftprep": "sftprep",
     "sftprep_hf": "sftprep-hf",
     "trl": "TRL",
     "ceiling": "ceiling",
     "ceiling_fast": "ceil-fast",
+    "ceiling_checked": "ceil+chk",
 }
 
 
@@ -363,6 +368,8 @@ def worker_trl(w) -> dict:
 
 
 _CEIL = {}
+CHECK_EVERY = 64
+"""ceil+chk re-encodes every this-many-th text with HF (sftprep's fast_encoder.SAMPLE_EVERY)."""
 
 
 def _ceiling_init(template: str, special: dict, kind: str) -> None:
@@ -396,11 +403,21 @@ def _ceiling_render(lines: list) -> list:
     ]
 
 
-def worker_ceiling(w, fast: bool = False) -> dict:
+def _check_sample(backend, texts: list, ids, ends, rows_before: int) -> None:
+    """ceil+chk's check: the texts whose row number is a multiple of CHECK_EVERY re-encoded by HF
+    (`backend`) and compared with fastokens' `ids` (text i is ids[ends[i]:ends[i + 1]])."""
+    sample = list(range(-rows_before % CHECK_EVERY, len(texts), CHECK_EVERY))
+    reference = backend.encode_batch([texts[i] for i in sample], add_special_tokens=False)
+    for i, enc in zip(sample, reference):
+        assert ids[ends[i] : ends[i + 1]].tolist() == enc.ids, "fastokens != HF"
+
+
+def worker_ceiling(w, fast: bool = False, checked: bool = False) -> dict:
     """Render in N forked processes (Python, so parallel only across processes); tokenize the rendered
     chunks as they come back with one Rust `encode_batch` per chunk in this process (parallel across
     cores by itself). The forked workers never touch the Rust tokenizer. `fast`: fastokens'
-    encode_batch_flat instead of HF's encode_batch (the new ceiling with the fast encoder)."""
+    encode_batch_flat instead of HF's encode_batch (the new ceiling with the fast encoder);
+    `checked`: every 64th text also encoded by HF and compared (ceil+chk)."""
     import multiprocessing
 
     t0 = time.perf_counter()
@@ -437,8 +454,11 @@ def worker_ceiling(w, fast: bool = False) -> dict:
         nonlocal tokens, untruncated, rows, encode_s
         te = time.perf_counter()
         if fast:
-            _, offsets = flat.encode_batch_flat(texts)
-            lengths = np.diff(np.frombuffer(offsets, dtype="<u8")).tolist()
+            ids, offsets = flat.encode_batch_flat(texts)
+            ends = np.frombuffer(offsets, dtype="<u8")
+            lengths = np.diff(ends).tolist()
+            if checked:
+                _check_sample(backend, texts, np.frombuffer(ids, dtype="<u4"), ends, rows)
         else:
             lengths = [
                 len(enc.ids) for enc in backend.encode_batch(texts, add_special_tokens=False)
@@ -475,7 +495,7 @@ def worker_ceiling(w, fast: bool = False) -> dict:
 
 def worker_main(argv: list) -> int:
     ap = argparse.ArgumentParser(prog="prep.py _worker")
-    ap.add_argument("method", choices=("trl", "ceiling", "ceiling_fast"))
+    ap.add_argument("method", choices=("trl", "ceiling", "ceiling_fast", "ceiling_checked"))
     ap.add_argument("--data", required=True)
     ap.add_argument("--kind", required=True, choices=("alpaca", "messages"))
     ap.add_argument("--tokenizer", required=True)
@@ -496,7 +516,15 @@ def worker_main(argv: list) -> int:
     ap.add_argument("--result", required=True)
     ap.add_argument("--tmp", required=True)
     w = ap.parse_args(argv)
-    res = worker_trl(w) if w.method == "trl" else worker_ceiling(w, fast=w.method == "ceiling_fast")
+    res = (
+        worker_trl(w)
+        if w.method == "trl"
+        else worker_ceiling(
+            w,
+            fast=w.method in ("ceiling_fast", "ceiling_checked"),
+            checked=w.method == "ceiling_checked",
+        )
+    )
     Path(w.result).write_text(json.dumps(res))
     return 0
 
@@ -685,6 +713,7 @@ def print_ratios(res: dict) -> None:
     rate = {m: r["tokens"] / r["seconds"] for m, r in res.items() if ok(r)}
     build_rate = {m: r["tokens"] / r["build_s"] for m, r in res.items() if ok(r) and "build_s" in r}
     pairs = [("sftprep", "sftprep_hf"), ("sftprep", "trl"), ("sftprep", "ceiling_fast"),
+             ("sftprep", "ceiling_checked"), ("ceiling_checked", "ceiling_fast"),
              ("ceiling_fast", "ceiling")]  # fmt: skip
     ratios = [
         f"{LABELS[x]}/{LABELS[y]} {rate[x] / rate[y]:.2f}x"
