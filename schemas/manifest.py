@@ -85,6 +85,10 @@ class SourceEntry:
     """Examples the build holds from this source, copies included (0 in builds before it was recorded)."""
     loss_share: float = 0.0
     """This source's share of the loss tokens of all sources of its split (as built)."""
+    turns_located_by: dict = field(default_factory=dict)
+    """way -> conversations whose turns were located that way (render.LOCATED_BY: one-render,
+    loop-steps, minijinja-prefixes, jinja2-prefixes); rows encoded, before the length policy;
+    empty for sources without conversations and in builds before it was recorded."""
 
 
 @dataclass(frozen=True)

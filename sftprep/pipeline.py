@@ -349,6 +349,7 @@ def _spill_rows(config, st: SourceStats, results: list, spill, take) -> bool:
             st.dropped[result.reason] += 1
             continue
         st.encoded_by[result.encoded_by] += 1
+        st.located_by[result.located_by] += 1
         admitted = admit(
             result, config.max_length, config.overlong, config.truncation_side, wrapped
         )
@@ -398,6 +399,7 @@ def _spill_run(st: SourceStats, run: PackedResults, spill) -> None:
         return
     st.rows_read = int(run.rows[-1]) + 1
     st.encoded_by.update(run.encoded_by)
+    st.located_by.update(run.located_by)
     st.count_kept_whole(len(run.rows), int(run.lengths.sum()), int(run.loss_tokens.sum()))
     spill.add_packed(st.example_id_start + run.rows, run)
 

@@ -58,6 +58,7 @@ def packed_rows(
         lengths,
         _row_sums(mask, row_starts, lengths),
         ["fastokens"] * len(chosen),
+        [r.located_by for r in rendered],
     )
 
 

@@ -29,6 +29,8 @@ class Encoded:
     """How many tokens count toward the loss (computed from the mask when not given)."""
     encoded_by: str = "hf"
     """fastokens, hf, or hf-fallback (the fast encoder ran but could not vouch for this row)."""
+    located_by: str = ""
+    """How its turns were located (Rendered.located_by)."""
 
     def __post_init__(self):
         if self.loss_tokens < 0:
@@ -156,4 +158,4 @@ def _encode_one(
         mask[-1] = eos_trained  # the tokenizer appended EOS: still the example's end
     if len(mask):
         mask[0] = 0
-    return Encoded(ids, mask, encoded_by=encoded_by)
+    return Encoded(ids, mask, encoded_by=encoded_by, located_by=rendered.located_by)

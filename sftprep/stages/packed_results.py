@@ -34,6 +34,8 @@ class PackedResults:
     """int64 loss tokens of each encoded row."""
     encoded_by: list
     """The encoder of each encoded row (masks.Encoded.encoded_by)."""
+    located_by: list
+    """How each encoded row's turns were located (masks.Encoded.located_by)."""
     errors: list = field(default_factory=list)
     """(row index, RowError) of the chunk's bad rows."""
 
@@ -44,7 +46,7 @@ class PackedResults:
         """The same results with every row index moved by `by` (a chunk's first row in its file)."""
         return PackedResults(
             self.rows + by, self.ids, self.mask, self.lengths, self.loss_tokens,
-            self.encoded_by, [(i + by, err) for i, err in self.errors],
+            self.encoded_by, self.located_by, [(i + by, err) for i, err in self.errors],
         )  # fmt: skip
 
     @cached_property
@@ -55,23 +57,31 @@ class PackedResults:
     def encoded(self, k: int) -> Encoded:
         """Encoded row k (a view of the arrays)."""
         a, b = int(self.starts[k]), int(self.starts[k + 1])
-        return Encoded(self.ids[a:b], self.mask[a:b], int(self.loss_tokens[k]), self.encoded_by[k])
+        return Encoded(
+            self.ids[a:b], self.mask[a:b], int(self.loss_tokens[k]), self.encoded_by[k],
+            self.located_by[k],
+        )  # fmt: skip
 
     def part(self, first: int, stop: int) -> "PackedResults":
         """Encoded rows [first, stop) alone (no bad rows)."""
         a, b = int(self.starts[first]), int(self.starts[stop])
         return PackedResults(
             self.rows[first:stop], self.ids[a:b], self.mask[a:b], self.lengths[first:stop],
-            self.loss_tokens[first:stop], self.encoded_by[first:stop],
+            self.loss_tokens[first:stop], self.encoded_by[first:stop], self.located_by[first:stop],
         )  # fmt: skip
 
     def unpacked(self) -> list:
         """The list of (row index, Encoded | RowError) it was packed from, in row order."""
         starts = self.starts.tolist()
         rows = [
-            (row, Encoded(self.ids[a:b], self.mask[a:b], loss, by))
-            for row, a, b, loss, by in zip(
-                self.rows.tolist(), starts, starts[1:], self.loss_tokens.tolist(), self.encoded_by
+            (row, Encoded(self.ids[a:b], self.mask[a:b], loss, by, way))
+            for row, a, b, loss, by, way in zip(
+                self.rows.tolist(),
+                starts,
+                starts[1:],
+                self.loss_tokens.tolist(),
+                self.encoded_by,
+                self.located_by,
             )
         ]
         return sorted(rows + self.errors, key=lambda pair: pair[0])
@@ -88,6 +98,7 @@ def pack_results(results: list) -> PackedResults:
         np.fromiter((len(e.input_ids) for _, e in encoded), dtype=np.int64, count=len(encoded)),
         np.fromiter((e.loss_tokens for _, e in encoded), dtype=np.int64, count=len(encoded)),
         [e.encoded_by for _, e in encoded],
+        [e.located_by for _, e in encoded],
         errors,
     )
 
@@ -100,6 +111,7 @@ def joined(parts: list[PackedResults]) -> PackedResults:
         *(np.concatenate([getattr(p, name) for p in parts])
           for name in ("rows", "ids", "mask", "lengths", "loss_tokens")),
         [by for p in parts for by in p.encoded_by],
+        [way for p in parts for way in p.located_by],
         [pair for p in parts for pair in p.errors],
     )  # fmt: skip
 

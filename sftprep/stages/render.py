@@ -19,7 +19,7 @@ located is a RowError(`unlocatable_turn`), never an empty span.
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sftprep.drop_reasons import DropReason
 from sftprep.errors import RowError, SftprepError
@@ -45,6 +45,18 @@ class Rendered:
     """Whether that EOS trains: yes, unless the text's trained spans stop before its end."""
     id_markers: tuple | None = None
     """(response ids, instruction ids): the trained tokens are found on the ids, not `spans`."""
+    located_by: str = field(default="", compare=False)
+    """How a conversation's turns were located (one of LOCATED_BY); "" for other rows."""
+
+
+LOCATED_BY = {
+    "one-render": "one render of a prefix-local template gives every prefix's (prefix_renders.py)",
+    "loop-steps": "one render, each message's loop step of the template (loop_steps.py)",
+    "minijinja-prefixes": "each prefix rendered by minijinja, shown equal to Jinja2 (fast_render.py)",
+    "jinja2-prefixes": "each prefix rendered by Jinja2 (the reference rule)",
+}
+"""The ways _render_chat locates a conversation's turns, fastest first (the manifest counts
+rows per way: SourceEntry.turns_located_by)."""
 
 
 def render_example(
@@ -220,18 +232,25 @@ def _render_chat(
     ):
         located.append(BY_STEPS)
         remember_tail(template, tail_key, prompt)  # the same value again once known
-        return Rendered(full, spans, False, False)
+        return Rendered(full, spans, False, False, located_by="loop-steps")
     if layout is None and located is not None:
         twin = row_twin(template, messages, example.tools, variables, full)
         located += [BY_TWIN] if twin is not None else []
+    by = (
+        "one-render"
+        if layout is not None
+        else "minijinja-prefixes"
+        if twin is not None
+        else "jinja2-prefixes"
+    )
     if loss_on == "all":
         excluded = [i for i, m in enumerate(example.messages) if m.get("train") is False]
         spans = _subtract(
             [(0, len(full))], [_turn_span(r, messages, full, i, layout) for i in excluded]
         )
-        return Rendered(full, tuple(spans), False, False)
+        return Rendered(full, tuple(spans), False, False, located_by=by)
     spans = tuple(_turn_span(r, messages, full, i, layout) for i, t in enumerate(trained) if t)
-    return Rendered(full, spans, False, False)
+    return Rendered(full, spans, False, False, located_by=by)
 
 
 def _watched_render(template, stepped, example: Example, messages: list, variables, tail, first):

@@ -59,6 +59,8 @@ class SourceStats:
     """sources.source_stamp before the build hashed the source (checked once it is read)."""
     encoded_by: Counter = field(default_factory=Counter)
     """Rows per encoder (fastokens, hf, hf-fallback; see fast_encoder.py); the manifest sums them."""
+    located_by: Counter = field(default_factory=Counter)
+    """Rows per way their turns were located (render.LOCATED_BY; "" for rows without turns)."""
     workers: int = 1
     """Processes that encoded this source (1: the build process; the manifest records the most)."""
 
@@ -103,4 +105,5 @@ class SourceStats:
             examples=self.examples,
             rows_unselected=self.rows_read - self.rows_kept - sum(self.dropped.values()),
             loss_share=round(self.loss_tokens / split_loss_tokens, 6) if split_loss_tokens else 0.0,
+            turns_located_by={way: n for way, n in sorted(self.located_by.items()) if way},
         )

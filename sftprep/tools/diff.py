@@ -45,6 +45,7 @@ SOURCE_KEYS = (
     "rows_unselected",
     "examples",
     "loss_share",
+    "turns_located_by",
 )
 SPLIT_KEYS = (
     "examples",

@@ -50,7 +50,8 @@ def split_table(manifest: Manifest) -> Table:
 def source_table(manifest: Manifest) -> Table:
     """Per source: rows read/kept, dropped by reason, truncated (examples and tokens cut), tokens;
     with --overlong split also how many examples were split; for a recipe with per-source settings,
-    what each source asked for and its share of the split's loss tokens."""
+    what each source asked for and its share of the split's loss tokens; for conversations, how
+    their turns were located (SourceEntry.turns_located_by)."""
     table = Table(title="sources", title_justify="left")
     show_split = recorded_config(manifest).overlong == "split"
     columns = [
@@ -64,11 +65,13 @@ def source_table(manifest: Manifest) -> Table:
     ]
     mixed = any(s.settings for s in manifest.sources)
     extra = ["asked", "examples", "loss share"] if mixed else []
+    located = any(s.turns_located_by for s in manifest.sources)
+    extra += ["turns located by"] * located
     for col in columns + ["split examples"] * show_split + ["tokens", "loss tokens", *extra]:
         table.add_column(
             col,
             justify="left"
-            if col in ("source", "format", "split", "dropped (reason)", "asked")
+            if col in ("source", "format", "split", "dropped (reason)", "asked", "turns located by")
             else "right",
             overflow="fold",
         )
@@ -93,8 +96,15 @@ def source_table(manifest: Manifest) -> Table:
                 if mixed
                 else []
             ),
+            *[_located(s.turns_located_by)] * located,
         )
     return table
+
+
+def _located(turns_located_by: dict) -> str:
+    """`loop-steps 1,643, jinja2-prefixes 357`: the most used way first; `-` for none."""
+    ways = sorted(turns_located_by.items(), key=lambda item: -item[1])
+    return ", ".join(f"{way} {n:,}" for way, n in ways) or "-"
 
 
 def _asked(source, sources) -> str:

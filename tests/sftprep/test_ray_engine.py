@@ -120,6 +120,7 @@ def test_ray_builds_the_local_build_byte_for_byte(
     manifest = result.manifest
     assert manifest.dropped == {"malformed_json": 1} and manifest.sources[2].rows_read == 2999
     assert manifest.sources[4].rows_kept == 700
+    assert any(s.turns_located_by for s in manifest.sources)  # compared with the local build's
 
 
 def test_a_fraction_and_a_bad_row_give_the_same_build_and_message(

@@ -62,18 +62,22 @@ def test_tables_repeat_the_manifest(build):
             f"{s['loss_tokens'] / s['tokens']:.2%}",
         ]
         assert rows[name][7] == f"{s['packing_efficiency']:.2%}"
-    dropped = 0
+    dropped = located = 0
     for s in manifest["sources"]:
         cells = rows[s["path"]]
         assert cells[3:5] == [f"{s['rows_read']:,}", f"{s['rows_kept']:,}"]
         assert cells[5] == (", ".join(f"{n:,} {r}" for r, n in sorted(s["dropped"].items())) or "0")
-        assert cells[6:] == [
+        assert cells[6:9] == [
             f"{s['truncated']:,} ({s['truncated_tokens']:,})",
             f"{s['tokens']:,}",
             f"{s['loss_tokens']:,}",
         ]
+        ways = sorted(s["turns_located_by"].items(), key=lambda item: -item[1])
+        assert " ".join(cells[9:]) == (", ".join(f"{w} {n:,}" for w, n in ways) or "-")
+        located += sum(s["turns_located_by"].values())
         dropped += sum(s["dropped"].values())
     assert dropped > 0 and "too_long" in result.output, "the fixture must drop something"
+    assert located > 0, "the fixture must hold conversations"
     assert manifest["fingerprint"][:12] in result.output
 
 
