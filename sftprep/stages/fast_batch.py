@@ -30,8 +30,9 @@ class FastEncoding:
     """int64 byte end of each text token (cumulative byte lengths), prefix tokens excluded."""
     prefix: int
     """Tokens the post-processor put before the text's own (e.g. BOS)."""
-    byte_at: np.ndarray | None
-    """Byte offset of each character (None: ASCII, character = byte)."""
+    non_ascii: str | None
+    """Its text when it is not ASCII (byte offsets worked out at span ends, see _span_bytes), else
+    None (a character is a byte)."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -43,22 +44,13 @@ class FastEncoding:
 
     def token_ranges(self, spans) -> list[tuple[int, int]]:
         """[first, stop) token indices of every (start, end) character span, from the tokens' byte
-        ends: two binary searches for all the spans; spans that no token overlaps are left out."""
+        ends (span_tokens, as one row); spans that no token overlaps are left out."""
         if not spans:
             return []
-        chars = np.asarray(spans, dtype=np.int64)
-        starts, ends = chars[:, 0], chars[:, 1]
-        b0, b1 = (
-            (starts, ends) if self.byte_at is None else (self.byte_at[starts], self.byte_at[ends])
-        )
-        first = np.searchsorted(self.ends, b0, side="right")
-        stop = np.minimum(np.searchsorted(self.ends, b1, side="left") + 1, len(self.ends))
-        keep = (ends > starts) & (first < stop)
-        return [
-            (a + self.prefix, b + self.prefix)
-            for a, b, k in zip(first.tolist(), stop.tolist(), keep.tolist())
-            if k
-        ]
+        zero = np.zeros(1, dtype=np.int64)
+        count = np.full(1, len(self.ends), dtype=np.int64)
+        _, first, stop = span_tokens(self.ends, zero, count, zero, [spans], [self.non_ascii])
+        return [(a + self.prefix, b + self.prefix) for a, b in zip(first.tolist(), stop.tolist())]
 
     def first_token_is_added(self) -> bool:
         """Whether token 0 is the post-processor's (no characters of the text)."""
@@ -98,7 +90,7 @@ class FastBatch:
             np.concatenate([self.prefix, self.ids[a:b], self.suffix]),
             self.cum[a + 1 : b + 1] - self.cum[a],
             len(self.prefix),
-            None if self.non_ascii[i] is None else _byte_offsets(self.non_ascii[i]),
+            self.non_ascii[i],
         )
 
 
@@ -150,7 +142,7 @@ def batch_token_ranges(encodings: list[FastEncoding], spans: list) -> list[list[
     totals = np.where(counts > 0, flat[np.maximum(before + counts - 1, 0)], 0)
     shift = before_each(totals)  # bytes of the rows before each
     shifted = flat + np.repeat(shift, counts)
-    found = span_tokens(shifted, before, counts, shift, spans, [e.byte_at for e in encodings])
+    found = span_tokens(shifted, before, counts, shift, spans, [e.non_ascii for e in encodings])
     out: list[list[tuple[int, int]]] = [[] for _ in encodings]
     for i, a, b in zip(*(part.tolist() for part in found)):
         prefix = encodings[i].prefix
@@ -158,21 +150,20 @@ def batch_token_ranges(encodings: list[FastEncoding], spans: list) -> list[list[
     return out
 
 
-def span_tokens(ends, before, counts, shift, spans: list, byte_at: list) -> tuple:
+def span_tokens(ends, before, counts, shift, spans: list, non_ascii: list) -> tuple:
     """(row, first, stop) arrays of the token ranges that rows' character spans overlap, in row
     then span order, spans no token overlaps left out. `ends`: every row's token byte ends, rows
     end to end, each row's shifted by `shift` (the bytes of the rows before it), so the whole
     array is strictly increasing and two binary searches answer every span; `before`: tokens
-    before each row; `counts`: its tokens; `byte_at`: per row None (ASCII), its characters' byte
-    offsets (FastEncoding.byte_at), or its text (FastBatch.non_ascii: see _span_bytes)."""
+    before each row; `counts`: its tokens; `non_ascii`: per row None (ASCII: a character is a
+    byte) or its text (its span ends' byte offsets then come from _span_bytes)."""
     row_of, chars, places = [], [], []
-    for i, (row_spans, at) in enumerate(zip(spans, byte_at)):
-        if isinstance(at, str) and row_spans:
-            at = _span_bytes(at, row_spans)
+    for i, (row_spans, text) in enumerate(zip(spans, non_ascii)):
+        at = _span_bytes(text, row_spans) if text is not None and row_spans else None
         for start, end in row_spans:
             row_of.append(i)
             chars.append((start, end))
-            places.append((start, end) if at is None else (int(at[start]), int(at[end])))
+            places.append((start, end) if at is None else (at[start], at[end]))
     if not row_of:
         return (np.zeros(0, np.int64),) * 3
     rows = np.asarray(row_of, dtype=np.int64)
@@ -198,10 +189,3 @@ def _span_bytes(text: str, spans) -> dict:
         before += len(text[at:point].encode("utf-8"))
         places[point], at = before, point
     return places
-
-
-def _byte_offsets(text: str) -> np.ndarray:
-    """UTF-8 byte offset of every character of `text`, and its total length at the end."""
-    points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    width = 1 + (points >= 0x80) + (points >= 0x800) + (points >= 0x10000)
-    return np.concatenate([[0], np.cumsum(width, dtype=np.int64)])

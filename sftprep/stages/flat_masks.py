@@ -40,8 +40,8 @@ def packed_rows(
     starts = batch.offsets[chosen]
     counts = batch.offsets[np.asarray(chosen, dtype=np.int64) + 1] - starts
     text_ids, token_ends, before, shift = _text_tokens(batch, starts, counts)
-    byte_at = [batch.non_ascii[i] for i in chosen]
-    found = span_tokens(token_ends, before, counts, shift, [r.spans for r in rendered], byte_at)
+    non_ascii = [batch.non_ascii[i] for i in chosen]
+    found = span_tokens(token_ends, before, counts, shift, [r.spans for r in rendered], non_ascii)
     mask = _text_mask(len(text_ids), before, *found)
     ids, mask, lengths = _with_special(text_ids, mask, counts, batch.prefix, batch.suffix)
     bos_id, eos_id = bos_eos
