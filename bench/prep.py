@@ -18,10 +18,10 @@ its own subprocess so that its peak memory is its own:
            fast encoder, ids identical); `sftprep` itself runs with the default `--encoder auto`.
   ceil-fast  the ceiling below with fastokens' encode_batch_flat instead of HF's encode_batch: the
            new floor of any exact pipeline that renders and encodes.
-  ceil+chk  ceil-fast plus the one check #17 requires of the fast encoder: every 64th text (the
-           rows sftprep's SAMPLE_EVERY samples) re-encoded by HF's encode_batch and compared; the
-           floor of a pipeline that renders with Jinja2, encodes fast and keeps that check, still
-           with no masks, turn location, packing or writing.
+  ceil+chk  ceil-fast plus the sampled check #17 requires of the fast encoder: every 64th text
+           (sftprep's SAMPLE_EVERY) re-encoded by HF's encode_batch and compared. A floor below
+           sftprep's own check, which also compares each worker's first encode call whole (128
+           rows) and the probe texts; and still no masks, turn location, packing or writing.
   ceiling  read the JSONL, render every conversation with the tokenizer's compiled chat template
            (transformers' own compiled Jinja, checked equal to apply_chat_template(tokenize=False))
            and `tokenizers.Tokenizer.encode_batch` the texts, in N forked processes; no masks, no

@@ -87,8 +87,8 @@ class SourceEntry:
     """This source's share of the loss tokens of all sources of its split (as built)."""
     turns_located_by: dict = field(default_factory=dict)
     """way -> conversations whose turns were located that way (render.LOCATED_BY: one-render,
-    loop-steps, minijinja-prefixes, jinja2-prefixes); rows encoded, before the length policy;
-    empty for sources without conversations and in builds before it was recorded."""
+    loop-steps, every-prefix); rows encoded, before the length policy; empty for sources without
+    conversations (or with no turn to locate: `loss_on: all`) and in builds before it was recorded."""
 
 
 @dataclass(frozen=True)

@@ -51,12 +51,16 @@ class Rendered:
 
 LOCATED_BY = {
     "one-render": "one render of a prefix-local template gives every prefix's (prefix_renders.py)",
-    "loop-steps": "one render, each message's loop step of the template (loop_steps.py)",
-    "minijinja-prefixes": "each prefix rendered by minijinja, shown equal to Jinja2 (fast_render.py)",
-    "jinja2-prefixes": "each prefix rendered by Jinja2 (the reference rule)",
+    "loop-steps": "one render, each message's loop step of the template (loop_steps.py); a turn "
+    "whose step trains nothing is looked up by its prefix renders",
+    "every-prefix": "each prefix rendered: by minijinja where it is shown equal to Jinja2 "
+    "(fast_render.py), else by Jinja2",
 }
 """The ways _render_chat locates a conversation's turns, fastest first (the manifest counts
-rows per way: SourceEntry.turns_located_by)."""
+rows per way: SourceEntry.turns_located_by; a row with no turn to locate, `loss_on: all`
+without `train: false` messages, is not counted). Prefixes rendered by minijinja and by Jinja2
+are one way: which of the two answers a row can depend on the rows its process met before
+(fast_render.TWINS_KEPT), and a count must not change with --num-proc."""
 
 
 def render_example(
@@ -236,19 +240,13 @@ def _render_chat(
     if layout is None and located is not None:
         twin = row_twin(template, messages, example.tools, variables, full)
         located += [BY_TWIN] if twin is not None else []
-    by = (
-        "one-render"
-        if layout is not None
-        else "minijinja-prefixes"
-        if twin is not None
-        else "jinja2-prefixes"
-    )
+    by = "one-render" if layout is not None else "every-prefix"
     if loss_on == "all":
         excluded = [i for i, m in enumerate(example.messages) if m.get("train") is False]
         spans = _subtract(
             [(0, len(full))], [_turn_span(r, messages, full, i, layout) for i in excluded]
         )
-        return Rendered(full, tuple(spans), False, False, located_by=by)
+        return Rendered(full, tuple(spans), False, False, located_by=by if excluded else "")
     spans = tuple(_turn_span(r, messages, full, i, layout) for i, t in enumerate(trained) if t)
     return Rendered(full, spans, False, False, located_by=by)
 

@@ -60,7 +60,7 @@ class SourceStats:
     encoded_by: Counter = field(default_factory=Counter)
     """Rows per encoder (fastokens, hf, hf-fallback; see fast_encoder.py); the manifest sums them."""
     located_by: Counter = field(default_factory=Counter)
-    """Rows per way their turns were located (render.LOCATED_BY; "" for rows without turns)."""
+    """Rows per way their turns were located (render.LOCATED_BY; "" for rows with none located)."""
     workers: int = 1
     """Processes that encoded this source (1: the build process; the manifest records the most)."""
 

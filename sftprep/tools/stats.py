@@ -102,7 +102,7 @@ def source_table(manifest: Manifest) -> Table:
 
 
 def _located(turns_located_by: dict) -> str:
-    """`loop-steps 1,643, jinja2-prefixes 357`: the most used way first; `-` for none."""
+    """`loop-steps 1,643, every-prefix 357`: the most used way first; `-` for none."""
     ways = sorted(turns_located_by.items(), key=lambda item: -item[1])
     return ", ".join(f"{way} {n:,}" for way, n in ways) or "-"
 

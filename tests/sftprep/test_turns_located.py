@@ -48,26 +48,23 @@ def _labels(results: list) -> set:
     return {r[0] for r in results if isinstance(r, tuple)}
 
 
+def _spans(results: list) -> list:
+    return [r[1] if isinstance(r, tuple) else r for r in results]
+
+
 def test_each_label_is_the_way_taken_and_turning_it_off_moves_rows_to_the_next(monkeypatch):
     examples = _examples(120)
     stepped = _ways("qwen3", examples)
     assert "loop-steps" in _labels(stepped) and _labels(stepped) <= set(LOCATED_BY)
 
     monkeypatch.setattr(render, "_spans_by_steps", lambda *args: None)
-    twin = _ways("qwen3", examples, renderer="auto")
-    # Qwen3's template is VETTED for minijinja; rows with text the two renderers treat otherwise
-    # (fast_render.ODD_TEXT) stay on Jinja2
-    assert "minijinja-prefixes" in _labels(twin) and "loop-steps" not in _labels(twin)
-    assert [r[1] if isinstance(r, tuple) else r for r in twin] == [
-        r[1] if isinstance(r, tuple) else r for r in stepped
-    ], "the same spans however they were located"
+    twin = _ways("qwen3", examples, renderer="auto")  # prefixes by minijinja (Qwen3's is VETTED)
+    assert _labels(twin) == {"every-prefix"}
+    assert _spans(twin) == _spans(stepped), "the same spans however they were located"
 
     monkeypatch.setattr(render, "row_twin", lambda *args: None)
-    exact = _ways("qwen3", examples)
-    assert _labels(exact) == {"jinja2-prefixes"}
-    assert [r[1] if isinstance(r, tuple) else r for r in exact] == [
-        r[1] if isinstance(r, tuple) else r for r in stepped
-    ]
+    exact = _ways("qwen3", examples)  # prefixes by Jinja2: the same way, the same label
+    assert _labels(exact) == {"every-prefix"} and _spans(exact) == _spans(stepped)
 
 
 def test_a_prefix_local_template_is_located_by_one_render_until_its_layout_is_refused(
@@ -78,18 +75,16 @@ def test_a_prefix_local_template_is_located_by_one_render_until_its_layout_is_re
     assert "one-render" in _labels(one)
     monkeypatch.setattr(render, "layout_of", lambda *args: None)
     prefixes = _ways("smollm2", examples)
-    assert "one-render" not in _labels(prefixes)
-    assert _labels(prefixes) <= {"minijinja-prefixes", "jinja2-prefixes"}
-    assert [r[1] if isinstance(r, tuple) else r for r in prefixes] == [
-        r[1] if isinstance(r, tuple) else r for r in one
-    ]
+    assert _labels(prefixes) == {"every-prefix"} and _spans(prefixes) == _spans(one)
 
 
-def _build(tmp_path, name: str, num_proc: int, **extra):
+def _build(tmp_path, name: str, num_proc: int, edit=None, **extra):
+    """Build the corpus chats (each row through `edit` first) and C4 text; the manifest."""
     folder = tmp_path / "src"
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     chat = folder / "chats.jsonl"
     rows = [{k: v for k, v in c.items() if k != "kind"} for c in chats(150)]
+    rows = [edit(i, r) for i, r in enumerate(rows)] if edit else rows
     chat.write_text("".join(json.dumps(r) + "\n" for r in rows))
     sources = [str(chat), str(shared_data("c4_demo.jsonl"))]
     out = tmp_path / f"{name}-{num_proc}-{len(extra)}"
@@ -102,7 +97,7 @@ def _build(tmp_path, name: str, num_proc: int, **extra):
 
 @pytest.mark.parametrize(("name", "num_proc", "extra", "way"), [
     ("qwen3", 1, {}, "loop-steps"),
-    ("qwen3", 2, {"renderer": "jinja2"}, "jinja2-prefixes"),
+    ("qwen3", 2, {"renderer": "jinja2"}, "every-prefix"),
     ("smollm2", 2, {}, "one-render"),
 ])  # fmt: skip
 def test_the_manifest_counts_every_encoded_conversation_once(tmp_path, name, num_proc, extra, way):
@@ -118,10 +113,33 @@ def test_the_manifest_counts_every_encoded_conversation_once(tmp_path, name, num
     assert "turns located by" in [c.header for c in source_table(manifest).columns]
 
 
-def test_workers_and_one_process_count_alike(tmp_path, monkeypatch):
-    one = _build(tmp_path, "qwen3", 1)
+def _first_untrained_with_kwargs(i: int, row: dict) -> dict:
+    """The row with its first message `train: false` (so `loss_on: all` has a turn to locate) and
+    template kwargs of its own: more sets of them than a process keeps minijinja renderers for
+    (fast_render.TWINS_KEPT), so whether minijinja or Jinja2 renders a row's prefixes depends on
+    the rows its process met before."""
+    messages = [{**row["messages"][0], "train": False}, *row["messages"][1:]]
+    return {**row, "messages": messages, "chat_template_kwargs": {"tag": i % 40}}
+
+
+@pytest.mark.parametrize("edit", [None, _first_untrained_with_kwargs])
+def test_workers_and_one_process_count_alike(tmp_path, monkeypatch, edit):
+    extra = {"loss_on": "all"} if edit else {}
+    one = _build(tmp_path, "qwen3", 1, edit, **extra)
     monkeypatch.setattr(pipeline, "WORKER_CHUNK_BYTES", (8192, 8192))  # a file of many chunks
     monkeypatch.setattr(pipeline, "CHUNK_ROWS", 16)
-    two = _build(tmp_path, "qwen3", 2)
+    two = _build(tmp_path, "qwen3", 2, edit, **extra)
     assert two.workers == 2 and one.workers == 1
     assert one.sources == two.sources and one.sources[0].turns_located_by
+
+
+def test_loss_on_all_counts_only_rows_with_a_turn_to_locate(tmp_path):
+    def untrained_first_of_half(i, row):
+        if i % 2:
+            return row
+        return {**row, "messages": [{**row["messages"][0], "train": False}, *row["messages"][1:]]}
+
+    plain = _build(tmp_path, "qwen3", 1, loss_on="all").sources[0]
+    assert plain.turns_located_by == {} and plain.rows_kept > 0  # the whole text trains
+    half = _build(tmp_path / "half", "qwen3", 1, untrained_first_of_half, loss_on="all").sources[0]
+    assert 0 < sum(half.turns_located_by.values()) <= (half.rows_read + 1) // 2
