@@ -9,10 +9,10 @@ import pytest
 
 from schemas.manifest import read_manifest
 from sftprep import build, pipeline
+from sftprep.drop_reasons import DropReason
 from sftprep.stages import render
 from sftprep.stages.chat_template import compile_template
 from sftprep.stages.formats import Example, normalize_messages
-from sftprep.stages.length_policy import DropReason
 from sftprep.stages.render import LOCATED_BY, render_example
 from sftprep.stages.tokenizer import load_tokenizer
 from sftprep.tools.stats import source_table
